@@ -1,0 +1,1 @@
+//! RabbitMQ: topology, a reconnecting publisher with confirms, and consumption helpers.

@@ -1,0 +1,451 @@
+//! The one typed configuration tree, read once at start-up from YAML plus environment
+//! overrides and passed down by reference.
+//!
+//! Keys follow the seed's YAML (`storage:` and `server:` in camelCase). Any key can be
+//! overridden from the environment as `STAYLER_<SECTION>__<KEY_IN_SNAKE_CASE>`, for example
+//! `STAYLER_STORAGE__MAX_FILE_SIZE=1048576` or `STAYLER_DATABASE__URL=postgres://…`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Yaml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::imaging::ImageFormat;
+
+/// Environment variable naming the YAML file to read.
+pub const CONFIG_FILE_ENV: &str = "STAYLER_CONFIG";
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "STAYLER_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}`: {reason}")]
+    BadValue { key: &'static str, reason: String },
+}
+
+/// Whether placeholder secrets are tolerated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Local development and tests: the committed dev secrets are accepted.
+    #[default]
+    Dev,
+    /// Anything else: start-up fails on a missing, short or placeholder secret.
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub rabbitmq: RabbitConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub quota: QuotaConfig,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+}
+
+/// The `storage:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Root of the image tree (`images/{type}/{owner}/…`).
+    pub base_path: PathBuf,
+    /// Root of the backup tree (`{YYYY-MM-DD}/…`).
+    pub backup_path: PathBuf,
+    /// HMAC-SHA256 key for signed URLs.
+    #[serde(rename = "signedURLKey", alias = "signedUrlKey")]
+    pub signed_url_key: SecretString,
+    /// Largest accepted upload, in bytes.
+    pub max_file_size: u64,
+    /// MIME types accepted at upload, checked against the format sniffed from the bytes.
+    pub allowed_types: Vec<String>,
+    /// Thumbnail boxes by name; an image is fitted inside each, never upscaled.
+    pub thumbnail_sizes: BTreeMap<String, ThumbnailSize>,
+    /// Largest accepted image, in pixels (width × height); refuses decompression bombs.
+    pub max_pixels: u64,
+    pub retention_policy: RetentionPolicy,
+    pub backup_policy: BackupPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RetentionPolicy {
+    /// Images are never deleted by a job while they are live.
+    pub keep_images_forever: bool,
+    /// Backups older than this many days are removed (never the last copy of a live image).
+    pub retention_days: u32,
+    /// Cron expression of the maintenance run.
+    pub cleanup_schedule: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BackupPolicy {
+    pub enabled: bool,
+    pub frequency: String,
+    /// zstd level used for backup archives.
+    pub compression_level: i32,
+}
+
+/// The `server:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Public origin used to build URLs handed to clients.
+    pub base_url: String,
+    /// URL prefix under which public images are served without signature.
+    pub public_path: String,
+    /// URL prefix of static assets.
+    pub static_path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+    /// Applies pending migrations at start-up.
+    pub migrate: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RabbitConfig {
+    pub url: SecretString,
+    /// Prefix of every exchange and queue name, so several deployments (or tests) can share
+    /// one broker.
+    pub prefix: String,
+    /// Unacknowledged messages a worker holds per queue.
+    pub prefetch: u16,
+    /// Delivery attempts before a message goes to its dead-letter queue.
+    pub max_attempts: u32,
+    /// Waits before each retry, in seconds; the last one repeats.
+    pub retry_delays_secs: Vec<u64>,
+    /// Every broker call is given up after this many seconds, so a dead connection never
+    /// hangs a process.
+    pub call_timeout_secs: u64,
+    /// Seconds between reconnection attempts.
+    pub reconnect_delay_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret shared with the main application.
+    pub jwt_secret: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Files an owner may store until an admin changes their quota.
+    pub default_max_files: i64,
+    /// Bytes an owner may store until an admin changes their quota.
+    pub default_max_bytes: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Jobs handled at once by one worker process; 0 means one per CPU core.
+    pub concurrency: usize,
+    /// Seconds a worker waits for in-flight jobs on SIGTERM before returning them.
+    pub shutdown_grace_secs: u64,
+}
+
+const DEV_SECRET_PREFIX: &str = "dev-";
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let size = |width, height| ThumbnailSize { width, height };
+        Self {
+            base_path: PathBuf::from("./data/storage"),
+            backup_path: PathBuf::from("./data/backups"),
+            signed_url_key: SecretString::from(""),
+            max_file_size: 52_428_800,
+            allowed_types: ImageFormat::ALL.iter().map(|f| f.mime().to_owned()).collect(),
+            thumbnail_sizes: BTreeMap::from([
+                ("small".to_owned(), size(150, 150)),
+                ("medium".to_owned(), size(300, 300)),
+                ("large".to_owned(), size(600, 600)),
+            ]),
+            max_pixels: 50_000_000,
+            retention_policy: RetentionPolicy::default(),
+            backup_policy: BackupPolicy::default(),
+        }
+    }
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        Self { keep_images_forever: true, retention_days: 365, cleanup_schedule: "0 2 * * *".to_owned() }
+    }
+}
+
+impl Default for BackupPolicy {
+    fn default() -> Self {
+        Self { enabled: true, frequency: "daily".to_owned(), compression_level: 6 }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".to_owned(),
+            port: 8080,
+            base_url: "http://localhost:8080".to_owned(),
+            public_path: "/public".to_owned(),
+            static_path: "/static".to_owned(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: SecretString::from(""), max_connections: 20, migrate: true }
+    }
+}
+
+impl Default for RabbitConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from(""),
+            prefix: "stayler".to_owned(),
+            prefetch: 8,
+            max_attempts: 5,
+            retry_delays_secs: vec![1, 10, 60],
+            call_timeout_secs: 10,
+            reconnect_delay_secs: 1,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { jwt_secret: SecretString::from("") }
+    }
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self { default_max_files: 100, default_max_bytes: 5 * 1024 * 1024 * 1024 }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { concurrency: 0, shutdown_grace_secs: 30 }
+    }
+}
+
+impl Config {
+    /// Reads the YAML file named by `STAYLER_CONFIG` (if any), then the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
+        Self::load_from(file.as_deref())
+    }
+
+    /// Reads `file` (if given), then the `STAYLER_*` environment overrides, and validates.
+    pub fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Yaml::file_exact(file));
+        }
+        figment = figment.merge(environment());
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: secrets, limits and formats.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| Err(ConfigError::BadValue { key, reason: reason.to_owned() });
+        self.check_secret("storage.signedURLKey", &self.storage.signed_url_key)?;
+        self.check_secret("auth.jwtSecret", &self.auth.jwt_secret)?;
+        if self.database.url.expose_secret().is_empty() {
+            return bad("database.url", "is missing");
+        }
+        if self.rabbitmq.url.expose_secret().is_empty() {
+            return bad("rabbitmq.url", "is missing");
+        }
+        if self.storage.max_file_size == 0 {
+            return bad("storage.maxFileSize", "must be positive");
+        }
+        if self.storage.max_pixels == 0 {
+            return bad("storage.maxPixels", "must be positive");
+        }
+        for mime in &self.storage.allowed_types {
+            if ImageFormat::from_mime(mime).is_none() {
+                return bad("storage.allowedTypes", &format!("{mime} is not a supported image type"));
+            }
+        }
+        for (name, size) in &self.storage.thumbnail_sizes {
+            if !crate::storage::is_safe_segment(name) {
+                return bad("storage.thumbnailSizes", &format!("`{name}` is not a plain name"));
+            }
+            if size.width == 0 || size.height == 0 {
+                return bad("storage.thumbnailSizes", &format!("`{name}` has a zero side"));
+            }
+        }
+        if self.rabbitmq.max_attempts == 0 {
+            return bad("rabbitmq.maxAttempts", "must be at least 1");
+        }
+        if self.rabbitmq.retry_delays_secs.is_empty() {
+            return bad("rabbitmq.retryDelaysSecs", "needs at least one delay");
+        }
+        if !crate::storage::is_safe_segment(&self.rabbitmq.prefix) {
+            return bad("rabbitmq.prefix", "must be a plain name");
+        }
+        Ok(())
+    }
+
+    fn check_secret(&self, key: &'static str, secret: &SecretString) -> Result<(), ConfigError> {
+        let value = secret.expose_secret();
+        let reason = if value.is_empty() {
+            "is missing"
+        } else if self.mode == Mode::Dev {
+            return Ok(());
+        } else if value.starts_with(DEV_SECRET_PREFIX) {
+            "is a development placeholder; set a real secret outside dev mode"
+        } else if value.len() < 32 {
+            "must be at least 32 bytes outside dev mode"
+        } else {
+            return Ok(());
+        };
+        Err(ConfigError::BadValue { key, reason: reason.to_owned() })
+    }
+
+    /// Accepted formats, in the order of `storage.allowedTypes`.
+    pub fn allowed_formats(&self) -> Vec<ImageFormat> {
+        self.storage.allowed_types.iter().filter_map(|m| ImageFormat::from_mime(m)).collect()
+    }
+
+    pub fn rabbit_call_timeout(&self) -> Duration {
+        Duration::from_secs(self.rabbitmq.call_timeout_secs.max(1))
+    }
+}
+
+/// `STAYLER_STORAGE__MAX_FILE_SIZE` → `storage.maxFileSize`.
+fn environment() -> Env {
+    // `lowercase(false)` last: every `map` resets it.
+    Env::prefixed(ENV_PREFIX).split("__").map(|key| camel_case_path(key.as_str()).into()).lowercase(false)
+}
+
+fn camel_case_path(key: &str) -> String {
+    key.split('.')
+        .map(|segment| {
+            let mut out = String::with_capacity(segment.len());
+            let mut upper = false;
+            for c in segment.chars() {
+                if c == '_' {
+                    upper = true;
+                } else if upper {
+                    out.extend(c.to_uppercase());
+                    upper = false;
+                } else {
+                    out.extend(c.to_lowercase());
+                }
+            }
+            if out == "signedUrlKey" { "signedURLKey".to_owned() } else { out }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid_yaml() -> &'static str {
+        "storage:\n  signedURLKey: dev-key\ndatabase:\n  url: postgres://x\nrabbitmq:\n  url: amqp://x\nauth:\n  jwtSecret: dev-secret\n"
+    }
+
+    #[test]
+    fn environment_keys_become_camel_case_paths() {
+        assert_eq!(camel_case_path("storage.max_file_size"), "storage.maxFileSize");
+        assert_eq!(camel_case_path("STORAGE.SIGNED_URL_KEY"), "storage.signedURLKey");
+        assert_eq!(camel_case_path("database.url"), "database.url");
+    }
+
+    #[test]
+    fn seed_defaults_apply_when_keys_are_absent() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", valid_yaml())?;
+            let config = Config::load_from(Some(Path::new("c.yaml"))).unwrap();
+            assert_eq!(config.storage.max_file_size, 52_428_800);
+            assert_eq!(config.storage.thumbnail_sizes["medium"], ThumbnailSize { width: 300, height: 300 });
+            assert_eq!(config.storage.retention_policy.retention_days, 365);
+            assert_eq!(config.storage.allowed_types.len(), 4);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", valid_yaml())?;
+            jail.set_env("STAYLER_STORAGE__MAX_FILE_SIZE", "1234");
+            jail.set_env("STAYLER_STORAGE__SIGNED_URL_KEY", "dev-other");
+            jail.set_env("STAYLER_RABBITMQ__PREFIX", "t1");
+            let config = Config::load_from(Some(Path::new("c.yaml"))).unwrap();
+            assert_eq!(config.storage.max_file_size, 1234);
+            assert_eq!(config.storage.signed_url_key.expose_secret(), "dev-other");
+            assert_eq!(config.rabbitmq.prefix, "t1");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_refuses_placeholder_and_missing_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", valid_yaml())?;
+            jail.set_env("STAYLER_MODE", "production");
+            let err = Config::load_from(Some(Path::new("c.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("storage.signedURLKey"), "{err}");
+            jail.set_env("STAYLER_STORAGE__SIGNED_URL_KEY", "k".repeat(40));
+            let err = Config::load_from(Some(Path::new("c.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("auth.jwtSecret"), "{err}");
+            jail.set_env("STAYLER_AUTH__JWT_SECRET", "s".repeat(40));
+            Config::load_from(Some(Path::new("c.yaml"))).unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_stop_start_up() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", &format!("{}server:\n  prot: 1\n", valid_yaml()))?;
+            assert!(Config::load_from(Some(Path::new("c.yaml"))).is_err());
+            jail.set_env("STAYLER_STORAGE__ALLOWED_TYPES", "[text/html]");
+            let err = Config::load_from(Some(Path::new("c.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("storage.allowedTypes") || err.to_string().contains("prot"), "{err}");
+            Ok(())
+        });
+    }
+}

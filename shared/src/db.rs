@@ -1,0 +1,27 @@
+//! Database access: the pool, the embedded migrations, and one module per table.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::DatabaseConfig;
+
+pub mod outbox;
+
+/// The SQL migrations in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Connects, and migrates when `database.migrate` is on.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(config.url.expose_secret())
+        .await?;
+    if config.migrate {
+        MIGRATOR.run(&pool).await?;
+    }
+    Ok(pool)
+}

@@ -1,0 +1,69 @@
+//! Events and jobs: what travels through the outbox and RabbitMQ.
+//!
+//! Every message is a JSON envelope with `id`, `type`, `version`, `occurred_at` and a
+//! payload. The envelope id is also the AMQP `message_id`, so consumers can de-duplicate.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::images::ImageId;
+
+/// A payload with its name and schema version.
+pub trait Event: Serialize + DeserializeOwned + Send + Sync {
+    /// Routing key and `type` field, `noun.past_verb`.
+    const TYPE: &'static str;
+    const VERSION: u16;
+}
+
+/// The JSON body of every message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u16,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: T,
+}
+
+impl<T: Event> Envelope<T> {
+    pub fn new(payload: T) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            event_type: T::TYPE.to_owned(),
+            version: T::VERSION,
+            occurred_at: Utc::now(),
+            payload,
+        }
+    }
+}
+
+/// An original was stored and committed; thumbnails and verification are due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageUploaded {
+    pub image_id: ImageId,
+}
+
+impl Event for ImageUploaded {
+    const TYPE: &'static str = "image.uploaded";
+    const VERSION: u16 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_has_the_documented_shape() {
+        let envelope = Envelope::new(ImageUploaded { image_id: ImageId(Uuid::nil()) });
+        let json = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(json["type"], "image.uploaded");
+        assert_eq!(json["version"], 1);
+        assert_eq!(json["payload"]["image_id"], Uuid::nil().to_string());
+        assert!(json["occurred_at"].is_string());
+        let back: Envelope<ImageUploaded> = serde_json::from_value(json).unwrap();
+        assert_eq!(back.id, envelope.id);
+    }
+}

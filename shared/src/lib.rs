@@ -1,0 +1,14 @@
+//! Domain library of Stayler Storage, shared by the API, the worker and the scheduler:
+//! configuration, database access, events and broker topology, the outbox relay, the
+//! storage layout, imaging, signing and identity.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod images;
+pub mod imaging;
+pub mod outbox;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! The outbox relay: publishes committed events to RabbitMQ and marks them sent.

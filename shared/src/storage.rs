@@ -1,0 +1,365 @@
+//! The one narrow interface to file storage, and the one place paths are made.
+//!
+//! Every path comes from a [`StorageKey`] built from ids and enums, never from client
+//! input. Every write is atomic: a staged temp file in the same file system, fsync, rename,
+//! fsync of the directory. The first backend is a local folder tree; nothing outside this
+//! module knows that.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tokio::fs::{self, File};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use crate::images::{ImageId, ImageType, Owner, OwnerType};
+use crate::imaging::ImageFormat;
+
+/// Folder under the root holding uploads and thumbnails still being written.
+const STAGING_DIR: &str = ".staging";
+/// Staged files older than this were left by a crash and are removed at start-up.
+const STALE_STAGING_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Where one stored object lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageKey {
+    /// The uploaded bytes, as received.
+    Original { image_type: ImageType, owner: Owner, image_id: ImageId, format: ImageFormat },
+    /// One thumbnail of an original, named after its configured size.
+    Thumbnail { image_type: ImageType, owner: Owner, image_id: ImageId, size: String, format: ImageFormat },
+}
+
+impl StorageKey {
+    /// Path relative to the storage root, as the seed's layout has it:
+    /// `images/{user|cloth|result}/{owner}/{images|thumbnails}/…`, with vendors' results
+    /// under `images/result/vendor/{vendor_id}/`.
+    pub fn relative_path(&self) -> PathBuf {
+        match self {
+            Self::Original { image_type, owner, image_id, format } => {
+                owner_dir(*image_type, owner).join("images").join(format!("{image_id}.{}", format.extension()))
+            }
+            Self::Thumbnail { image_type, owner, image_id, size, format } => {
+                debug_assert!(is_safe_segment(size), "thumbnail sizes are validated with the config");
+                owner_dir(*image_type, owner)
+                    .join("thumbnails")
+                    .join(format!("{image_id}_{size}.{}", format.extension()))
+            }
+        }
+    }
+
+    /// The relative path as stored in the database.
+    pub fn to_db_path(&self) -> String {
+        self.relative_path().to_string_lossy().into_owned()
+    }
+}
+
+fn owner_dir(image_type: ImageType, owner: &Owner) -> PathBuf {
+    let base = Path::new("images").join(image_type.as_str());
+    match (image_type, owner.kind) {
+        (ImageType::Result, OwnerType::Vendor) => base.join("vendor").join(owner.id.to_string()),
+        _ => base.join(owner.id.to_string()),
+    }
+}
+
+/// True for a non-empty name of ASCII letters, digits, `-` and `_`: safe as one path
+/// segment or queue-name part.
+pub fn is_safe_segment(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// File storage rooted at `storage.basePath`.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    root: PathBuf,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the tree at `root`, and removes staged files left by a
+    /// crash long ago.
+    pub async fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(root.join(STAGING_DIR)).await?;
+        let storage = Self { root };
+        storage.remove_stale_staged_files().await?;
+        Ok(storage)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Starts a write whose destination is decided later (an upload's format and owner are
+    /// known only once its bytes and form fields are in).
+    pub async fn stage(&self) -> io::Result<StagedFile> {
+        let path = self.root.join(STAGING_DIR).join(format!("{}.part", Uuid::new_v4()));
+        let file = File::options().write(true).create_new(true).open(&path).await?;
+        Ok(StagedFile { file: Some(file), path: Some(path), len: 0 })
+    }
+
+    /// Makes a staged file durable under `key`: fsync, rename, fsync of the directory.
+    /// Replaces an existing object atomically.
+    pub async fn commit(&self, mut staged: StagedFile, key: &StorageKey) -> io::Result<()> {
+        let file = staged.file.take().expect("a staged file is committed once");
+        file.sync_all().await?;
+        drop(file);
+        let destination = self.root.join(key.relative_path());
+        let directory = destination.parent().expect("keys have a directory").to_owned();
+        create_dir_all_durably(&self.root, &directory).await?;
+        let source = staged.path.as_ref().expect("a staged file has a path");
+        fs::rename(source, &destination).await?;
+        staged.path = None;
+        sync_dir(&directory).await
+    }
+
+    /// Writes `bytes` under `key` atomically.
+    pub async fn write(&self, key: &StorageKey, bytes: &[u8]) -> io::Result<()> {
+        let mut staged = self.stage().await?;
+        staged.write(bytes).await?;
+        self.commit(staged, key).await
+    }
+
+    /// Opens an object for (ranged) reading.
+    pub async fn open_read(&self, key: &StorageKey) -> io::Result<File> {
+        File::open(self.root.join(key.relative_path())).await
+    }
+
+    /// Reads a whole object, refusing one larger than `limit` bytes (only for files that
+    /// must be decoded, which the upload limit already bounds).
+    pub async fn read(&self, key: &StorageKey, limit: u64) -> io::Result<Vec<u8>> {
+        let file = self.open_read(key).await?;
+        let len = file.metadata().await?.len();
+        if len > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{len} bytes exceed the {limit}-byte limit"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(limit).read_to_end(&mut bytes).await?;
+        Ok(bytes)
+    }
+
+    /// Removes an object; false if it was already gone.
+    pub async fn delete(&self, key: &StorageKey) -> io::Result<bool> {
+        let path = self.root.join(key.relative_path());
+        match fs::remove_file(&path).await {
+            Ok(()) => {
+                sync_dir(path.parent().expect("keys have a directory")).await?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Size in bytes of an object, or `None` when it does not exist.
+    pub async fn size(&self, key: &StorageKey) -> io::Result<Option<u64>> {
+        match fs::metadata(self.root.join(key.relative_path())).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Number of stored objects (staged files excluded); for operators and tests.
+    pub async fn count_objects(&self) -> io::Result<usize> {
+        let mut count = 0;
+        let mut pending = vec![self.root.join("images")];
+        while let Some(dir) = pending.pop() {
+            let mut entries = match fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            while let Some(entry) = entries.next_entry().await? {
+                if entry.file_type().await?.is_dir() {
+                    pending.push(entry.path());
+                } else {
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Number of files in the staging area; zero once every write has finished or failed.
+    pub async fn count_staged(&self) -> io::Result<usize> {
+        let mut entries = fs::read_dir(self.root.join(STAGING_DIR)).await?;
+        let mut count = 0;
+        while entries.next_entry().await?.is_some() {
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    async fn remove_stale_staged_files(&self) -> io::Result<()> {
+        let mut entries = fs::read_dir(self.root.join(STAGING_DIR)).await?;
+        let now = SystemTime::now();
+        while let Some(entry) = entries.next_entry().await? {
+            let modified = entry.metadata().await?.modified()?;
+            if now.duration_since(modified).unwrap_or_default() > STALE_STAGING_AGE {
+                tracing::warn!(path = %entry.path().display(), "removing a staged file left by a crash");
+                fs::remove_file(entry.path()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A temp file in the storage's own file system, removed on drop unless committed.
+#[derive(Debug)]
+pub struct StagedFile {
+    file: Option<File>,
+    path: Option<PathBuf>,
+    len: u64,
+}
+
+impl StagedFile {
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.as_mut().expect("not committed").write_all(bytes).await?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flushes and returns a blocking handle for reading the staged bytes back (header
+    /// probing runs on a blocking thread).
+    pub async fn reader(&mut self) -> io::Result<std::fs::File> {
+        let file = self.file.as_mut().expect("not committed");
+        file.flush().await?;
+        std::fs::File::open(self.path.as_ref().expect("not committed"))
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            // Best effort: a leftover is removed by the start-up sweep of the staging area.
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(error = %e, "could not remove a staged file");
+            }
+        }
+    }
+}
+
+/// Creates `directory` and its missing parents below `root`, fsyncing each parent so the
+/// new entries survive a power loss.
+async fn create_dir_all_durably(root: &Path, directory: &Path) -> io::Result<()> {
+    if fs::metadata(directory).await.is_ok() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut current = directory;
+    while fs::metadata(current).await.is_err() && current != root {
+        missing.push(current.to_owned());
+        current = current.parent().unwrap_or(root);
+    }
+    fs::create_dir_all(directory).await?;
+    for created in missing.iter().rev() {
+        sync_dir(created.parent().unwrap_or(root)).await?;
+    }
+    Ok(())
+}
+
+async fn sync_dir(directory: &Path) -> io::Result<()> {
+    File::open(directory).await?.sync_all().await
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::images::OwnerId;
+
+    fn owner(kind: OwnerType) -> Owner {
+        Owner { id: OwnerId(Uuid::nil()), kind }
+    }
+
+    #[test]
+    fn keys_follow_the_seed_layout() {
+        let image_id = ImageId(Uuid::from_u128(1));
+        let nil = Uuid::nil();
+        let original = StorageKey::Original {
+            image_type: ImageType::User,
+            owner: owner(OwnerType::User),
+            image_id,
+            format: ImageFormat::Jpeg,
+        };
+        assert_eq!(original.to_db_path(), format!("images/user/{nil}/images/{image_id}.jpg"));
+        let thumbnail = StorageKey::Thumbnail {
+            image_type: ImageType::Cloth,
+            owner: owner(OwnerType::Vendor),
+            image_id,
+            size: "small".into(),
+            format: ImageFormat::Png,
+        };
+        assert_eq!(thumbnail.to_db_path(), format!("images/cloth/{nil}/thumbnails/{image_id}_small.png"));
+        let vendor_result = StorageKey::Original {
+            image_type: ImageType::Result,
+            owner: owner(OwnerType::Vendor),
+            image_id,
+            format: ImageFormat::Webp,
+        };
+        assert_eq!(vendor_result.to_db_path(), format!("images/result/vendor/{nil}/images/{image_id}.webp"));
+        let user_result = StorageKey::Original {
+            image_type: ImageType::Result,
+            owner: owner(OwnerType::User),
+            image_id,
+            format: ImageFormat::Gif,
+        };
+        assert_eq!(user_result.to_db_path(), format!("images/result/{nil}/images/{image_id}.gif"));
+    }
+
+    #[test]
+    fn only_plain_names_are_safe_segments() {
+        assert!(is_safe_segment("small"));
+        assert!(is_safe_segment("x-large_2"));
+        for bad in ["", "..", "a/b", "a\\b", "é", "a b", "a.b"] {
+            assert!(!is_safe_segment(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_staged_file_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).await.unwrap();
+        let mut staged = storage.stage().await.unwrap();
+        staged.write(b"abc").await.unwrap();
+        assert_eq!(storage.count_staged().await.unwrap(), 1);
+        drop(staged);
+        assert_eq!(storage.count_staged().await.unwrap(), 0);
+        assert_eq!(storage.count_objects().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn committed_writes_are_readable_and_replace_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).await.unwrap();
+        let key = StorageKey::Original {
+            image_type: ImageType::User,
+            owner: owner(OwnerType::User),
+            image_id: ImageId::new(),
+            format: ImageFormat::Png,
+        };
+        storage.write(&key, b"first").await.unwrap();
+        storage.write(&key, b"second").await.unwrap();
+        assert_eq!(storage.read(&key, 100).await.unwrap(), b"second");
+        assert!(storage.read(&key, 3).await.is_err());
+        assert_eq!(storage.count_objects().await.unwrap(), 1);
+        assert_eq!(storage.count_staged().await.unwrap(), 0);
+        assert!(storage.delete(&key).await.unwrap());
+        assert!(!storage.delete(&key).await.unwrap());
+    }
+}

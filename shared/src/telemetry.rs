@@ -1,0 +1,17 @@
+//! Logging set-up shared by every binary.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global `tracing` subscriber: JSON lines when `STAYLER_LOG_FORMAT=json`
+/// (for log shippers), human-readable otherwise; the filter comes from `RUST_LOG`.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let result = if std::env::var("STAYLER_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second call (tests start several services in one process) keeps the first subscriber.
+    drop(result);
+}
