@@ -1,1 +1,66 @@
-fn main() {}
+//! `stayler-api`: serves the HTTP API (default), or mints a token for local use.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use shared::auth::{Role, TokenKeys};
+use shared::config::Config;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "stayler-api", version, about = "Stayler Storage HTTP API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Print a bearer token signed with `auth.jwtSecret`, for local use and scripts.
+    MintToken {
+        /// `user`, `vendor`, `service` or `admin`.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The caller's id; a new random one when omitted.
+        #[arg(long)]
+        sub: Option<Uuid>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+}
+
+fn parse_role(value: &str) -> Result<Role, String> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned()))
+        .map_err(|_| "one of user, vendor, service, admin".to_owned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    shared::telemetry::init();
+    let config = Config::load().context("loading the configuration")?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let api = api::start(config).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            api.stop().await
+        }
+        Command::MintToken { role, sub, ttl } => {
+            let keys = TokenKeys::new(&config.auth.jwt_secret);
+            println!("{}", keys.mint(sub.unwrap_or_else(Uuid::now_v7), role, chrono::Duration::seconds(ttl)));
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -23,6 +23,17 @@ pub enum Role {
     Admin,
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::User => "user",
+            Self::Vendor => "vendor",
+            Self::Service => "service",
+            Self::Admin => "admin",
+        })
+    }
+}
+
 /// The claims this service reads from a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -42,7 +53,7 @@ pub enum AuthError {
 /// Why an upload was refused for the caller's role.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UploadPermissionError {
-    #[error("a {role:?} cannot upload {image_type} images")]
+    #[error("the {role} role cannot upload {image_type} images")]
     WrongRole { role: Role, image_type: ImageType },
     #[error("owner_id (and owner_type) are required when the service uploads a result")]
     OwnerRequired,

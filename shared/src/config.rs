@@ -283,6 +283,14 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads a configuration from YAML text alone, without the environment (tests and
+    /// tools that build a configuration for themselves).
+    pub fn from_yaml(yaml: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Yaml::string(yaml)).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks what serde cannot: secrets, limits and formats.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| Err(ConfigError::BadValue { key, reason: reason.to_owned() });
@@ -354,7 +362,9 @@ impl Config {
 /// `STAYLER_STORAGE__MAX_FILE_SIZE` → `storage.maxFileSize`.
 fn environment() -> Env {
     // `lowercase(false)` last: every `map` resets it.
-    Env::prefixed(ENV_PREFIX).split("__").map(|key| camel_case_path(key.as_str()).into()).lowercase(false)
+    Env::prefixed(ENV_PREFIX)
+        .ignore(&["CONFIG", "LOG_FORMAT"])
+        .split("__").map(|key| camel_case_path(key.as_str()).into()).lowercase(false)
 }
 
 fn camel_case_path(key: &str) -> String {

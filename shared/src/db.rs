@@ -9,6 +9,10 @@ use sqlx::postgres::PgPoolOptions;
 use crate::config::DatabaseConfig;
 
 pub mod outbox;
+pub mod storage_files;
+pub mod storage_quotas;
+pub mod storage_thumbnails;
+pub mod upload_idempotency;
 
 /// The SQL migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

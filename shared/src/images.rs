@@ -44,8 +44,9 @@ impl fmt::Display for OwnerId {
 
 /// Who produced the image: a user's own photo, a vendor's clothing photo, or an AI try-on
 /// result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ImageType {
     User,
     Cloth,
@@ -53,8 +54,9 @@ pub enum ImageType {
 }
 
 /// Whether an owner id names a user or a vendor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum OwnerType {
     User,
     Vendor,

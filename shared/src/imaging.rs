@@ -11,8 +11,9 @@ mod thumbnails;
 pub use thumbnails::{Thumbnail, ThumbnailSpec, make_thumbnails};
 
 /// An image format the service stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ImageFormat {
     Jpeg,
     Png,

@@ -12,3 +12,7 @@ pub mod imaging;
 pub mod outbox;
 pub mod storage;
 pub mod telemetry;
+/// Shared by the integration tests of every crate.
+#[cfg(feature = "test-support")]
+pub mod test_support;
+pub mod upload;

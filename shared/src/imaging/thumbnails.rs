@@ -1,5 +1,25 @@
 //! Thumbnail pipeline: decode once, orient, convert to sRGB, resize, encode.
+//!
+//! The order is chosen for cost. The header is read first, so an image over the pixel limit
+//! is refused before a single pixel is decoded and the largest size needed is known; a JPEG
+//! is then decoded directly at the smallest DCT scale that still covers it. Resizing happens
+//! in stored orientation, each size from the previous one; only the finished thumbnails are
+//! turned upright and encoded.
+//!
+//! Single-threaded on purpose: the worker runs one pipeline per core.
 
+mod color;
+mod decode;
+mod encode;
+mod jpeg_segments;
+mod orientation;
+mod resize;
+#[cfg(test)]
+mod tests;
+
+use self::decode::Source;
+use self::encode::Encoder;
+use self::resize::Size;
 use super::{ImageFormat, ImagingError};
 
 /// One configured box (`storage.thumbnailSizes`).
@@ -20,11 +40,49 @@ pub struct Thumbnail {
     pub bytes: Vec<u8>,
 }
 
-/// Makes one thumbnail per spec from the bytes of a stored original.
-pub fn make_thumbnails(
-    _data: &[u8],
-    _specs: &[ThumbnailSpec],
-    _max_pixels: u64,
-) -> Result<Vec<Thumbnail>, ImagingError> {
-    Err(ImagingError::Undecodable("thumbnail pipeline not built yet".to_owned()))
+/// Makes one thumbnail per spec, in spec order, from the bytes of a stored original (JPEG,
+/// PNG, GIF or WebP; an animation gives its first frame).
+///
+/// Each thumbnail is the upright original (EXIF orientation applied) in sRGB, fitted inside
+/// its box with the aspect ratio kept and never enlarged. Opaque images become JPEG, images
+/// with transparency PNG; no thumbnail carries metadata.
+///
+/// Images of more than `max_pixels` pixels are refused from their header alone
+/// ([`ImagingError::TooManyPixels`]); data that does not decode gives
+/// [`ImagingError::Undecodable`] with a short message fit for users.
+pub fn make_thumbnails(data: &[u8], specs: &[ThumbnailSpec], max_pixels: u64) -> Result<Vec<Thumbnail>, ImagingError> {
+    let source = Source::open(data)?;
+    let stored = source.size;
+    if stored.pixels() > max_pixels {
+        return Err(ImagingError::TooManyPixels { pixels: stored.pixels(), limit: max_pixels });
+    }
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let turn = source.orientation;
+    let upright = orientation::turn_size(turn, stored);
+    let sizes: Vec<Size> = specs
+        .iter()
+        .map(|spec| {
+            let fitted = resize::fit_inside(upright, Size { width: spec.width, height: spec.height });
+            orientation::turn_size(turn, fitted)
+        })
+        .collect();
+    let largest = sizes.iter().copied().reduce(Size::union).expect("at least one spec");
+
+    let image = color::into_srgb(source.decode(largest)?);
+    let image = decode::drop_opaque_alpha(image);
+    let resized = resize::resize_all(image, &sizes)?;
+
+    let mut encoder = Encoder::new();
+    specs
+        .iter()
+        .zip(resized)
+        .map(|(spec, image)| {
+            let image = orientation::make_upright(image, turn);
+            let (format, bytes) = encoder.encode(&image)?;
+            Ok(Thumbnail { name: spec.name.clone(), format, width: image.width(), height: image.height(), bytes })
+        })
+        .collect()
 }

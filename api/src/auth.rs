@@ -1,0 +1,19 @@
+//! Bearer-token authentication of API requests.
+
+use poem::Request;
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::Bearer;
+use shared::auth::{Claims, TokenKeys};
+
+use crate::error::ApiError;
+
+/// `Authorization: Bearer <JWT>`, HS256 with the secret shared with the main application;
+/// claims `sub` (UUID), `role` (user | vendor | service | admin) and `exp`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "verify")]
+pub struct BearerAuth(pub Claims);
+
+async fn verify(request: &Request, bearer: Bearer) -> poem::Result<Claims> {
+    let keys = request.data::<TokenKeys>().expect("TokenKeys is installed with the routes");
+    keys.verify(&bearer.token).map_err(|_| ApiError::unauthorized().into())
+}

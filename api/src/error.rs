@@ -1,0 +1,135 @@
+//! The one place where failures become HTTP answers: every error leaves the API as
+//! `{"error": {"code": "…", "message": "…"}}` with its status. Causes of 5xx answers are
+//! logged here, once, and never sent to the client.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, Object};
+use shared::auth::UploadPermissionError;
+use shared::upload::UploadError;
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code, e.g. `file_too_large`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// An error answer, one variant per status the API uses.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing, invalid or expired bearer token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The caller's role may not do this, or a quota is used up.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such resource visible to the caller.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The upload exceeds `storage.maxFileSize`.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The bytes are not an accepted image type.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// The image is corrupt, truncated or too large in pixels.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+    /// Something failed on our side; the cause is in the logs.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } })
+}
+
+impl ApiError {
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::BadRequest(body(code, message))
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::Unauthorized(body("unauthorized", "a valid bearer token is required"))
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(body("not_found", format!("{what} not found")))
+    }
+
+    /// Logs the cause (once, here) and answers 500 without revealing it.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::Internal(body("internal", "internal error"))
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        let message = e.to_string();
+        match e {
+            UploadError::TooLarge { .. } => Self::PayloadTooLarge(body("file_too_large", message)),
+            UploadError::EmptyFile => Self::BadRequest(body("empty_file", message)),
+            UploadError::MissingFile => Self::BadRequest(body("missing_file", message)),
+            UploadError::InvalidField { .. } => Self::BadRequest(body("invalid_field", message)),
+            UploadError::UnsupportedType { .. } => Self::UnsupportedMediaType(body("unsupported_media_type", message)),
+            UploadError::CorruptImage(_) => Self::Unprocessable(body("corrupt_image", message)),
+            UploadError::TooManyPixels { .. } => Self::Unprocessable(body("image_too_large", message)),
+            UploadError::IdempotencyKeyReused => Self::Unprocessable(body("idempotency_key_reused", message)),
+            UploadError::Forbidden(UploadPermissionError::OwnerRequired) => {
+                Self::BadRequest(body("invalid_field", message))
+            }
+            UploadError::Forbidden(_) => Self::Forbidden(body("forbidden", message)),
+            UploadError::QuotaExceeded => Self::Forbidden(body("quota_exceeded", message)),
+            UploadError::Storage(e) => Self::internal(&e),
+            UploadError::Db(e) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal(&e)
+    }
+}
+
+/// Renders any error that escaped a handler (unknown route, bad path parameter, missing
+/// token, unreadable body…) in the same JSON shape as the API's own errors.
+pub async fn render(error: poem::Error) -> Response {
+    if error.is_from_response() {
+        // Already one of ours (an `ApiError`), or a deliberate response.
+        return error.into_response();
+    }
+    let status = error.status();
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if status.is_server_error() {
+        tracing::error!(error = %error, "request failed");
+        "internal error".to_owned()
+    } else if status == StatusCode::UNAUTHORIZED {
+        "a valid bearer token is required".to_owned()
+    } else {
+        error.to_string()
+    };
+    (status, poem::web::Json(body(code, message).0.to_json())).into_response()
+}

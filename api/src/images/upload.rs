@@ -1,0 +1,155 @@
+//! `POST /storage/images`: a streaming multipart upload.
+//!
+//! The body is never held in memory: the `file` part goes chunk by chunk into a staged
+//! file (hashed and counted on the way, cut off at `storage.maxFileSize`), and the small
+//! text parts are read with a bound.
+
+use poem::web::{Field, Multipart};
+use poem::{FromRequest, Request, RequestBody};
+use poem_openapi::payload::{Json, ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::multipart::Upload;
+use poem_openapi::{ApiResponse, Multipart as MultipartSchema, impl_apirequest_for_payload};
+use shared::auth::Claims;
+use shared::db::storage_thumbnails;
+use shared::upload::{IncomingFile, UploadError, UploadFields};
+use tokio::io::AsyncReadExt;
+use uuid::Uuid;
+
+use super::ImageView;
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Largest text part of the form (metadata is the largest), in bytes.
+const MAX_TEXT_FIELD_BYTES: u64 = 64 * 1024;
+/// Read size for the file part.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The upload form, as documented; parsing streams through [`UploadBody`] instead.
+#[derive(Debug, MultipartSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    /// The image. Its type is sniffed from the bytes, whatever its name or Content-Type.
+    file: Upload,
+    /// `user`, `cloth` or `result`.
+    image_type: String,
+    is_public: Option<bool>,
+    /// Comma-separated, or a JSON array of strings.
+    tags: Option<String>,
+    /// A JSON object.
+    metadata: Option<String>,
+    /// For the `service` role: whose result this is.
+    owner_id: Option<Uuid>,
+    /// `user` (default) or `vendor`, with `owner_id`.
+    owner_type: Option<String>,
+}
+
+/// A `multipart/form-data` body read as a stream.
+pub struct UploadBody(Multipart);
+
+impl Payload for UploadBody {
+    const CONTENT_TYPE: &'static str = "multipart/form-data";
+
+    fn check_content_type(content_type: &str) -> bool {
+        content_type.parse::<mime::Mime>().is_ok_and(|m| m.essence_str() == Self::CONTENT_TYPE)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        <UploadForm as Payload>::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        <UploadForm as Payload>::register(registry);
+    }
+}
+
+impl ParsePayload for UploadBody {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        Ok(Self(Multipart::from_request(request, body).await?))
+    }
+}
+
+impl_apirequest_for_payload!(UploadBody);
+
+#[derive(ApiResponse)]
+pub enum UploadResponse {
+    /// Stored; thumbnails and verification follow shortly.
+    #[oai(status = 201)]
+    Created(
+        Json<ImageView>,
+        /// Where the image's metadata lives.
+        #[oai(header = "Location")]
+        String,
+        /// `true` when an `Idempotency-Key` matched an earlier upload, whose result this is.
+        #[oai(header = "Idempotent-Replayed")]
+        Option<bool>,
+    ),
+}
+
+pub async fn handle(
+    state: &AppState,
+    claims: &Claims,
+    idempotency_key: Option<String>,
+    body: UploadBody,
+) -> Result<UploadResponse, ApiError> {
+    let mut multipart = body.0;
+    let mut fields = UploadFields { idempotency_key, ..Default::default() };
+    let mut received = None;
+    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let slot = match name.as_str() {
+            "file" if received.is_some() => return Err(ApiError::bad_request("invalid_field", "only one `file` part")),
+            "file" => {
+                fields.file_name = field.file_name().map(str::to_owned);
+                let mut incoming = IncomingFile::start(&state.storage, state.config.storage.max_file_size).await?;
+                let mut reader = field.into_async_read();
+                let mut chunk = vec![0u8; CHUNK_BYTES];
+                loop {
+                    let read = reader.read(&mut chunk).await.map_err(malformed)?;
+                    if read == 0 {
+                        break;
+                    }
+                    incoming.push(&chunk[..read]).await?;
+                }
+                received = Some(incoming.finish());
+                continue;
+            }
+            "image_type" => &mut fields.image_type,
+            "owner_id" => &mut fields.owner_id,
+            "owner_type" => &mut fields.owner_type,
+            "is_public" => &mut fields.is_public,
+            "tags" => &mut fields.tags,
+            "metadata" => &mut fields.metadata,
+            other => {
+                return Err(ApiError::bad_request("invalid_field", format!("unknown form field `{other}`")));
+            }
+        };
+        *slot = Some(read_text(field, &name).await?);
+    }
+    let received = received.ok_or(UploadError::MissingFile)?;
+    let request = fields.validate()?;
+    let stored = state.uploader.store(claims, request, received).await?;
+    // A replayed upload may already have its thumbnails.
+    let thumbnails =
+        if stored.replayed { storage_thumbnails::list(&state.db, stored.file.id).await? } else { Vec::new() };
+    let location = format!("/storage/images/{}", stored.file.id);
+    Ok(UploadResponse::Created(Json(ImageView::new(stored.file, thumbnails)), location, stored.replayed.then_some(true)))
+}
+
+async fn read_text(field: Field, name: &str) -> Result<String, ApiError> {
+    let mut text = String::new();
+    let read = field.into_async_read().take(MAX_TEXT_FIELD_BYTES + 1).read_to_string(&mut text).await;
+    match read {
+        Ok(n) if n as u64 > MAX_TEXT_FIELD_BYTES => {
+            Err(ApiError::bad_request("invalid_field", format!("field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes")))
+        }
+        Ok(_) => Ok(text),
+        Err(_) => Err(ApiError::bad_request("invalid_field", format!("field `{name}` is not UTF-8 text"))),
+    }
+}
+
+fn malformed(error: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("malformed_body", format!("the multipart body cannot be read: {error}"))
+}

@@ -1,0 +1,109 @@
+//! The Stayler Storage HTTP API: routes, shared state, and start-up of the server with
+//! its outbox relay.
+
+pub mod auth;
+pub mod error;
+pub mod images;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::middleware::Tracing;
+use poem::{Endpoint, EndpointExt, Route, Server};
+use poem_openapi::OpenApiService;
+use shared::auth::TokenKeys;
+use shared::config::Config;
+use shared::storage::Storage;
+use shared::upload::Uploader;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight requests may run after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// What every handler can reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub storage: Storage,
+    pub config: Arc<Config>,
+    pub uploader: Uploader,
+}
+
+impl AppState {
+    pub fn new(db: PgPool, storage: Storage, config: Arc<Config>) -> Self {
+        let uploader = Uploader { db: db.clone(), storage: storage.clone(), config: config.clone() };
+        Self { db, storage, config, uploader }
+    }
+}
+
+/// The OpenAPI description of every endpoint.
+pub fn openapi(state: AppState) -> OpenApiService<images::ImagesApi, ()> {
+    OpenApiService::new(images::ImagesApi { state }, "Stayler Storage", env!("CARGO_PKG_VERSION"))
+}
+
+/// All routes, with JSON errors, request tracing and the token keys.
+pub fn routes(state: AppState) -> impl Endpoint {
+    let keys = TokenKeys::new(&state.config.auth.jwt_secret);
+    let service = openapi(state);
+    let spec = service.spec_endpoint();
+    Route::new()
+        .nest("/", service)
+        .at("/openapi.json", spec)
+        .data(keys)
+        .with(Tracing)
+        .catch_all_error(error::render)
+}
+
+/// A running API server.
+pub struct RunningApi {
+    /// The address it listens on (port 0 in the config picks a free one).
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningApi {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server.await.context("joining the server task")?.context("serving")?;
+        Ok(())
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Connects to PostgreSQL (migrating if configured), opens storage and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<RunningApi> {
+    let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL (database.url)")?;
+    let storage = Storage::open(&config.storage.base_path).await.context("opening storage.basePath")?;
+    start_with(AppState::new(db, storage, Arc::new(config))).await
+}
+
+/// Starts serving `state` on `server.host:server.port`.
+pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
+    let address = format!("{}:{}", state.config.server.host, state.config.server.port);
+    let acceptor = TcpListener::bind(address.clone()).into_acceptor().await.with_context(|| format!("listening on {address}"))?;
+    let addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .context("reading the bound address")?;
+    let shutdown = CancellationToken::new();
+    let app = routes(state);
+    let signal = shutdown.clone();
+    let server = tokio::spawn(async move {
+        Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, signal.cancelled_owned(), Some(SHUTDOWN_GRACE))
+            .await
+    });
+    tracing::info!(%addr, "API listening on http://{addr}");
+    Ok(RunningApi { addr, shutdown, server })
+}

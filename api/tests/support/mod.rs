@@ -1,0 +1,220 @@
+//! Test harness: an API on 127.0.0.1:0 over the test's own database, storage folder and
+//! queue prefix, with helpers to mint tokens, upload and inspect what was stored.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use api::{AppState, RunningApi};
+use chrono::Duration;
+use reqwest::multipart::{Form, Part};
+use shared::auth::{Role, TokenKeys};
+use shared::config::Config;
+use shared::db::storage_quotas::{self, Quota};
+use shared::images::{Owner, OwnerId, OwnerType};
+use shared::storage::Storage;
+use sqlx::PgPool;
+use tempfile::TempDir;
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub storage: Storage,
+    pub config: Arc<Config>,
+    keys: TokenKeys,
+    api: Option<RunningApi>,
+    _dir: TempDir,
+}
+
+/// A configuration for one test: its own folders and queue prefix, a free port.
+pub fn test_config(dir: &std::path::Path, overrides: &str) -> Config {
+    let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1/postgres".into());
+    let prefix = format!("test-{}", Uuid::new_v4().simple());
+    let yaml = format!(
+        "storage:\n  basePath: {base}\n  backupPath: {backups}\n  signedURLKey: dev-test-key\n\
+         server:\n  host: 127.0.0.1\n  port: 0\n\
+         database:\n  url: {database_url}\n  migrate: false\n\
+         rabbitmq:\n  url: amqp://guest:guest@127.0.0.1:5672/%2f\n  prefix: {prefix}\n  retryDelaysSecs: [1]\n  callTimeoutSecs: 5\n\
+         auth:\n  jwtSecret: dev-test-secret\n",
+        base = dir.join("storage").display(),
+        backups = dir.join("backups").display(),
+    );
+    merge_yaml(&yaml, overrides)
+}
+
+/// Applies `overrides` (YAML of the same shape) on top of `base`.
+fn merge_yaml(base: &str, overrides: &str) -> Config {
+    use figment::Figment;
+    use figment::providers::{Format, Yaml};
+    let config: Config = Figment::from(Yaml::string(base)).merge(Yaml::string(overrides)).extract().expect("overrides");
+    config.validate().expect("valid overrides");
+    config
+}
+
+impl TestApp {
+    pub async fn spawn(pool: PgPool) -> Self {
+        Self::spawn_with(pool, "").await
+    }
+
+    /// Spawns with configuration `overrides` in YAML, e.g. `"storage:\n  maxFileSize: 10\n"`.
+    pub async fn spawn_with(pool: PgPool, overrides: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Arc::new(test_config(dir.path(), overrides));
+        let storage = Storage::open(&config.storage.base_path).await.expect("storage");
+        let state = AppState::new(pool.clone(), storage.clone(), config.clone());
+        let api = api::start_with(state).await.expect("API starts");
+        Self {
+            base_url: format!("http://{}", api.addr),
+            client: reqwest::Client::new(),
+            pool,
+            storage,
+            keys: TokenKeys::new(&config.auth.jwt_secret),
+            config,
+            api: Some(api),
+            _dir: dir,
+        }
+    }
+
+    pub fn token(&self, role: Role, sub: Uuid) -> String {
+        self.keys.mint(sub, role, Duration::minutes(10))
+    }
+
+    /// A token for a new random user.
+    pub fn user(&self) -> (Uuid, String) {
+        let id = Uuid::now_v7();
+        (id, self.token(Role::User, id))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Uploads `bytes` as `file_name` with `image_type` and any extra form fields.
+    pub async fn upload(
+        &self,
+        token: &str,
+        image_type: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.upload_with_headers(token, image_type, file_name, bytes, extra, &[]).await
+    }
+
+    pub async fn upload_with_headers(
+        &self,
+        token: &str,
+        image_type: &str,
+        file_name: &str,
+        bytes: Vec<u8>,
+        extra: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mime = mime_guess(file_name);
+        let mut form = Form::new()
+            .text("image_type", image_type.to_owned())
+            .part("file", Part::bytes(bytes).file_name(file_name.to_owned()).mime_str(mime).unwrap());
+        for (name, value) in extra {
+            form = form.text(name.to_string(), value.to_string());
+        }
+        let mut request = self.client.post(self.url("/storage/images")).bearer_auth(token).multipart(form);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn get_image(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client.get(self.url(&format!("/storage/images/{id}"))).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Files under the storage root, staged ones included.
+    pub async fn stored_file_count(&self) -> usize {
+        self.storage.count_objects().await.unwrap() + self.storage.count_staged().await.unwrap()
+    }
+
+    pub async fn row_count(&self) -> i64 {
+        shared::db::storage_files::count_live(&self.pool).await.unwrap()
+    }
+
+    pub async fn outbox_count(&self) -> i64 {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&self.pool).await.unwrap()
+    }
+
+    pub async fn quota(&self, owner: Uuid, kind: OwnerType) -> Option<Quota> {
+        storage_quotas::get(&self.pool, Owner { id: OwnerId(owner), kind }).await.unwrap()
+    }
+
+    /// Asserts that nothing at all was stored: no file, no row, no event, no quota used.
+    pub async fn assert_nothing_stored(&self) {
+        assert_eq!(self.stored_file_count().await, 0, "files left under basePath");
+        assert_eq!(self.row_count().await, 0, "rows left in storage_files");
+        assert_eq!(self.outbox_count().await, 0, "events left in the outbox");
+        let used: i64 = sqlx::query_scalar("SELECT coalesce(sum(used_files), 0)::bigint FROM storage_quotas")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        assert_eq!(used, 0, "quota consumed");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(api) = self.api.take() {
+            api.stop().await.unwrap();
+        }
+    }
+}
+
+fn mime_guess(file_name: &str) -> &'static str {
+    match file_name.rsplit('.').next().unwrap_or("") {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "html" => "text/html",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Test images made on the fly.
+pub mod images {
+    use std::io::Cursor;
+
+    pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
+        let image = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+        let mut out = Vec::new();
+        image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
+        out
+    }
+
+    pub fn png(width: u32, height: u32) -> Vec<u8> {
+        let image = image::RgbaImage::from_fn(width, height, |x, _| image::Rgba([200, 10, 10, (x % 256) as u8]));
+        let mut out = Vec::new();
+        image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        out
+    }
+
+    /// A tiny, complete PNG whose header claims `width` × `height` pixels: a decompression
+    /// bomb as far as the header is concerned.
+    pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            out.extend_from_slice(&crc.finalize().to_be_bytes());
+        }
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut header = Vec::new();
+        header.extend_from_slice(&width.to_be_bytes());
+        header.extend_from_slice(&height.to_be_bytes());
+        header.extend_from_slice(&[8, 2, 0, 0, 0]);
+        chunk(&mut out, b"IHDR", &header);
+        chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+}

@@ -1,0 +1,178 @@
+//! The `storage_files` table: one row per stored original.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgExecutor;
+
+use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
+use crate::imaging::ImageFormat;
+use crate::storage::StorageKey;
+
+/// A live (not deleted) stored original.
+#[derive(Debug, Clone)]
+pub struct StorageFile {
+    pub id: ImageId,
+    pub owner_id: OwnerId,
+    pub owner_type: OwnerType,
+    pub image_type: ImageType,
+    pub original_name: String,
+    pub file_path: String,
+    pub file_size: i64,
+    pub mime_type: String,
+    pub format: ImageFormat,
+    pub width: i32,
+    pub height: i32,
+    pub checksum: String,
+    pub checksum_status: String,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub thumbnail_status: String,
+    pub processing_error: Option<String>,
+    pub is_public: bool,
+    pub tags: Vec<String>,
+    pub metadata: Value,
+    pub access_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl StorageFile {
+    pub fn owner(&self) -> Owner {
+        Owner { id: self.owner_id, kind: self.owner_type }
+    }
+
+    /// Where the original lives, derived from ids (the stored `file_path` is informative).
+    pub fn key(&self) -> StorageKey {
+        StorageKey::Original {
+            image_type: self.image_type,
+            owner: self.owner(),
+            image_id: self.id,
+            format: self.format,
+        }
+    }
+
+    /// Where one of its thumbnails lives.
+    pub fn thumbnail_key(&self, size: &str, format: ImageFormat) -> StorageKey {
+        StorageKey::Thumbnail {
+            image_type: self.image_type,
+            owner: self.owner(),
+            image_id: self.id,
+            size: size.to_owned(),
+            format,
+        }
+    }
+}
+
+/// The row an upload inserts.
+#[derive(Debug, Clone)]
+pub struct NewFile<'a> {
+    pub id: ImageId,
+    pub owner: Owner,
+    pub image_type: ImageType,
+    pub original_name: &'a str,
+    pub file_path: &'a str,
+    pub file_size: i64,
+    pub format: ImageFormat,
+    pub width: i32,
+    pub height: i32,
+    pub checksum: &'a str,
+    pub is_public: bool,
+    pub tags: &'a [String],
+    pub metadata: &'a Value,
+}
+
+pub async fn insert(db: impl PgExecutor<'_>, file: &NewFile<'_>) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO storage_files (id, owner_id, owner_type, image_type, original_name, file_path, file_size,
+                                    mime_type, format, width, height, checksum, is_public, tags, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        file.id as _,
+        file.owner.id as _,
+        file.owner.kind as _,
+        file.image_type as _,
+        file.original_name,
+        file.file_path,
+        file.file_size,
+        file.format.mime(),
+        file.format as _,
+        file.width,
+        file.height,
+        file.checksum,
+        file.is_public,
+        file.tags,
+        file.metadata,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A live image by id; `None` if it never existed or was deleted.
+pub async fn get(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Option<StorageFile>> {
+    sqlx::query_as!(
+        StorageFile,
+        r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
+                  image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
+                  format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
+                  thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at, updated_at
+           FROM storage_files WHERE id = $1 AND deleted_at IS NULL"#,
+        id as _,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Records a passed verification; false if the file was deleted meanwhile.
+pub async fn mark_verified(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE storage_files SET checksum_status = 'verified', verified_at = now()
+         WHERE id = $1 AND deleted_at IS NULL",
+        id as _,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that the stored bytes no longer match the upload checksum.
+pub async fn mark_corrupt(db: impl PgExecutor<'_>, id: ImageId, reason: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE storage_files SET checksum_status = 'corrupt', verified_at = now(), processing_error = $2
+         WHERE id = $1 AND deleted_at IS NULL",
+        id as _,
+        reason,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that every configured thumbnail exists.
+pub async fn mark_thumbnails_ready(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE storage_files SET thumbnail_status = 'ready' WHERE id = $1 AND deleted_at IS NULL",
+        id as _,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that thumbnails were given up for good, and why.
+pub async fn mark_thumbnails_failed(db: impl PgExecutor<'_>, id: ImageId, reason: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE storage_files SET thumbnail_status = 'failed', processing_error = $2
+         WHERE id = $1 AND deleted_at IS NULL AND thumbnail_status <> 'ready'",
+        id as _,
+        reason,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Live rows in the table (for operators and tests).
+pub async fn count_live(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM storage_files WHERE deleted_at IS NULL"#)
+        .fetch_one(db)
+        .await
+}

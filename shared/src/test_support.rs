@@ -1,0 +1,320 @@
+//! What integration tests of every crate share (feature `test-support`): a configuration
+//! with a random queue prefix, a handle on the real broker to inspect queues, a TCP proxy
+//! that can cut or silence broker connections, and waiting on a condition without sleeps.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Channel};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{BrokerConnection, Topology, call};
+use crate::config::{Config, RabbitConfig};
+
+/// Broker used by tests unless `STAYLER_TEST_RABBITMQ_URL` names another.
+pub const DEFAULT_RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Broker settings for one test: its own random prefix, short retry delays and timeouts.
+pub fn rabbit_config() -> RabbitConfig {
+    let url = std::env::var("STAYLER_TEST_RABBITMQ_URL").unwrap_or_else(|_| DEFAULT_RABBITMQ_URL.to_owned());
+    RabbitConfig {
+        url: SecretString::from(url),
+        prefix: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        prefetch: 8,
+        max_attempts: 3,
+        retry_delays_secs: vec![1],
+        call_timeout_secs: 2,
+        reconnect_delay_secs: 1,
+    }
+}
+
+/// A whole valid dev configuration around [`rabbit_config`]: database from `DATABASE_URL`,
+/// dev secrets, defaults elsewhere. Tests adjust the fields they care about.
+pub fn config() -> Config {
+    let database_url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/stayler_dev".to_owned());
+    let value = serde_json::json!({
+        "mode": "dev",
+        "storage": { "signedURLKey": "dev-test-signing-key" },
+        "database": { "url": database_url, "migrate": false },
+        "rabbitmq": { "url": "amqp://unused" },
+        "auth": { "jwtSecret": "dev-test-jwt-secret" },
+    });
+    let mut config: Config = serde_json::from_value(value).expect("the test configuration deserialises");
+    config.rabbitmq = rabbit_config();
+    config
+}
+
+/// Polls `check` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A message taken off a queue by a test.
+#[derive(Debug, Clone)]
+pub struct TakenMessage {
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
+}
+
+impl TakenMessage {
+    pub fn message_id(&self) -> Option<&str> {
+        self.properties.message_id().as_ref().map(|id| id.as_str())
+    }
+
+    /// A header as text (string headers) or decimal (integer headers).
+    pub fn header(&self, name: &str) -> Option<String> {
+        use lapin::types::AMQPValue;
+        let value = self.properties.headers().as_ref()?.inner().get(name)?;
+        Some(match value {
+            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            AMQPValue::ShortString(s) => s.as_str().to_owned(),
+            AMQPValue::LongLongInt(n) => n.to_string(),
+            AMQPValue::LongInt(n) => n.to_string(),
+            AMQPValue::LongUInt(n) => n.to_string(),
+            AMQPValue::ShortInt(n) => n.to_string(),
+            AMQPValue::ShortUInt(n) => n.to_string(),
+            AMQPValue::ShortShortInt(n) => n.to_string(),
+            AMQPValue::ShortShortUInt(n) => n.to_string(),
+            other => format!("{other:?}"),
+        })
+    }
+}
+
+/// A test's view of the real broker: declares its random-prefix topology, inspects and
+/// empties queues, and deletes everything at the end.
+pub struct TestBroker {
+    pub config: RabbitConfig,
+    pub topology: Topology,
+    connection: BrokerConnection,
+    channel: Channel,
+}
+
+impl TestBroker {
+    /// Declares the topology of `config` and opens an inspection connection.
+    pub async fn start(config: &RabbitConfig) -> Self {
+        let topology = Topology::new(config);
+        topology.declare(config).await.expect("declaring the test topology");
+        let connection = BrokerConnection::open(config, "stayler test").await.expect("connecting to RabbitMQ");
+        let channel = connection.open_channel().await.expect("opening a channel");
+        Self { config: config.clone(), topology, connection, channel }
+    }
+
+    /// Ready (not yet delivered) messages in `queue`.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        self.connection.queue_depth(queue).await.expect("reading a queue depth").messages
+    }
+
+    /// Consumers attached to `queue`.
+    pub async fn consumers(&self, queue: &str) -> u32 {
+        self.connection.queue_depth(queue).await.expect("reading a queue depth").consumers
+    }
+
+    /// Takes (and acknowledges) every ready message of `queue`.
+    pub async fn take_all(&self, queue: &str) -> Vec<TakenMessage> {
+        let timeout = self.connection.call_timeout();
+        let mut taken = Vec::new();
+        loop {
+            let got = call(timeout, "basic.get", self.channel.basic_get(queue.into(), BasicGetOptions::default()))
+                .await
+                .expect("basic.get");
+            let Some(message) = got else { return taken };
+            call(timeout, "basic.ack", message.delivery.acker.ack(BasicAckOptions::default())).await.expect("ack");
+            taken.push(TakenMessage { properties: message.delivery.properties.clone(), body: message.delivery.data.clone() });
+        }
+    }
+
+    /// Waits until `queue` holds exactly `count` ready messages.
+    pub async fn wait_for_depth(&self, queue: &str, count: u32, timeout: Duration) {
+        eventually(timeout, &format!("{queue} holds {count} message(s)"), || async { self.depth(queue).await == count })
+            .await;
+    }
+
+    pub async fn purge(&self, queue: &str) {
+        let purged = self.channel.queue_purge(queue.into(), QueuePurgeOptions::default());
+        call(self.connection.call_timeout(), "queue.purge", purged).await.expect("queue.purge");
+    }
+
+    /// Deletes the test's queues and exchanges.
+    pub async fn delete(self) {
+        self.topology.delete(&self.config).await.expect("deleting the test topology");
+        self.connection.close().await;
+    }
+}
+
+/// A TCP proxy in front of the broker that a test can stop, restart, cut or silence, to
+/// play network failures against real connections.
+#[derive(Clone)]
+pub struct TcpProxy {
+    shared: Arc<ProxyShared>,
+}
+
+struct ProxyShared {
+    addr: SocketAddr,
+    target: String,
+    state: Mutex<ProxyState>,
+}
+
+struct ProxyState {
+    /// Cancelled to cut every connection made so far.
+    links: CancellationToken,
+    /// Cancelled to stop forwarding bytes on the connections made so far.
+    forwarding: CancellationToken,
+    /// New connections are held open but get no bytes through.
+    silent: bool,
+    listener: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl TcpProxy {
+    /// Listens on 127.0.0.1 (random port) and forwards to the broker of `config`.
+    pub async fn start(config: &RabbitConfig) -> Self {
+        let uri: AMQPUri = config.url.expose_secret().parse().expect("a valid rabbitmq.url");
+        let target = format!("{}:{}", uri.authority.host, uri.authority.port);
+        let socket = bind("127.0.0.1:0".parse().expect("an address"));
+        let addr = socket.local_addr().expect("the proxy's address");
+        let state = ProxyState {
+            links: CancellationToken::new(),
+            forwarding: CancellationToken::new(),
+            silent: false,
+            listener: None,
+        };
+        let proxy = Self { shared: Arc::new(ProxyShared { addr, target, state: Mutex::new(state) }) };
+        proxy.listen(socket);
+        proxy
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// `config` with its URL pointing at this proxy (same credentials and vhost).
+    pub fn proxied(&self, config: &RabbitConfig) -> RabbitConfig {
+        let uri: AMQPUri = config.url.expose_secret().parse().expect("a valid rabbitmq.url");
+        let user = &uri.authority.userinfo;
+        let vhost = if uri.vhost == "/" { "%2f".to_owned() } else { uri.vhost.clone() };
+        let url = format!("amqp://{}:{}@{}/{vhost}", user.username, user.password, self.shared.addr);
+        RabbitConfig { url: SecretString::from(url), ..config.clone() }
+    }
+
+    /// Cuts every live connection and refuses new ones until [`TcpProxy::resume`].
+    pub async fn stop(&self) {
+        let listener = {
+            let mut state = self.lock();
+            state.links.cancel();
+            state.links = CancellationToken::new();
+            state.listener.take()
+        };
+        if let Some((stop, task)) = listener {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+
+    /// Accepts and forwards again (after [`TcpProxy::stop`] or [`TcpProxy::black_hole`]);
+    /// connections silenced by a black hole are cut.
+    pub async fn resume(&self) {
+        {
+            let mut state = self.lock();
+            if state.silent {
+                state.silent = false;
+                state.links.cancel();
+                state.links = CancellationToken::new();
+            }
+            if state.listener.is_some() {
+                return;
+            }
+        }
+        self.listen(bind(self.shared.addr));
+    }
+
+    /// Cuts every live connection but keeps accepting new ones.
+    pub fn cut_connections(&self) {
+        let mut state = self.lock();
+        state.links.cancel();
+        state.links = CancellationToken::new();
+    }
+
+    /// Keeps every connection, live and new, open but lets no byte through: the broker
+    /// seems alive to the socket but never answers.
+    pub fn black_hole(&self) {
+        let mut state = self.lock();
+        state.silent = true;
+        state.forwarding.cancel();
+        state.forwarding = CancellationToken::new();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProxyState> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn listen(&self, socket: TcpSocket) {
+        let listener = socket.listen(64).expect("the proxy listens");
+        let stop = CancellationToken::new();
+        let proxy = self.clone();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = stopped.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((client, _)) = accepted else { continue };
+                let (links, forwarding, silent) = {
+                    let state = proxy.lock();
+                    (state.links.clone(), state.forwarding.clone(), state.silent)
+                };
+                tokio::spawn(forward(client, proxy.shared.target.clone(), links, forwarding, silent));
+            }
+        });
+        self.lock().listener = Some((stop, task));
+    }
+}
+
+fn bind(addr: SocketAddr) -> TcpSocket {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    // The port of a stopped proxy is bound again on resume, while old connections may
+    // linger in TIME_WAIT.
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(addr).expect("binding the proxy");
+    socket
+}
+
+async fn forward(
+    mut client: TcpStream,
+    target: String,
+    links: CancellationToken,
+    forwarding: CancellationToken,
+    silent: bool,
+) {
+    if silent {
+        links.cancelled().await;
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(&target).await else { return };
+    tokio::select! {
+        () = links.cancelled() => return,
+        () = forwarding.cancelled() => {}
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+    }
+    // Silenced: both sockets stay open, unread, until the connection is cut.
+    links.cancelled().await;
+    drop((client, server));
+}

@@ -1,0 +1,399 @@
+//! Ingesting an upload: stream to a staged file while hashing and counting, check what the
+//! bytes are, charge the owner's quota, and commit file, row and `image.uploaded` event
+//! together. On any failure nothing remains: no file, no row, no quota used.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::auth::{Claims, UploadPermissionError};
+use crate::config::Config;
+use crate::db::storage_files::{self, NewFile, StorageFile};
+use crate::db::{outbox, storage_quotas, upload_idempotency};
+use crate::events::ImageUploaded;
+use crate::images::{ImageId, ImageType, Owner};
+use crate::imaging::{self, ImageFormat, ImagingError};
+use crate::storage::{StagedFile, Storage, StorageKey};
+
+/// Most tags one image may carry.
+pub const MAX_TAGS: usize = 32;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 64;
+/// Largest `metadata` object, in bytes of JSON.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Longest kept file name, in characters.
+pub const MAX_NAME_CHARS: usize = 255;
+/// Longest `Idempotency-Key`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the file exceeds the {limit_bytes}-byte limit")]
+    TooLarge { limit_bytes: u64 },
+    #[error("the file is empty")]
+    EmptyFile,
+    #[error("the request has no `file` part")]
+    MissingFile,
+    #[error("the file is not one of the accepted image types ({accepted})")]
+    UnsupportedType { accepted: String },
+    #[error("the image is corrupt: {0}")]
+    CorruptImage(String),
+    #[error("the image has {pixels} pixels; the limit is {limit}")]
+    TooManyPixels { pixels: u64, limit: u64 },
+    #[error(transparent)]
+    Forbidden(#[from] UploadPermissionError),
+    #[error("the owner's storage quota is used up")]
+    QuotaExceeded,
+    #[error("field `{field}`: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    #[error("this Idempotency-Key was already used for a different file")]
+    IdempotencyKeyReused,
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl UploadError {
+    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidField { field, reason: reason.into() }
+    }
+}
+
+/// The form fields of an upload, as sent.
+#[derive(Debug, Clone, Default)]
+pub struct UploadFields {
+    pub image_type: Option<String>,
+    pub owner_id: Option<String>,
+    pub owner_type: Option<String>,
+    pub file_name: Option<String>,
+    pub is_public: Option<String>,
+    /// Comma-separated, or a JSON array of strings.
+    pub tags: Option<String>,
+    /// A JSON object.
+    pub metadata: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Validated upload fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadRequest {
+    pub image_type: ImageType,
+    pub owner: Option<Owner>,
+    pub original_name: String,
+    pub is_public: bool,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub idempotency_key: Option<String>,
+}
+
+impl UploadFields {
+    pub fn validate(self) -> Result<UploadRequest, UploadError> {
+        let image_type = self
+            .image_type
+            .ok_or_else(|| UploadError::invalid("image_type", "is required (user, cloth or result)"))?
+            .trim()
+            .parse::<ImageType>()
+            .map_err(|_| UploadError::invalid("image_type", "must be user, cloth or result"))?;
+        let owner = match (self.owner_id, self.owner_type) {
+            (None, None) => None,
+            (Some(id), kind) => Some(Owner {
+                id: crate::images::OwnerId(
+                    id.trim().parse::<Uuid>().map_err(|_| UploadError::invalid("owner_id", "must be a UUID"))?,
+                ),
+                kind: match kind.as_deref().map(str::trim) {
+                    None | Some("") if image_type == ImageType::Cloth => crate::images::OwnerType::Vendor,
+                    None | Some("") => crate::images::OwnerType::User,
+                    Some(kind) => {
+                        kind.parse().map_err(|_| UploadError::invalid("owner_type", "must be user or vendor"))?
+                    }
+                },
+            }),
+            (None, Some(_)) => return Err(UploadError::invalid("owner_type", "needs owner_id")),
+        };
+        let is_public = match self.is_public.as_deref().map(str::trim) {
+            None | Some("") | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => return Err(UploadError::invalid("is_public", "must be true or false")),
+        };
+        let idempotency_key = match self.idempotency_key {
+            Some(key) if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !key.is_ascii() => {
+                return Err(UploadError::invalid("Idempotency-Key", "must be 1 to 255 ASCII characters"));
+            }
+            key => key,
+        };
+        Ok(UploadRequest {
+            image_type,
+            owner,
+            original_name: sanitize_file_name(self.file_name.as_deref().unwrap_or("")),
+            is_public,
+            tags: parse_tags(self.tags.as_deref())?,
+            metadata: parse_metadata(self.metadata.as_deref())?,
+            idempotency_key,
+        })
+    }
+}
+
+/// Keeps the last path component of a client's file name, without control characters,
+/// bounded in length. The result is only ever stored and shown, never used as a path.
+pub fn sanitize_file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect();
+    let cleaned = cleaned.trim();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." { "unnamed".to_owned() } else { cleaned.to_owned() }
+}
+
+/// Tags: a JSON array of strings or a comma-separated list; trimmed, de-duplicated, bounded.
+pub fn parse_tags(raw: Option<&str>) -> Result<Vec<String>, UploadError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(Vec::new()) };
+    let items: Vec<String> = if raw.starts_with('[') {
+        serde_json::from_str(raw).map_err(|_| UploadError::invalid("tags", "must be a JSON array of strings"))?
+    } else {
+        raw.split(',').map(str::to_owned).collect()
+    };
+    let mut tags: Vec<String> = Vec::new();
+    for tag in items {
+        let tag = tag.trim();
+        if tag.is_empty() {
+            continue;
+        }
+        if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
+            return Err(UploadError::invalid("tags", format!("each tag is at most {MAX_TAG_CHARS} printable characters")));
+        }
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_owned());
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(UploadError::invalid("tags", format!("at most {MAX_TAGS} tags")));
+    }
+    Ok(tags)
+}
+
+/// Metadata: a JSON object of at most [`MAX_METADATA_BYTES`].
+pub fn parse_metadata(raw: Option<&str>) -> Result<Map<String, Value>, UploadError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(Map::new()) };
+    if raw.len() > MAX_METADATA_BYTES {
+        return Err(UploadError::invalid("metadata", format!("at most {MAX_METADATA_BYTES} bytes")));
+    }
+    match serde_json::from_str(raw) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(UploadError::invalid("metadata", "must be a JSON object")),
+    }
+}
+
+/// The file part of an upload, arriving chunk by chunk into a staged file.
+#[derive(Debug)]
+pub struct IncomingFile {
+    staged: StagedFile,
+    hasher: Sha256,
+    limit_bytes: u64,
+}
+
+impl IncomingFile {
+    pub async fn start(storage: &Storage, limit_bytes: u64) -> Result<Self, UploadError> {
+        Ok(Self { staged: storage.stage().await?, hasher: Sha256::new(), limit_bytes })
+    }
+
+    /// Appends a chunk; stops at the limit without writing past it.
+    pub async fn push(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
+        if self.staged.len() + chunk.len() as u64 > self.limit_bytes {
+            return Err(UploadError::TooLarge { limit_bytes: self.limit_bytes });
+        }
+        self.hasher.update(chunk);
+        self.staged.write(chunk).await?;
+        Ok(())
+    }
+
+    pub fn finish(self) -> ReceivedFile {
+        ReceivedFile { checksum: hex::encode(self.hasher.finalize()), staged: self.staged }
+    }
+}
+
+/// A completely received file, still staged.
+#[derive(Debug)]
+pub struct ReceivedFile {
+    staged: StagedFile,
+    /// Lower-case hex SHA-256.
+    pub checksum: String,
+}
+
+impl ReceivedFile {
+    pub fn size(&self) -> u64 {
+        self.staged.len()
+    }
+}
+
+/// The result of a successful upload.
+#[derive(Debug, Clone)]
+pub struct StoredUpload {
+    pub file: StorageFile,
+    /// True when an `Idempotency-Key` matched an earlier upload, whose result this is.
+    pub replayed: bool,
+}
+
+/// Stores uploads; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Uploader {
+    pub db: PgPool,
+    pub storage: Storage,
+    pub config: Arc<Config>,
+}
+
+impl Uploader {
+    /// Checks and commits a received file. Every early return drops the staged file, so a
+    /// refused upload leaves nothing behind.
+    pub async fn store(
+        &self,
+        claims: &Claims,
+        request: UploadRequest,
+        mut received: ReceivedFile,
+    ) -> Result<StoredUpload, UploadError> {
+        let owner = claims.upload_owner(request.image_type, request.owner)?;
+        if received.size() == 0 {
+            return Err(UploadError::EmptyFile);
+        }
+        if let Some(key) = &request.idempotency_key
+            && let Some(previous) = self.replay(claims.sub, key, &received.checksum).await?
+        {
+            return Ok(previous);
+        }
+        let info = self.probe(&mut received).await?;
+
+        let id = ImageId::new();
+        let key = StorageKey::Original { image_type: request.image_type, owner, image_id: id, format: info.format };
+        let file_path = key.to_db_path();
+        let size = i64::try_from(received.size()).expect("bounded by maxFileSize");
+        let metadata = Value::Object(request.metadata);
+
+        let mut tx = self.db.begin().await?;
+        storage_quotas::ensure(&mut *tx, owner, &self.config.quota).await?;
+        if !storage_quotas::reserve(&mut *tx, owner, size).await? {
+            return Err(UploadError::QuotaExceeded);
+        }
+        storage_files::insert(
+            &mut *tx,
+            &NewFile {
+                id,
+                owner,
+                image_type: request.image_type,
+                original_name: &request.original_name,
+                file_path: &file_path,
+                file_size: size,
+                format: info.format,
+                width: i32::try_from(info.width).expect("bounded by maxPixels"),
+                height: i32::try_from(info.height).expect("bounded by maxPixels"),
+                checksum: &received.checksum,
+                is_public: request.is_public,
+                tags: &request.tags,
+                metadata: &metadata,
+            },
+        )
+        .await?;
+        if let Some(idempotency_key) = &request.idempotency_key
+            && !upload_idempotency::insert(&mut *tx, claims.sub, idempotency_key, id, &received.checksum).await?
+        {
+            // A concurrent retry with the same key committed first: answer with its result.
+            drop(tx);
+            return self
+                .replay(claims.sub, idempotency_key, &received.checksum)
+                .await?
+                .ok_or(UploadError::IdempotencyKeyReused);
+        }
+        outbox::enqueue(&mut *tx, ImageUploaded { image_id: id }).await?;
+
+        // Rename before the commit: a crash then leaves an orphan file for the sweeper,
+        // never a row without its file.
+        self.storage.commit(received.staged, &key).await?;
+        if let Err(e) = tx.commit().await {
+            if let Err(cleanup) = self.storage.delete(&key).await {
+                tracing::error!(image.id = %id, error = %cleanup, "could not remove the file of a failed upload");
+            }
+            return Err(e.into());
+        }
+        let file = storage_files::get(&self.db, id).await?.ok_or(sqlx::Error::RowNotFound)?;
+        tracing::info!(image.id = %id, image.format = info.format.as_str(), size_bytes = size, "stored image {id}");
+        Ok(StoredUpload { file, replayed: false })
+    }
+
+    async fn replay(&self, principal: Uuid, key: &str, checksum: &str) -> Result<Option<StoredUpload>, UploadError> {
+        let Some(previous) = upload_idempotency::find(&self.db, principal, key).await? else { return Ok(None) };
+        if previous.checksum != checksum {
+            return Err(UploadError::IdempotencyKeyReused);
+        }
+        // The earlier image may have been deleted since: then the key is spent.
+        let file = storage_files::get(&self.db, previous.image_id).await?.ok_or(UploadError::IdempotencyKeyReused)?;
+        Ok(Some(StoredUpload { file, replayed: true }))
+    }
+
+    async fn probe(&self, received: &mut ReceivedFile) -> Result<imaging::ImageInfo, UploadError> {
+        let reader = received.staged.reader().await?;
+        let max_pixels = self.config.storage.max_pixels;
+        let info = tokio::task::spawn_blocking(move || imaging::probe(reader, max_pixels))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let accepted = self.config.allowed_formats();
+        let unsupported = || UploadError::UnsupportedType { accepted: accepted_mimes(&accepted) };
+        match info {
+            Ok(info) if accepted.contains(&info.format) => Ok(info),
+            Ok(_) | Err(ImagingError::UnknownFormat) => Err(unsupported()),
+            Err(ImagingError::TooManyPixels { pixels, limit }) => Err(UploadError::TooManyPixels { pixels, limit }),
+            Err(ImagingError::Io(e)) => Err(UploadError::Storage(e)),
+            Err(e) => Err(UploadError::CorruptImage(e.to_string())),
+        }
+    }
+}
+
+/// Formats accepted by this deployment, for error messages and docs.
+pub fn accepted_mimes(formats: &[ImageFormat]) -> String {
+    formats.iter().map(|f| f.mime()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_lose_paths_and_control_characters() {
+        assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_file_name("C:\\photos\\me.jpg"), "me.jpg");
+        assert_eq!(sanitize_file_name("a\u{0}b\nc.png"), "abc.png");
+        assert_eq!(sanitize_file_name(""), "unnamed");
+        assert_eq!(sanitize_file_name(".."), "unnamed");
+        assert_eq!(sanitize_file_name(&"é".repeat(300)).chars().count(), MAX_NAME_CHARS);
+    }
+
+    #[test]
+    fn tags_accept_lists_and_arrays_and_stay_bounded() {
+        assert_eq!(parse_tags(Some(" red, dress ,red,")).unwrap(), vec!["red", "dress"]);
+        assert_eq!(parse_tags(Some(r#"["a b", "c"]"#)).unwrap(), vec!["a b", "c"]);
+        assert!(parse_tags(Some("[1, 2]")).is_err());
+        assert!(parse_tags(Some(&"x".repeat(MAX_TAG_CHARS + 1))).is_err());
+        let many = (0..=MAX_TAGS).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        assert!(parse_tags(Some(&many)).is_err());
+    }
+
+    #[test]
+    fn metadata_must_be_a_small_object() {
+        assert_eq!(parse_metadata(Some(r#"{"color": "red"}"#)).unwrap()["color"], "red");
+        assert!(parse_metadata(Some("[1]")).is_err());
+        assert!(parse_metadata(Some("not json")).is_err());
+        let big = format!(r#"{{"a": "{}"}}"#, "x".repeat(MAX_METADATA_BYTES));
+        assert!(parse_metadata(Some(&big)).is_err());
+    }
+
+    #[test]
+    fn fields_are_validated() {
+        let fields = |image_type: &str| UploadFields { image_type: Some(image_type.to_owned()), ..Default::default() };
+        assert_eq!(fields("cloth").validate().unwrap().image_type, ImageType::Cloth);
+        assert!(fields("avatar").validate().is_err());
+        assert!(UploadFields::default().validate().is_err());
+        let with_owner = UploadFields { owner_id: Some("nope".into()), ..fields("result") };
+        assert!(matches!(with_owner.validate(), Err(UploadError::InvalidField { field: "owner_id", .. })));
+        let public = UploadFields { is_public: Some("yes".into()), ..fields("user") };
+        assert!(public.validate().is_err());
+    }
+}

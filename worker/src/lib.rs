@@ -1,0 +1,92 @@
+//! The job worker: one consumer per job queue, each running that queue's handler, sharing
+//! one database pool, one storage tree, one publisher and one limit of jobs run at once.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use shared::broker::{JobQueue, Publisher, Topology};
+use shared::config::{Config, RabbitConfig};
+use shared::storage::Storage;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{Consumer, Handler};
+
+pub mod checksums;
+pub mod consumer;
+pub mod thumbnails;
+
+/// What every handler works with. Cheap to clone: the pool and the configuration are shared,
+/// the storage handle is a path.
+#[derive(Clone)]
+pub struct Context {
+    pub db: PgPool,
+    pub storage: Storage,
+    pub config: Arc<Config>,
+}
+
+/// Runs the worker until `shutdown` is cancelled: connects to PostgreSQL, opens the storage
+/// tree, declares the broker topology (waiting for the broker if it is not up yet), then
+/// consumes every job queue.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL")?;
+    let storage = Storage::open(&config.storage.base_path).await.context("opening storage.basePath")?;
+    if !declare_topology(&config.rabbitmq, &shutdown).await? {
+        return Ok(());
+    }
+    let context = Context { db: db.clone(), storage, config: Arc::clone(&config) };
+    let publisher = Publisher::new(&config.rabbitmq, "stayler-worker publisher");
+    let permits = Arc::new(Semaphore::new(consumer::concurrency(&config.worker)));
+    let mut consumers = JoinSet::new();
+    for &queue in JobQueue::ALL {
+        let consumer = Consumer::new(&config, queue, handler(queue, &context))
+            .with_publisher(publisher.clone())
+            .with_permits(Arc::clone(&permits));
+        let shutdown = shutdown.clone();
+        consumers.spawn(async move { consumer.run(shutdown).await.with_context(|| format!("consuming {}", queue.name())) });
+    }
+    tracing::info!(worker.queues = JobQueue::ALL.len(), worker.concurrency = permits.available_permits(), "worker started");
+    let mut result = Ok(());
+    while let Some(joined) = consumers.join_next().await {
+        if let Err(error) = joined.context("a consumer panicked").and_then(|outcome| outcome) {
+            // One queue refused for good: stop the others too, so the process exits and
+            // its supervisor sees it.
+            shutdown.cancel();
+            result = result.and(Err(error));
+        }
+    }
+    publisher.close().await;
+    db.close().await;
+    tracing::info!("worker stopped");
+    result
+}
+
+/// The handler of each queue; a new [`JobQueue`] fails to compile until it gets one here.
+fn handler(queue: JobQueue, context: &Context) -> Arc<dyn Handler> {
+    match queue {
+        JobQueue::Thumbnails => Arc::new(thumbnails::Thumbnails::new(context.clone())),
+        JobQueue::Checksums => Arc::new(checksums::Checksums::new(context.clone())),
+    }
+}
+
+/// Declares the topology, retrying while the broker is unreachable (it may start after the
+/// worker). False if shut down before it succeeded; an error if the broker refused it.
+async fn declare_topology(config: &RabbitConfig, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    let topology = Topology::new(config);
+    loop {
+        match topology.declare(config).await {
+            Ok(()) => return Ok(true),
+            Err(error) if error.is_refusal() => return Err(error).context("declaring the RabbitMQ topology"),
+            Err(error) => {
+                tracing::warn!(error = %error, broker.retry_in_secs = config.reconnect_delay_secs, "RabbitMQ not ready");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(false),
+                    () = tokio::time::sleep(std::time::Duration::from_secs(config.reconnect_delay_secs.max(1))) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! placeholder: replaced by the lead
+
+use crate::Context;
+use crate::consumer::{Handler, Job, JobError};
+
+pub struct Thumbnails {
+    _context: Context,
+}
+
+impl Thumbnails {
+    pub fn new(context: Context) -> Self {
+        Self { _context: context }
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for Thumbnails {
+    async fn handle(&self, _job: &Job) -> Result<(), JobError> {
+        Ok(())
+    }
+}
