@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod error;
 pub mod images;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Route, Server};
 use poem_openapi::OpenApiService;
 use shared::auth::TokenKeys;
+use shared::broker::{Publisher, Topology};
 use shared::config::Config;
 use shared::storage::Storage;
 use shared::upload::Uploader;
@@ -59,19 +62,21 @@ pub fn routes(state: AppState) -> impl Endpoint {
         .catch_all_error(error::render)
 }
 
-/// A running API server.
+/// A running API server and its outbox relay.
 pub struct RunningApi {
     /// The address it listens on (port 0 in the config picks a free one).
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    relay: JoinHandle<()>,
 }
 
 impl RunningApi {
-    /// Stops accepting, lets in-flight requests finish, and waits.
+    /// Stops accepting, lets in-flight requests finish, stops the relay, and waits.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.server.await.context("joining the server task")?.context("serving")?;
+        self.relay.await.context("joining the outbox relay")?;
         Ok(())
     }
 
@@ -97,6 +102,7 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
         .and_then(|a| a.as_socket_addr().copied())
         .context("reading the bound address")?;
     let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(relay(state.db.clone(), state.config.clone(), shutdown.clone()));
     let app = routes(state);
     let signal = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -105,5 +111,24 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
             .await
     });
     tracing::info!(%addr, "API listening on http://{addr}");
-    Ok(RunningApi { addr, shutdown, server })
+    Ok(RunningApi { addr, shutdown, server, relay })
+}
+
+/// Publishes committed events until shut down. The API serves uploads whether or not
+/// RabbitMQ is up: events wait in the outbox and this task delivers them once it is back.
+async fn relay(db: PgPool, config: Arc<Config>, shutdown: CancellationToken) {
+    let topology = Topology::new(&config.rabbitmq);
+    match topology.declare_when_ready(&config.rabbitmq, &shutdown).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(error) => {
+            // The broker refused the topology (e.g. queues declared with other arguments):
+            // an operator must act; uploads still succeed and their events stay queued.
+            tracing::error!(error = %error, "cannot declare the RabbitMQ topology; events stay in the outbox");
+            return;
+        }
+    }
+    let publisher = Publisher::new(&config.rabbitmq, "stayler-api relay");
+    shared::outbox::run(db, publisher.clone(), shutdown).await;
+    publisher.close().await;
 }

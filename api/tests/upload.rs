@@ -1,14 +1,12 @@
 //! Upload: what is accepted, what is refused, and that a refusal leaves nothing behind.
 
-mod support;
-
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::auth::Role;
 use shared::images::OwnerType;
 use sqlx::PgPool;
-use support::{TestApp, images};
+use api::test_support::{TestApp, images};
 use uuid::Uuid;
 
 async fn json(response: reqwest::Response) -> Value {
@@ -61,7 +59,7 @@ async fn a_jpeg_upload_is_stored_in_the_seed_layout_with_its_checksum(pool: PgPo
 async fn a_file_exactly_at_the_limit_is_accepted_and_one_byte_more_is_refused(pool: PgPool) {
     let bytes = images::png(40, 40);
     let limit = bytes.len();
-    let app = TestApp::spawn_with(pool, &format!("storage:\n  maxFileSize: {limit}\n")).await;
+    let app = TestApp::spawn_with(pool, |c| c.storage.max_file_size = limit as u64).await;
     let (_, token) = app.user();
 
     let mut over = bytes.clone();
@@ -154,7 +152,7 @@ async fn an_empty_file_or_a_missing_file_part_is_a_bad_request(pool: PgPool) {
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn twenty_parallel_uploads_against_a_quota_of_ten_store_exactly_ten(pool: PgPool) {
-    let app = TestApp::spawn_with(pool, "quota:\n  defaultMaxFiles: 10\n").await;
+    let app = TestApp::spawn_with(pool, |c| c.quota.default_max_files = 10).await;
     let (user, token) = app.user();
     let bytes = images::png(16, 16);
     let names: Vec<String> = (0..20).map(|i| format!("{i}.png")).collect();

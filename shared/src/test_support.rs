@@ -52,6 +52,14 @@ pub fn config() -> Config {
     config
 }
 
+/// Sends `tracing` output through the test harness, so each test shows its own logs when it
+/// fails (filter from `RUST_LOG`, default `info`). Safe to call from every test.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 /// Polls `check` every 20 ms until it holds; panics naming `what` after `timeout`.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
@@ -111,6 +119,7 @@ pub struct TestBroker {
 impl TestBroker {
     /// Declares the topology of `config` and opens an inspection connection.
     pub async fn start(config: &RabbitConfig) -> Self {
+        init_logging();
         let topology = Topology::new(config);
         topology.declare(config).await.expect("declaring the test topology");
         let connection = BrokerConnection::open(config, "stayler test").await.expect("connecting to RabbitMQ");
@@ -138,14 +147,19 @@ impl TestBroker {
                 .expect("basic.get");
             let Some(message) = got else { return taken };
             call(timeout, "basic.ack", message.delivery.acker.ack(BasicAckOptions::default())).await.expect("ack");
-            taken.push(TakenMessage { properties: message.delivery.properties.clone(), body: message.delivery.data.clone() });
+            taken.push(TakenMessage {
+                properties: message.delivery.properties.clone(),
+                body: message.delivery.data.clone(),
+            });
         }
     }
 
     /// Waits until `queue` holds exactly `count` ready messages.
     pub async fn wait_for_depth(&self, queue: &str, count: u32, timeout: Duration) {
-        eventually(timeout, &format!("{queue} holds {count} message(s)"), || async { self.depth(queue).await == count })
-            .await;
+        eventually(timeout, &format!("{queue} holds {count} message(s)"), || async {
+            self.depth(queue).await == count
+        })
+        .await;
     }
 
     pub async fn purge(&self, queue: &str) {

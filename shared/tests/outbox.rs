@@ -107,7 +107,10 @@ async fn rows_wait_out_a_broker_outage_and_go_out_when_it_is_back(pool: PgPool) 
     eventually(WAIT, "failed attempts are recorded", || async { least_attempts(&pool).await >= 2 }).await;
     assert_eq!(unpublished(&pool).await, 5, "nothing is lost or skipped");
     let last_error: Option<String> =
-        sqlx::query_scalar("SELECT last_error FROM outbox WHERE published_at IS NULL LIMIT 1").fetch_one(&pool).await.unwrap();
+        sqlx::query_scalar("SELECT last_error FROM outbox WHERE published_at IS NULL LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(last_error.is_some_and(|e| e.contains("RabbitMQ")));
 
     proxy.resume().await;

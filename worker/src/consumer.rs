@@ -223,7 +223,9 @@ impl Consumer {
     /// the channel), then the channel closes and the broker requeues what was not acked.
     async fn stop(&self, connection: &BrokerConnection, channel: &Channel, tag: &str, in_flight: &mut JoinSet<()>) {
         let timeout = connection.call_timeout();
-        if let Err(error) = call(timeout, "basic.cancel", channel.basic_cancel(tag.into(), BasicCancelOptions::default())).await {
+        if let Err(error) =
+            call(timeout, "basic.cancel", channel.basic_cancel(tag.into(), BasicCancelOptions::default())).await
+        {
             tracing::warn!(error = %error, "could not cancel the consumer; closing its channel");
         }
         drain(in_flight, self.shutdown_grace).await;
@@ -233,7 +235,9 @@ impl Consumer {
         tracing::info!("consumer stopped");
     }
 
-    async fn process(&self, delivery: Delivery, timeout: Duration) {
+    async fn process(&self, mut delivery: Delivery, timeout: Duration) {
+        // The body moves into the job; the delivery keeps its properties and acker.
+        let body = std::mem::take(&mut delivery.data);
         let properties = &delivery.properties;
         let message_id = properties.message_id().as_ref().map(|id| id.to_string());
         let attempt = attempt_of(properties);
@@ -244,8 +248,10 @@ impl Consumer {
             "event.type" = tracing::field::Empty,
         );
         async {
-            let parsed = serde_json::from_slice::<EnvelopeType>(&delivery.data);
-            let mut job = Job { message_id, event_type: String::new(), body: delivery.data.clone(), attempt };
+            let parsed = serde_json::from_slice::<EnvelopeType>(&body);
+            // The AMQP `type` until the envelope is read, so even a malformed job has one.
+            let event_type = properties.kind().as_ref().map(|kind| kind.to_string()).unwrap_or_default();
+            let mut job = Job { message_id, event_type, body, attempt };
             let outcome = match parsed {
                 Err(error) => Err(JobError::Reject(format!("malformed message: {error}"))),
                 Ok(envelope) => {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use shared::broker::{JobQueue, Publisher, Topology};
-use shared::config::{Config, RabbitConfig};
+use shared::config::Config;
 use shared::storage::Storage;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -34,7 +34,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let config = Arc::new(config);
     let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL")?;
     let storage = Storage::open(&config.storage.base_path).await.context("opening storage.basePath")?;
-    if !declare_topology(&config.rabbitmq, &shutdown).await? {
+    let topology = Topology::new(&config.rabbitmq);
+    if !topology.declare_when_ready(&config.rabbitmq, &shutdown).await.context("declaring the RabbitMQ topology")? {
         return Ok(());
     }
     let context = Context { db: db.clone(), storage, config: Arc::clone(&config) };
@@ -46,9 +47,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .with_publisher(publisher.clone())
             .with_permits(Arc::clone(&permits));
         let shutdown = shutdown.clone();
-        consumers.spawn(async move { consumer.run(shutdown).await.with_context(|| format!("consuming {}", queue.name())) });
+        consumers
+            .spawn(async move { consumer.run(shutdown).await.with_context(|| format!("consuming {}", queue.name())) });
     }
-    tracing::info!(worker.queues = JobQueue::ALL.len(), worker.concurrency = permits.available_permits(), "worker started");
+    tracing::info!(
+        worker.queues = JobQueue::ALL.len(),
+        worker.concurrency = permits.available_permits(),
+        "worker started"
+    );
     let mut result = Ok(());
     while let Some(joined) = consumers.join_next().await {
         if let Err(error) = joined.context("a consumer panicked").and_then(|outcome| outcome) {
@@ -69,24 +75,5 @@ fn handler(queue: JobQueue, context: &Context) -> Arc<dyn Handler> {
     match queue {
         JobQueue::Thumbnails => Arc::new(thumbnails::Thumbnails::new(context.clone())),
         JobQueue::Checksums => Arc::new(checksums::Checksums::new(context.clone())),
-    }
-}
-
-/// Declares the topology, retrying while the broker is unreachable (it may start after the
-/// worker). False if shut down before it succeeded; an error if the broker refused it.
-async fn declare_topology(config: &RabbitConfig, shutdown: &CancellationToken) -> anyhow::Result<bool> {
-    let topology = Topology::new(config);
-    loop {
-        match topology.declare(config).await {
-            Ok(()) => return Ok(true),
-            Err(error) if error.is_refusal() => return Err(error).context("declaring the RabbitMQ topology"),
-            Err(error) => {
-                tracing::warn!(error = %error, broker.retry_in_secs = config.reconnect_delay_secs, "RabbitMQ not ready");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(false),
-                    () = tokio::time::sleep(std::time::Duration::from_secs(config.reconnect_delay_secs.max(1))) => {}
-                }
-            }
-        }
     }
 }

@@ -1,21 +1,94 @@
-//! placeholder: replaced by the lead
+//! `stayler.thumbnails`: makes the configured thumbnails of an uploaded image.
+//!
+//! Idempotent: thumbnails are written atomically under names derived from the image id and
+//! size, and their rows are upserts, so a redelivered job converges on the same result; a
+//! job for an image whose thumbnails are ready, or which was deleted, does nothing.
+
+use sha2::{Digest, Sha256};
+use shared::db::storage_files::{self, StorageFile};
+use shared::db::storage_thumbnails::{self, ThumbnailRecord};
+use shared::events::{Envelope, ImageUploaded};
+use shared::images::ImageId;
+use shared::imaging::{self, Thumbnail, ThumbnailSpec};
+use tokio::task::spawn_blocking;
 
 use crate::Context;
 use crate::consumer::{Handler, Job, JobError};
 
 pub struct Thumbnails {
-    _context: Context,
+    context: Context,
 }
 
 impl Thumbnails {
     pub fn new(context: Context) -> Self {
-        Self { _context: context }
+        Self { context }
     }
+
+    fn specs(&self) -> Vec<ThumbnailSpec> {
+        let sizes = &self.context.config.storage.thumbnail_sizes;
+        sizes.iter().map(|(name, size)| ThumbnailSpec { name: name.clone(), width: size.width, height: size.height }).collect()
+    }
+
+    async fn write(&self, file: &StorageFile, thumbnail: &Thumbnail) -> Result<ThumbnailRecord, JobError> {
+        let key = file.thumbnail_key(&thumbnail.name, thumbnail.format);
+        self.context.storage.write(&key, &thumbnail.bytes).await.map_err(JobError::retry)?;
+        Ok(ThumbnailRecord {
+            size_name: thumbnail.name.clone(),
+            file_path: key.to_db_path(),
+            file_size: thumbnail.bytes.len() as i64,
+            format: thumbnail.format,
+            width: thumbnail.width as i32,
+            height: thumbnail.height as i32,
+            checksum: hex::encode(Sha256::digest(&thumbnail.bytes)),
+        })
+    }
+}
+
+/// The image a job is about.
+pub(crate) fn image_id(job: &Job) -> Result<ImageId, JobError> {
+    let envelope: Envelope<ImageUploaded> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
+    Ok(envelope.payload.image_id)
 }
 
 #[async_trait::async_trait]
 impl Handler for Thumbnails {
-    async fn handle(&self, _job: &Job) -> Result<(), JobError> {
+    async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        let id = image_id(job)?;
+        let db = &self.context.db;
+        let Some(file) = storage_files::get(db, id).await.map_err(JobError::retry)? else {
+            return Ok(()); // deleted since upload: nothing left to do
+        };
+        if file.thumbnail_status == "ready" {
+            return Ok(()); // a duplicate delivery
+        }
+        let limit = self.context.config.storage.max_file_size;
+        let bytes = self.context.storage.read(&file.key(), limit).await.map_err(JobError::retry)?;
+        let specs = self.specs();
+        let max_pixels = self.context.config.storage.max_pixels;
+        let started = std::time::Instant::now();
+        let thumbnails = spawn_blocking(move || imaging::make_thumbnails(&bytes, &specs, max_pixels))
+            .await?
+            .map_err(JobError::reject)?; // undecodable: goes to the dead-letter queue
+
+        let mut records = Vec::with_capacity(thumbnails.len());
+        for thumbnail in &thumbnails {
+            records.push(self.write(&file, thumbnail).await?);
+        }
+        let mut tx = db.begin().await.map_err(JobError::retry)?;
+        for record in &records {
+            storage_thumbnails::upsert(&mut *tx, id, record).await.map_err(JobError::retry)?;
+        }
+        storage_files::mark_thumbnails_ready(&mut *tx, id).await.map_err(JobError::retry)?;
+        tx.commit().await.map_err(JobError::retry)?;
+        tracing::info!(image.id = %id, thumbnails = records.len(), duration_ms = started.elapsed().as_millis() as u64, "made thumbnails of {id}");
         Ok(())
+    }
+
+    async fn on_dead_letter(&self, job: &Job, reason: &str) {
+        let Ok(id) = image_id(job) else { return };
+        let reason = format!("thumbnails: {reason}");
+        if let Err(error) = storage_files::mark_thumbnails_failed(&self.context.db, id, &reason).await {
+            tracing::error!(image.id = %id, error = %error, "could not record the thumbnail failure");
+        }
     }
 }

@@ -24,6 +24,8 @@ enum Behaviour {
     Reject,
     /// Takes this long, then succeeds.
     Take(Duration),
+    /// Panics on the first attempt, succeeds on the next.
+    PanicFirst,
 }
 
 /// Records every call; behaves as told.
@@ -66,6 +68,10 @@ impl Handler for Recorder {
             Behaviour::Reject => Err(JobError::reject("not an image")),
             Behaviour::Take(duration) => {
                 tokio::time::sleep(duration).await;
+                Ok(())
+            }
+            Behaviour::PanicFirst => {
+                assert!(job.attempt > 1, "the handler crashed");
                 Ok(())
             }
         };
@@ -248,10 +254,8 @@ async fn after_its_connection_is_cut_the_consumer_reconnects_and_finishes_the_re
 
     eventually(WAIT, "some jobs are done", || async { handler.finished().len() >= 5 }).await;
     proxy.cut_connections();
-    eventually(WAIT, "every job is done", || async {
-        handler.finished().into_iter().collect::<BTreeSet<_>>() == ids
-    })
-    .await;
+    eventually(WAIT, "every job is done", || async { handler.finished().into_iter().collect::<BTreeSet<_>>() == ids })
+        .await;
     eventually(WAIT, "the queue is empty", || async { harness.broker.depth(&harness.queue()).await == 0 }).await;
     assert_eq!(harness.broker.consumers(&harness.queue()).await, 1, "consuming again");
     harness.stop(consumer).await;
@@ -297,5 +301,43 @@ async fn shutdown_lets_a_running_job_finish_within_the_grace_period() {
     assert_eq!(handler.finished().len(), 1, "the running job finished");
     assert_eq!(handler.call_count(), 1, "no new job started after shutdown");
     harness.broker.wait_for_depth(&harness.queue(), 2, WAIT).await;
+    harness.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_is_retried_instead_of_losing_the_job() {
+    let harness = Harness::start(|_| {}).await;
+    let handler = Recorder::new(Behaviour::PanicFirst);
+    let consumer = harness.consume(&harness.config, handler.clone());
+    harness.publish(1).await;
+
+    eventually(WAIT, "the retry succeeds", || async { handler.finished().len() == 1 }).await;
+    harness.stop(consumer).await;
+
+    assert_eq!(handler.calls().iter().map(|job| job.attempt).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(harness.broker.depth(&harness.queue()).await, 0);
+    assert_eq!(harness.broker.depth(&harness.dead_letter_queue()).await, 0);
+    harness.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_consumes_every_job_queue_and_stops_on_shutdown() {
+    let harness = Harness::start(|_| {}).await;
+    let storage = tempfile::tempdir().unwrap();
+    let mut config = harness.config.clone();
+    config.storage.base_path = storage.path().to_owned();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(worker::run(config, shutdown.clone()));
+
+    for queue in JobQueue::ALL {
+        let name = harness.broker.topology.queue(*queue);
+        eventually(WAIT, &format!("{name} has a consumer"), || async { harness.broker.consumers(&name).await == 1 })
+            .await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, worker).await.expect("the worker stops").unwrap().expect("and exits cleanly");
+    for queue in JobQueue::ALL {
+        assert_eq!(harness.broker.consumers(&harness.broker.topology.queue(*queue)).await, 0);
+    }
     harness.delete().await;
 }

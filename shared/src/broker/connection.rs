@@ -79,9 +79,12 @@ impl BrokerConnection {
     pub async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, BrokerError> {
         let channel = self.open_channel().await?;
         let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        let declared =
-            call(self.call_timeout, "queue.declare", channel.queue_declare(queue.into(), options, FieldTable::default()))
-                .await?;
+        let declared = call(
+            self.call_timeout,
+            "queue.declare",
+            channel.queue_declare(queue.into(), options, FieldTable::default()),
+        )
+        .await?;
         close_channel(&channel, self.call_timeout).await;
         Ok(QueueDepth { messages: declared.message_count(), consumers: declared.consumer_count() })
     }

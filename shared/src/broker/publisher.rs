@@ -152,7 +152,9 @@ impl Publisher {
             let result = match sent {
                 Err(error) => Err(error),
                 Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
-                    Err(_) => Err(BrokerError::Timeout { operation: "publisher confirm", timeout_secs: timeout.as_secs() }),
+                    Err(_) => {
+                        Err(BrokerError::Timeout { operation: "publisher confirm", timeout_secs: timeout.as_secs() })
+                    }
                     Ok(Err(error)) => Err(BrokerError::Amqp { operation: "publisher confirm", error }),
                     Ok(Ok(Confirmation::Ack(None))) => Ok(()),
                     Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {

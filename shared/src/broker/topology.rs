@@ -212,6 +212,30 @@ impl Topology {
         result
     }
 
+    /// Declares the topology, retrying while the broker is unreachable (it may start after
+    /// us, or be down for a while). False if `shutdown` came first; an error if the broker
+    /// refused the declaration, which retrying cannot fix.
+    pub async fn declare_when_ready(
+        &self,
+        config: &RabbitConfig,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<bool, BrokerError> {
+        loop {
+            match self.declare(config).await {
+                Ok(()) => return Ok(true),
+                Err(error) if error.is_refusal() => return Err(error),
+                Err(error) => {
+                    let delay = super::connection::reconnect_delay(config);
+                    tracing::warn!(error = %error, broker.retry_in_ms = delay.as_millis() as u64, "RabbitMQ not ready");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(false),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
     async fn declare_on(&self, connection: &BrokerConnection) -> Result<(), BrokerError> {
         let timeout = connection.call_timeout();
         let channel = connection.open_channel().await?;
@@ -264,7 +288,8 @@ impl Topology {
     pub async fn delete(&self, config: &RabbitConfig) -> Result<(), BrokerError> {
         let connection = BrokerConnection::open(config, "stayler topology").await?;
         let timeout = connection.call_timeout();
-        let mut queues: Vec<String> = JobQueue::ALL.iter().flat_map(|&q| [self.queue(q), self.dead_letter_queue(q)]).collect();
+        let mut queues: Vec<String> =
+            JobQueue::ALL.iter().flat_map(|&q| [self.queue(q), self.dead_letter_queue(q)]).collect();
         queues.extend(self.distinct_delays().map(|delay| self.retry_queue(delay)));
         let channel = connection.open_channel().await?;
         for name in &queues {
@@ -356,7 +381,9 @@ async fn declare_queue(
     arguments: FieldTable,
 ) -> Result<(), BrokerError> {
     let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-    call(timeout, "queue.declare", channel.queue_declare(name.into(), options, arguments)).await.map_err(declaring(name))?;
+    call(timeout, "queue.declare", channel.queue_declare(name.into(), options, arguments))
+        .await
+        .map_err(declaring(name))?;
     Ok(())
 }
 
@@ -368,7 +395,8 @@ async fn bind(
     routing_key: &str,
     arguments: FieldTable,
 ) -> Result<(), BrokerError> {
-    let bound = channel.queue_bind(queue.into(), exchange.into(), routing_key.into(), QueueBindOptions::default(), arguments);
+    let bound =
+        channel.queue_bind(queue.into(), exchange.into(), routing_key.into(), QueueBindOptions::default(), arguments);
     call(timeout, "queue.bind", bound).await.map_err(declaring(queue))
 }
 

@@ -1,12 +1,12 @@
 //! Test harness: an API on 127.0.0.1:0 over the test's own database, storage folder and
-//! queue prefix, with helpers to mint tokens, upload and inspect what was stored.
-
-#![allow(dead_code)]
+//! queue prefix, with helpers to mint tokens, upload and inspect what was stored. Compiled
+//! only with the `test-support` feature (the test crates' dev-dependencies).
 
 use std::sync::Arc;
 
-use api::{AppState, RunningApi};
+use crate::{AppState, RunningApi};
 use chrono::Duration;
+use secrecy::SecretString;
 use reqwest::multipart::{Form, Part};
 use shared::auth::{Role, TokenKeys};
 use shared::config::Config;
@@ -28,43 +28,42 @@ pub struct TestApp {
     _dir: TempDir,
 }
 
-/// A configuration for one test: its own folders and queue prefix, a free port.
-pub fn test_config(dir: &std::path::Path, overrides: &str) -> Config {
-    let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1/postgres".into());
-    let prefix = format!("test-{}", Uuid::new_v4().simple());
-    let yaml = format!(
-        "storage:\n  basePath: {base}\n  backupPath: {backups}\n  signedURLKey: dev-test-key\n\
-         server:\n  host: 127.0.0.1\n  port: 0\n\
-         database:\n  url: {database_url}\n  migrate: false\n\
-         rabbitmq:\n  url: amqp://guest:guest@127.0.0.1:5672/%2f\n  prefix: {prefix}\n  retryDelaysSecs: [1]\n  callTimeoutSecs: 5\n\
-         auth:\n  jwtSecret: dev-test-secret\n",
-        base = dir.join("storage").display(),
-        backups = dir.join("backups").display(),
-    );
-    merge_yaml(&yaml, overrides)
+/// A configuration for one test: its own storage folders and queue prefix, the test's own
+/// database, a free port.
+pub async fn test_config(dir: &std::path::Path, pool: &PgPool) -> Config {
+    let mut config = shared::test_support::config();
+    config.storage.base_path = dir.join("storage");
+    config.storage.backup_path = dir.join("backups");
+    config.server.host = "127.0.0.1".to_owned();
+    config.server.port = 0;
+    config.database.url = SecretString::from(database_url(pool).await);
+    config
 }
 
-/// Applies `overrides` (YAML of the same shape) on top of `base`.
-fn merge_yaml(base: &str, overrides: &str) -> Config {
-    use figment::Figment;
-    use figment::providers::{Format, Yaml};
-    let config: Config = Figment::from(Yaml::string(base)).merge(Yaml::string(overrides)).extract().expect("overrides");
-    config.validate().expect("valid overrides");
-    config
+/// The URL of the pool's database (each `sqlx::test` gets its own), for processes that
+/// connect by themselves, such as workers.
+pub async fn database_url(pool: &PgPool) -> String {
+    let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.expect("database name");
+    let server = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let base = server.split('?').next().unwrap_or(&server);
+    let base = base.rsplit_once('/').map_or(base, |(base, _)| base);
+    format!("{base}/{name}")
 }
 
 impl TestApp {
     pub async fn spawn(pool: PgPool) -> Self {
-        Self::spawn_with(pool, "").await
+        Self::spawn_with(pool, |_| {}).await
     }
 
-    /// Spawns with configuration `overrides` in YAML, e.g. `"storage:\n  maxFileSize: 10\n"`.
-    pub async fn spawn_with(pool: PgPool, overrides: &str) -> Self {
+    /// Spawns with changes to the test configuration.
+    pub async fn spawn_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = Arc::new(test_config(dir.path(), overrides));
+        let mut config = test_config(dir.path(), &pool).await;
+        adjust(&mut config);
+        let config = Arc::new(config);
         let storage = Storage::open(&config.storage.base_path).await.expect("storage");
         let state = AppState::new(pool.clone(), storage.clone(), config.clone());
-        let api = api::start_with(state).await.expect("API starts");
+        let api = crate::start_with(state).await.expect("API starts");
         Self {
             base_url: format!("http://{}", api.addr),
             client: reqwest::Client::new(),

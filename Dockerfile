@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+# One image with both binaries: `stayler-api` (the default command) and `stayler-worker`.
+#
+#     docker build -t stayler-storage .
+#     docker run --rm stayler-storage stayler-api mint-token --role user   # with STAYLER_* env
+#
+# Configuration comes from STAYLER_* environment variables (see compose.yaml) or a YAML file
+# named by STAYLER_CONFIG. Images and backups live under the /data volume.
+
+FROM rust:1-bookworm AS builder
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends pkg-config libturbojpeg0-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Queries are checked at compile time against the committed .sqlx/ metadata, not a database.
+ENV SQLX_OFFLINE=true
+
+# Dependencies first, built against empty crates: this layer is reused until Cargo.toml or
+# Cargo.lock change. Keep the member list in step with the workspace.
+COPY Cargo.toml Cargo.lock ./
+COPY shared/Cargo.toml shared/build.rs shared/
+COPY api/Cargo.toml api/
+COPY worker/Cargo.toml worker/
+RUN mkdir -p shared/src shared/benches api/src worker/src \
+ && touch shared/src/lib.rs api/src/lib.rs worker/src/lib.rs \
+ && for main in api/src/main.rs worker/src/main.rs shared/benches/thumbnails.rs; do echo 'fn main() {}' > "$main"; done \
+ && cargo build --release --locked --bins \
+ && rm -rf shared/src shared/benches api/src worker/src
+
+# Then the sources. Touched so cargo rebuilds the workspace crates over the empty ones.
+COPY .sqlx .sqlx
+COPY migrations migrations
+COPY shared shared
+COPY api api
+COPY worker worker
+RUN find shared api worker -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked --bins \
+ && cp target/release/stayler-api target/release/stayler-worker /usr/local/bin/
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libturbojpeg0 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin stayler \
+ && mkdir -p /data/storage /data/backups \
+ && chown -R stayler:stayler /data
+COPY --from=builder /usr/local/bin/stayler-api /usr/local/bin/stayler-worker /usr/local/bin/
+# The volume is this image's storage; the server's defaults are 0.0.0.0:8080.
+ENV STAYLER_STORAGE__BASE_PATH=/data/storage \
+    STAYLER_STORAGE__BACKUP_PATH=/data/backups
+USER stayler
+WORKDIR /data
+VOLUME /data
+EXPOSE 8080
+CMD ["stayler-api"]

@@ -1,0 +1,166 @@
+# shellcheck shell=bash
+# Sourced by scripts/up, scripts/test and scripts/bench-upload: gets this machine ready to
+# build and run Stayler Storage. Installs only what is missing (Debian packages, via apt-get)
+# and starts only what is down (PostgreSQL and RabbitMQ, when they are local).
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Runs a command as root: directly, or through sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "root is needed for: $* (run as root or install sudo)"
+    fi
+}
+
+apt_updated=
+# Installs Debian packages.
+apt_install() {
+    command -v apt-get >/dev/null || die "apt-get not found: install $* with your package manager"
+    say "installing $*"
+    if [ -z "$apt_updated" ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# What `cargo build` needs besides Rust itself: a C linker, pkg-config and libturbojpeg.
+ensure_build_prerequisites() {
+    command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs"
+    local missing=()
+    command -v cc >/dev/null || missing+=(gcc libc6-dev)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    command -v curl >/dev/null || missing+=(curl)
+    pkg-config --exists libturbojpeg 2>/dev/null || missing+=(libturbojpeg0-dev)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+}
+
+# True when something accepts TCP connections on HOST PORT.
+port_open() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+is_local_host() {
+    case "$1" in localhost | 127.* | ::1 | "[::1]") return 0 ;; *) return 1 ;; esac
+}
+
+# Prints "HOST PORT" of a URL such as postgres://user:pw@host:5432/db or amqp://…@host/vhost.
+url_host_port() {
+    local url=$1 default_port=$2 authority
+    authority=${url#*://}
+    authority=${authority%%/*}
+    authority=${authority##*@}
+    case "$authority" in
+    *:*) printf '%s %s\n' "${authority%:*}" "${authority##*:}" ;;
+    *) printf '%s %s\n' "$authority" "$default_port" ;;
+    esac
+}
+
+# Waits up to SECONDS for a command to succeed.
+wait_until() {
+    local seconds=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@"; do
+        [ $SECONDS -lt $deadline ] || die "$what did not come up within ${seconds}s"
+        sleep 0.5
+    done
+}
+
+# Starts the local PostgreSQL cluster listening on PORT if nothing answers there.
+ensure_postgres() {
+    local host=$1 port=$2 version cluster
+    port_open "$host" "$port" && return 0
+    is_local_host "$host" || die "PostgreSQL at $host:$port does not answer"
+    command -v pg_lsclusters >/dev/null ||
+        die "PostgreSQL is not installed (Debian: apt-get install postgresql; the dev URLs expect trust login for user postgres on 127.0.0.1)"
+    read -r version cluster < <(pg_lsclusters -h | awk -v port="$port" '$3 == port { print $1, $2; exit }') || true
+    [ -n "${version:-}" ] || die "no PostgreSQL cluster is configured on port $port (see pg_lsclusters)"
+    say "starting PostgreSQL $version/$cluster"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start
+    wait_until 60 "PostgreSQL on $host:$port" port_open "$host" "$port"
+}
+
+# Starts the local RabbitMQ node if nothing answers on HOST PORT.
+ensure_rabbitmq() {
+    local host=$1 port=$2
+    port_open "$host" "$port" && return 0
+    is_local_host "$host" || die "RabbitMQ at $host:$port does not answer"
+    command -v rabbitmq-server >/dev/null || die "RabbitMQ is not installed (Debian: apt-get install rabbitmq-server)"
+    say "starting RabbitMQ"
+    as_root rabbitmq-server -detached
+    as_root timeout 120 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+    wait_until 120 "RabbitMQ on $host:$port" port_open "$host" "$port"
+}
+
+# Enables the management dashboard (port 15672) of the local RabbitMQ node.
+ensure_rabbitmq_dashboard() {
+    command -v rabbitmq-plugins >/dev/null || return 0
+    if ! as_root rabbitmq-plugins -q list -e -m 2>/dev/null | grep -qx rabbitmq_management; then
+        say "enabling the RabbitMQ management dashboard"
+        as_root rabbitmq-plugins -q enable rabbitmq_management >/dev/null
+    fi
+    wait_until 60 "the RabbitMQ dashboard on :15672" port_open 127.0.0.1 15672
+}
+
+# The database named by a postgres:// URL, and the URL of the `postgres` database next to it.
+database_name() {
+    local base=${1%%\?*}
+    printf '%s\n' "${base##*/}"
+}
+maintenance_url() {
+    local base=${1%%\?*}
+    printf '%s/postgres%s\n' "${base%/*}" "${1#"$base"}"
+}
+
+# Creates the database named in a postgres:// URL unless it exists.
+ensure_database() {
+    local url=$1 name admin
+    name=$(database_name "$url")
+    admin=$(maintenance_url "$url")
+    [[ "$name" =~ ^[A-Za-z0-9_-]+$ ]] || die "unexpected database name '$name' in $url"
+    if [ -z "$(psql "$admin" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$name'")" ]; then
+        say "creating database $name"
+        psql "$admin" -qc "CREATE DATABASE \"$name\"" >/dev/null
+    fi
+}
+
+# Sets up sqlx's compile-time query checks: from the committed `.sqlx/` query metadata when
+# it exists (SQLX_OFFLINE=true), otherwise against a scratch database migrated from
+# `migrations/` and named by DATABASE_URL (unless DATABASE_URL is already set).
+prepare_query_checks() {
+    local admin=${1:-postgres://postgres@127.0.0.1:5432/postgres}
+    if [ -d .sqlx ]; then
+        export SQLX_OFFLINE=true
+        return 0
+    fi
+    if [ -n "${DATABASE_URL:-}" ]; then
+        say "no .sqlx/ query metadata: checking queries against DATABASE_URL"
+        return 0
+    fi
+    say "warning: .sqlx/ is missing (make it with: cargo sqlx prepare --workspace -- --all-targets);" \
+        "checking queries against a scratch database instead"
+    local name=stayler_query_check digest current file
+    digest=$(cat migrations/*.sql | sha256sum | cut -c1-64)
+    current=$(psql "$admin" -qtAc \
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '$name'")
+    if [ "$current" != "$digest" ]; then
+        psql "$admin" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null
+        psql "$admin" -qc "CREATE DATABASE $name" >/dev/null
+        for file in migrations/*.sql; do
+            psql "${admin%/*}/$name" -q -v ON_ERROR_STOP=1 -f "$file" >/dev/null
+        done
+        psql "$admin" -qc "COMMENT ON DATABASE $name IS '$digest'" >/dev/null
+    fi
+    export DATABASE_URL="${admin%/*}/$name"
+}

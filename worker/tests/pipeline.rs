@@ -1,0 +1,374 @@
+//! The whole pipeline through its real entry points: API (with its outbox relay) →
+//! RabbitMQ → workers → thumbnails and verified checksums, including faults.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::time::Duration;
+
+use api::test_support::{TestApp, images};
+use reqwest::StatusCode;
+use serde_json::Value;
+use shared::broker::{JobQueue, Publisher, Topology};
+use shared::config::Config;
+use shared::test_support::{TcpProxy, TestBroker, eventually};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const PROCESSING_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/benches/images").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn encode(image: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    image.write_to(&mut Cursor::new(&mut out), format).unwrap();
+    out
+}
+
+/// A worker running in this process through its library entry point.
+struct Worker {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Worker {
+    fn start(config: &Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker::run(config.clone(), shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("worker task").expect("worker exits cleanly");
+    }
+}
+
+async fn image_view(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get_image(token, id).await.json().await.unwrap()
+}
+
+/// Waits until an image has its thumbnails and a verified checksum, and returns its view.
+async fn processed(app: &TestApp, token: &str, id: &str) -> Value {
+    eventually(PROCESSING_TIMEOUT, &format!("image {id} is processed"), || async {
+        let view = image_view(app, token, id).await;
+        view["thumbnails"]["status"] == "ready" && view["checksum"]["status"] == "verified"
+    })
+    .await;
+    image_view(app, token, id).await
+}
+
+/// Checks each thumbnail: inside its box, aspect ratio kept, never upscaled, on disk with the
+/// recorded size.
+fn assert_thumbnails(app: &TestApp, view: &Value, oriented: (u32, u32)) {
+    let variants = view["thumbnails"]["variants"].as_array().expect("variants");
+    assert_eq!(variants.len(), app.config.storage.thumbnail_sizes.len(), "{view}");
+    for variant in variants {
+        let name = variant["size"].as_str().unwrap();
+        let bound = app.config.storage.thumbnail_sizes[name];
+        let (width, height) = (variant["width"].as_u64().unwrap() as u32, variant["height"].as_u64().unwrap() as u32);
+        assert!(width <= bound.width && height <= bound.height, "{name}: {width}x{height} outside its box");
+        assert!(width <= oriented.0 && height <= oriented.1, "{name} was upscaled");
+        assert!(width == bound.width.min(oriented.0) || height == bound.height.min(oriented.1), "{name} does not fill its box");
+        let expected = oriented.0 as f64 / oriented.1 as f64;
+        let actual = width as f64 / height as f64;
+        assert!((actual - expected).abs() / expected < 0.02 + 1.0 / height.min(width) as f64, "{name}: aspect {actual} vs {expected}");
+        let bytes = std::fs::read(app.storage.root().join(variant["path"].as_str().unwrap())).unwrap();
+        assert_eq!(bytes.len() as u64, variant["file_size"].as_u64().unwrap());
+        let decoded = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (width, height));
+    }
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn every_format_gets_its_thumbnails_and_a_verified_checksum(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let worker = Worker::start(&app.config);
+    let (_, token) = app.user();
+    let animated = {
+        let mut out = Vec::new();
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut out);
+        for shade in [0u8, 120, 240] {
+            let frame = image::RgbaImage::from_pixel(320, 200, image::Rgba([shade, 50, 50, 255]));
+            encoder.encode_frame(image::Frame::new(frame)).unwrap();
+        }
+        drop(encoder);
+        out
+    };
+    let lossless_webp = encode(image::DynamicImage::ImageRgb8(image::RgbImage::new(500, 260)), image::ImageFormat::WebP);
+    let cases = [
+        ("photo.jpg", fixture("photo-2mp.jpg"), (1600, 1200), "image/jpeg"),
+        ("alpha.png", images::png(700, 350), (700, 350), "image/png"),
+        ("anim.gif", animated, (320, 200), "image/jpeg"),
+        ("lossy.webp", fixture("photo.webp"), (1600, 1200), "image/jpeg"),
+        ("lossless.webp", lossless_webp, (500, 260), "image/jpeg"),
+        ("tiny.png", encode(image::DynamicImage::ImageRgb8(image::RgbImage::new(90, 60)), image::ImageFormat::Png), (90, 60), "image/jpeg"),
+    ];
+    let mut uploaded = Vec::new();
+    for (name, bytes, size, thumbnail_mime) in cases {
+        let response = app.upload(&token, "user", name, bytes, &[]).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{name}");
+        let body: Value = response.json().await.unwrap();
+        uploaded.push((name, body["id"].as_str().unwrap().to_owned(), size, thumbnail_mime));
+    }
+    for (name, id, size, thumbnail_mime) in uploaded {
+        let view = processed(&app, &token, &id).await;
+        assert_thumbnails(&app, &view, size);
+        for variant in view["thumbnails"]["variants"].as_array().unwrap() {
+            assert_eq!(variant["mime_type"], thumbnail_mime, "{name}");
+        }
+        assert!(view["processing_error"].is_null(), "{name}: {view}");
+    }
+    worker.stop().await;
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_duplicated_event_changes_nothing_the_second_time(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let worker = Worker::start(&app.config);
+    let (_, token) = app.user();
+    let response = app.upload(&token, "user", "a.jpg", images::jpeg(800, 600), &[]).await;
+    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let before = processed(&app, &token, &id).await;
+    let thumbnail = app.storage.root().join(before["thumbnails"]["variants"][0]["path"].as_str().unwrap());
+    let written = std::fs::metadata(&thumbnail).unwrap().modified().unwrap();
+
+    // Deliver the very same event (same id) again, then a sentinel upload behind it.
+    let (event_id, payload): (uuid::Uuid, Value) =
+        sqlx::query_as("SELECT event_id, payload FROM outbox").fetch_one(&app.pool).await.unwrap();
+    let publisher = Publisher::new(&app.config.rabbitmq, "test duplicate");
+    publisher.publish_event(event_id, "image.uploaded", serde_json::to_vec(&payload).unwrap()).await.unwrap();
+    let sentinel = app.upload(&token, "user", "b.jpg", images::jpeg(64, 64), &[]).await;
+    let sentinel = sentinel.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    processed(&app, &token, &sentinel).await;
+
+    let after = image_view(&app, &token, &id).await;
+    assert_eq!(after, before);
+    assert_eq!(std::fs::metadata(&thumbnail).unwrap().modified().unwrap(), written, "the thumbnail was rewritten");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM storage_thumbnails WHERE image_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+    publisher.close().await;
+    worker.stop().await;
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_undecodable_image_is_dead_lettered_and_its_metadata_says_why(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let worker = Worker::start(&app.config);
+    let broker = TestBroker::start(&app.config.rabbitmq).await;
+    let (_, token) = app.user();
+    // A PNG whose header and end chunk are intact but whose pixel data is garbage.
+    let mut bytes = images::png(400, 300);
+    let middle = bytes.len() / 2;
+    for byte in &mut bytes[middle - 200..middle + 200] {
+        *byte = 0x5A;
+    }
+    let response = app.upload(&token, "user", "broken.png", bytes, &[]).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
+    let dead = broker.topology.dead_letter_queue(JobQueue::Thumbnails);
+    broker.wait_for_depth(&dead, 1, PROCESSING_TIMEOUT).await;
+    let messages = broker.take_all(&dead).await;
+    assert!(messages[0].header(shared::broker::headers::ERROR).is_some());
+    eventually(PROCESSING_TIMEOUT, "the failure is recorded", || async {
+        image_view(&app, &token, &id).await["thumbnails"]["status"] == "failed"
+    })
+    .await;
+    let view = image_view(&app, &token, &id).await;
+    assert!(view["processing_error"].as_str().unwrap().contains("thumbnails"), "{view}");
+    worker.stop().await;
+    broker.delete().await;
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn uploads_succeed_while_the_broker_is_unreachable_and_are_processed_once_it_is_back(pool: PgPool) {
+    let rabbit = shared::test_support::rabbit_config();
+    let proxy = TcpProxy::start(&rabbit).await;
+    let proxied = proxy.proxied(&rabbit);
+    proxy.stop().await;
+    let app = TestApp::spawn_with(pool, |c| c.rabbitmq = proxied.clone()).await;
+    let mut direct = (*app.config).clone();
+    direct.rabbitmq = rabbit.clone();
+    let worker = Worker::start(&direct);
+    let (_, token) = app.user();
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let response = app.upload(&token, "user", &format!("{i}.jpg"), images::jpeg(300, 200), &[]).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(unsent, 3);
+
+    proxy.resume().await;
+    for id in &ids {
+        let view = processed(&app, &token, id).await;
+        assert_thumbnails(&app, &view, (300, 200));
+    }
+    worker.stop().await;
+    Topology::new(&rabbit).delete(&rabbit).await.unwrap();
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn broker_connections_cut_while_uploads_and_jobs_flow_heal_without_restarts(pool: PgPool) {
+    let rabbit = shared::test_support::rabbit_config();
+    let proxy = TcpProxy::start(&rabbit).await;
+    let proxied = proxy.proxied(&rabbit);
+    let app = TestApp::spawn_with(pool, |c| c.rabbitmq = proxied.clone()).await;
+    let worker = Worker::start(&app.config);
+    let (_, token) = app.user();
+
+    let mut ids = Vec::new();
+    for round in 0..4 {
+        for i in 0..3 {
+            let response = app.upload(&token, "user", &format!("{round}-{i}.jpg"), images::jpeg(640, 480), &[]).await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+        }
+        match round {
+            0 => proxy.cut_connections(),
+            1 => {
+                proxy.stop().await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                proxy.resume().await;
+            }
+            2 => {
+                proxy.black_hole();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                proxy.resume().await;
+            }
+            _ => {}
+        }
+    }
+    for id in &ids {
+        processed(&app, &token, id).await;
+    }
+    worker.stop().await;
+    Topology::new(&rabbit).delete(&rabbit).await.unwrap();
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_stored_file_that_no_longer_matches_its_checksum_is_marked_corrupt(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let broker = TestBroker::start(&app.config.rabbitmq).await;
+    let (_, token) = app.user();
+    let response = app.upload(&token, "user", "a.jpg", images::jpeg(320, 240), &[]).await;
+    let body: Value = response.json().await.unwrap();
+    let id = body["id"].as_str().unwrap().to_owned();
+    // Bit rot between upload and verification.
+    let path = app.storage.root().join(body["path"].as_str().unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+
+    let worker = Worker::start(&app.config);
+    eventually(PROCESSING_TIMEOUT, "the image is marked corrupt", || async {
+        image_view(&app, &token, &id).await["checksum"]["status"] == "corrupt"
+    })
+    .await;
+    let dead = broker.topology.dead_letter_queue(JobQueue::Checksums);
+    broker.wait_for_depth(&dead, 1, PROCESSING_TIMEOUT).await;
+    let message = broker.take_all(&dead).await.remove(0);
+    assert_eq!(message.header(shared::broker::headers::ATTEMPTS).as_deref(), Some("3"));
+    let view = image_view(&app, &token, &id).await;
+    assert_eq!(view["checksum"]["status"], "corrupt");
+    assert!(view["processing_error"].as_str().unwrap().contains("checksum mismatch"), "{view}");
+    worker.stop().await;
+    broker.delete().await;
+}
+
+/// Environment that configures a worker process exactly like `config`.
+fn worker_environment(config: &Config) -> Vec<(String, String)> {
+    use secrecy::ExposeSecret;
+    let rabbit = &config.rabbitmq;
+    [
+        ("STAYLER_DATABASE__URL", config.database.url.expose_secret().to_owned()),
+        ("STAYLER_DATABASE__MIGRATE", "false".to_owned()),
+        ("STAYLER_RABBITMQ__URL", rabbit.url.expose_secret().to_owned()),
+        ("STAYLER_RABBITMQ__PREFIX", rabbit.prefix.clone()),
+        ("STAYLER_RABBITMQ__MAX_ATTEMPTS", rabbit.max_attempts.to_string()),
+        ("STAYLER_RABBITMQ__RETRY_DELAYS_SECS", "[1]".to_owned()),
+        ("STAYLER_STORAGE__BASE_PATH", config.storage.base_path.display().to_string()),
+        ("STAYLER_STORAGE__SIGNED_URL_KEY", "dev-test".to_owned()),
+        ("STAYLER_AUTH__JWT_SECRET", "dev-test".to_owned()),
+        ("STAYLER_WORKER__CONCURRENCY", "1".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn spawn_worker_process(config: &Config) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stayler-worker"))
+        .env_clear()
+        .envs(worker_environment(config))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting stayler-worker")
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_worker_killed_mid_job_leaves_the_job_to_another_and_nothing_duplicated(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (_, token) = app.user();
+    let photo = fixture("photo-12mp.jpg");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let response = app.upload(&token, "user", &format!("{i}.jpg"), photo.clone(), &[]).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let mut victim = spawn_worker_process(&app.config);
+    // Kill it as soon as it has finished something, so that it dies in the middle of the rest.
+    eventually(PROCESSING_TIMEOUT, "the first worker made progress", || async {
+        let ready: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM storage_files WHERE thumbnail_status = 'ready' OR checksum_status = 'verified'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        ready > 0
+    })
+    .await;
+    victim.kill().expect("SIGKILL");
+    victim.wait().unwrap();
+
+    let mut survivor = spawn_worker_process(&app.config);
+    for id in &ids {
+        let view = processed(&app, &token, id).await;
+        assert_thumbnails(&app, &view, (4032, 3024));
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM storage_thumbnails").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(rows, 3 * ids.len() as i64);
+    let thumbnail_files = std::fs::read_dir(app.storage.root().join(
+        Path::new(ids_path(&app, &token, &ids[0]).await.as_str()).parent().unwrap().parent().unwrap().join("thumbnails"),
+    ))
+    .unwrap()
+    .count();
+    assert_eq!(thumbnail_files, 3 * ids.len());
+
+    // SIGTERM: the survivor finishes and exits cleanly.
+    let pid = survivor.id().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || survivor.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the worker exits cleanly on SIGTERM: {status}");
+}
+
+async fn ids_path(app: &TestApp, token: &str, id: &str) -> String {
+    image_view(app, token, id).await["path"].as_str().unwrap().to_owned()
+}
