@@ -54,12 +54,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
     let keys = TokenKeys::new(&state.config.auth.jwt_secret);
     let service = openapi(state);
     let spec = service.spec_endpoint();
-    Route::new()
-        .nest("/", service)
-        .at("/openapi.json", spec)
-        .data(keys)
-        .with(Tracing)
-        .catch_all_error(error::render)
+    Route::new().nest("/", service).at("/openapi.json", spec).data(keys).with(Tracing).catch_all_error(error::render)
 }
 
 /// A running API server and its outbox relay.
@@ -95,12 +90,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApi> {
 /// Starts serving `state` on `server.host:server.port`.
 pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
     let address = format!("{}:{}", state.config.server.host, state.config.server.port);
-    let acceptor = TcpListener::bind(address.clone()).into_acceptor().await.with_context(|| format!("listening on {address}"))?;
-    let addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .context("reading the bound address")?;
+    let acceptor =
+        TcpListener::bind(address.clone()).into_acceptor().await.with_context(|| format!("listening on {address}"))?;
+    let addr =
+        acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).context("reading the bound address")?;
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(relay(state.db.clone(), state.config.clone(), shutdown.clone()));
     let app = routes(state);

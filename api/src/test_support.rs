@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use crate::{AppState, RunningApi};
 use chrono::Duration;
-use secrecy::SecretString;
 use reqwest::multipart::{Form, Part};
+use secrecy::SecretString;
 use shared::auth::{Role, TokenKeys};
 use shared::config::Config;
 use shared::db::storage_quotas::{self, Quota};
 use shared::images::{Owner, OwnerId, OwnerType};
 use shared::storage::Storage;
+use shared::test_support::TopologyCleanup;
 use sqlx::PgPool;
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -26,6 +27,7 @@ pub struct TestApp {
     keys: TokenKeys,
     api: Option<RunningApi>,
     _dir: TempDir,
+    _topology: TopologyCleanup,
 }
 
 /// A configuration for one test: its own storage folders and queue prefix, the test's own
@@ -70,6 +72,7 @@ impl TestApp {
             pool,
             storage,
             keys: TokenKeys::new(&config.auth.jwt_secret),
+            _topology: TopologyCleanup::new(&config.rabbitmq),
             config,
             api: Some(api),
             _dir: dir,

@@ -1,12 +1,12 @@
 //! Upload: what is accepted, what is refused, and that a refusal leaves nothing behind.
 
+use api::test_support::{TestApp, images};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::auth::Role;
 use shared::images::OwnerType;
 use sqlx::PgPool;
-use api::test_support::{TestApp, images};
 use uuid::Uuid;
 
 async fn json(response: reqwest::Response) -> Value {
@@ -140,7 +140,8 @@ async fn an_empty_file_or_a_missing_file_part_is_a_bad_request(pool: PgPool) {
     assert_eq!(error_code(response).await, "empty_file");
 
     let form = reqwest::multipart::Form::new().text("image_type", "user");
-    let response = app.client.post(app.url("/storage/images")).bearer_auth(&token).multipart(form).send().await.unwrap();
+    let response =
+        app.client.post(app.url("/storage/images")).bearer_auth(&token).multipart(form).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(response).await, "missing_file");
 
@@ -238,7 +239,11 @@ async fn tokens_are_required_and_roles_decide_the_image_type(pool: PgPool) {
     let forged = shared::auth::TokenKeys::new(&secrecy::SecretString::from("another-secret"));
     let forged = forged.mint(Uuid::now_v7(), Role::Admin, chrono::Duration::minutes(5));
     assert_eq!(app.upload(&forged, "user", "a.png", png.clone(), &[]).await.status(), StatusCode::UNAUTHORIZED);
-    let expired = shared::auth::TokenKeys::new(&app.config.auth.jwt_secret).mint(Uuid::now_v7(), Role::User, chrono::Duration::minutes(-5));
+    let expired = shared::auth::TokenKeys::new(&app.config.auth.jwt_secret).mint(
+        Uuid::now_v7(),
+        Role::User,
+        chrono::Duration::minutes(-5),
+    );
     assert_eq!(app.upload(&expired, "user", "a.png", png.clone(), &[]).await.status(), StatusCode::UNAUTHORIZED);
 
     let (_, user) = app.user();

@@ -61,8 +61,10 @@ fn main() {
         if tsv {
             println!("{case}\t{median:.2}\t{min:.2}");
         } else {
-            let described: Vec<String> =
-                outputs.iter().map(|t| format!("{}x{} {:?} {} B", t.width, t.height, t.format, t.bytes.len())).collect();
+            let described: Vec<String> = outputs
+                .iter()
+                .map(|t| format!("{}x{} {:?} {} B", t.width, t.height, t.format, t.bytes.len()))
+                .collect();
             println!("{case:<14} {median:>10.2} {min:>10.2}  {}", described.join(", "));
         }
     }

@@ -10,7 +10,7 @@ mod connection;
 mod publisher;
 mod topology;
 
-pub use connection::{BrokerConnection, QueueDepth, call};
+pub use connection::{BrokerConnection, QueueDepth, call, reconnect_delay};
 pub use publisher::{Outgoing, Publisher};
 pub use topology::{DeadLetter, JobQueue, Topology, attempt_of, headers};
 

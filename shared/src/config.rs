@@ -364,7 +364,9 @@ fn environment() -> Env {
     // `lowercase(false)` last: every `map` resets it.
     Env::prefixed(ENV_PREFIX)
         .ignore(&["CONFIG", "LOG_FORMAT"])
-        .split("__").map(|key| camel_case_path(key.as_str()).into()).lowercase(false)
+        .split("__")
+        .map(|key| camel_case_path(key.as_str()).into())
+        .lowercase(false)
 }
 
 fn camel_case_path(key: &str) -> String {
@@ -388,7 +390,9 @@ fn camel_case_path(key: &str) -> String {
         .join(".")
 }
 
+// `figment::Jail` closures must return figment's own (large) error type.
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

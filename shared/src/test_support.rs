@@ -108,12 +108,13 @@ impl TakenMessage {
 }
 
 /// A test's view of the real broker: declares its random-prefix topology, inspects and
-/// empties queues, and deletes everything at the end.
+/// empties queues, and deletes everything at the end, even when the test fails.
 pub struct TestBroker {
     pub config: RabbitConfig,
     pub topology: Topology,
     connection: BrokerConnection,
     channel: Channel,
+    deleted: bool,
 }
 
 impl TestBroker {
@@ -124,7 +125,7 @@ impl TestBroker {
         topology.declare(config).await.expect("declaring the test topology");
         let connection = BrokerConnection::open(config, "stayler test").await.expect("connecting to RabbitMQ");
         let channel = connection.open_channel().await.expect("opening a channel");
-        Self { config: config.clone(), topology, connection, channel }
+        Self { config: config.clone(), topology, connection, channel, deleted: false }
     }
 
     /// Ready (not yet delivered) messages in `queue`.
@@ -168,9 +169,51 @@ impl TestBroker {
     }
 
     /// Deletes the test's queues and exchanges.
-    pub async fn delete(self) {
+    pub async fn delete(mut self) {
         self.topology.delete(&self.config).await.expect("deleting the test topology");
-        self.connection.close().await;
+        self.deleted = true;
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if !self.deleted {
+            delete_topology_now(&self.config.prefix);
+        }
+    }
+}
+
+/// Deletes the topology of a test's prefix when dropped, so a test that fails half-way
+/// leaves no queues behind.
+#[derive(Debug)]
+pub struct TopologyCleanup {
+    prefix: String,
+}
+
+impl TopologyCleanup {
+    pub fn new(config: &RabbitConfig) -> Self {
+        Self { prefix: config.prefix.clone() }
+    }
+}
+
+impl Drop for TopologyCleanup {
+    fn drop(&mut self) {
+        delete_topology_now(&self.prefix);
+    }
+}
+
+/// Deletes every exchange and queue of `prefix` on the test broker, directly (not through
+/// any proxy the test used); from a thread with a runtime of its own, since `drop` cannot
+/// await.
+fn delete_topology_now(prefix: &str) {
+    let mut config = rabbit_config();
+    config.prefix = prefix.to_owned();
+    let cleanup = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(Topology::new(&config).delete(&config))
+    });
+    if let Ok(Err(error)) = cleanup.join() {
+        eprintln!("could not delete the test topology {prefix}: {error}");
     }
 }
 

@@ -161,7 +161,10 @@ pub fn parse_tags(raw: Option<&str>) -> Result<Vec<String>, UploadError> {
             continue;
         }
         if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
-            return Err(UploadError::invalid("tags", format!("each tag is at most {MAX_TAG_CHARS} printable characters")));
+            return Err(UploadError::invalid(
+                "tags",
+                format!("each tag is at most {MAX_TAG_CHARS} printable characters"),
+            ));
         }
         if !tags.iter().any(|t| t == tag) {
             tags.push(tag.to_owned());

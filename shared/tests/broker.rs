@@ -242,11 +242,12 @@ async fn queue_depth_counts_ready_messages_and_consumers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_a_topology_removes_its_queues() {
+async fn deleting_a_topology_removes_its_queues_and_can_be_repeated() {
     let config = rabbit_config();
     let topology = Topology::new(&config);
     topology.declare(&config).await.unwrap();
     topology.delete(&config).await.unwrap();
+    topology.delete(&config).await.expect("deleting what is gone is a no-op");
     let connection = BrokerConnection::open(&config, "test").await.unwrap();
     for queue in JobQueue::ALL {
         assert!(connection.queue_depth(&topology.queue(*queue)).await.is_err());

@@ -21,7 +21,9 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde::Deserialize;
-use shared::broker::{BrokerConnection, BrokerError, DeadLetter, JobQueue, Publisher, Topology, attempt_of, call};
+use shared::broker::{
+    BrokerConnection, BrokerError, DeadLetter, JobQueue, Publisher, Topology, attempt_of, call, reconnect_delay,
+};
 use shared::config::{Config, RabbitConfig, WorkerConfig};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -157,8 +159,8 @@ impl Consumer {
                 Ok(()) => break Ok(()),
                 Err(error) if error.is_refusal() => break Err(error),
                 Err(error) => {
-                    let delay = Duration::from_secs(self.rabbit.reconnect_delay_secs);
-                    tracing::warn!(error = %error, broker.reconnect_in_secs = delay.as_secs(), "consumer lost the broker");
+                    let delay = reconnect_delay(&self.rabbit);
+                    tracing::warn!(error = %error, broker.reconnect_in_ms = delay.as_millis() as u64, "consumer lost the broker");
                     tokio::select! {
                         () = shutdown.cancelled() => break Ok(()),
                         () = tokio::time::sleep(delay) => {}
@@ -328,7 +330,7 @@ impl Consumer {
     /// broker is in trouble, and an immediate redelivery would only spin. Each return counts
     /// towards the queue's `x-delivery-limit`, after which the broker dead-letters it.
     async fn requeue(&self, delivery: &Delivery, timeout: Duration) {
-        tokio::time::sleep(Duration::from_secs(self.rabbit.reconnect_delay_secs)).await;
+        tokio::time::sleep(reconnect_delay(&self.rabbit)).await;
         let nacked = delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() });
         if let Err(error) = call(timeout, "basic.nack", nacked).await {
             tracing::warn!(error = %error, "requeue failed; the broker redelivers the job once the channel is gone");

@@ -26,7 +26,10 @@ impl Thumbnails {
 
     fn specs(&self) -> Vec<ThumbnailSpec> {
         let sizes = &self.context.config.storage.thumbnail_sizes;
-        sizes.iter().map(|(name, size)| ThumbnailSpec { name: name.clone(), width: size.width, height: size.height }).collect()
+        sizes
+            .iter()
+            .map(|(name, size)| ThumbnailSpec { name: name.clone(), width: size.width, height: size.height })
+            .collect()
     }
 
     async fn write(&self, file: &StorageFile, thumbnail: &Thumbnail) -> Result<ThumbnailRecord, JobError> {

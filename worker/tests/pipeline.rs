@@ -8,7 +8,7 @@ use std::time::Duration;
 use api::test_support::{TestApp, images};
 use reqwest::StatusCode;
 use serde_json::Value;
-use shared::broker::{JobQueue, Publisher, Topology};
+use shared::broker::{JobQueue, Publisher};
 use shared::config::Config;
 use shared::test_support::{TcpProxy, TestBroker, eventually};
 use sqlx::PgPool;
@@ -72,10 +72,16 @@ fn assert_thumbnails(app: &TestApp, view: &Value, oriented: (u32, u32)) {
         let (width, height) = (variant["width"].as_u64().unwrap() as u32, variant["height"].as_u64().unwrap() as u32);
         assert!(width <= bound.width && height <= bound.height, "{name}: {width}x{height} outside its box");
         assert!(width <= oriented.0 && height <= oriented.1, "{name} was upscaled");
-        assert!(width == bound.width.min(oriented.0) || height == bound.height.min(oriented.1), "{name} does not fill its box");
+        assert!(
+            width == bound.width.min(oriented.0) || height == bound.height.min(oriented.1),
+            "{name} does not fill its box"
+        );
         let expected = oriented.0 as f64 / oriented.1 as f64;
         let actual = width as f64 / height as f64;
-        assert!((actual - expected).abs() / expected < 0.02 + 1.0 / height.min(width) as f64, "{name}: aspect {actual} vs {expected}");
+        assert!(
+            (actual - expected).abs() / expected < 0.02 + 1.0 / height.min(width) as f64,
+            "{name}: aspect {actual} vs {expected}"
+        );
         let bytes = std::fs::read(app.storage.root().join(variant["path"].as_str().unwrap())).unwrap();
         assert_eq!(bytes.len() as u64, variant["file_size"].as_u64().unwrap());
         let decoded = image::load_from_memory(&bytes).unwrap();
@@ -98,14 +104,20 @@ async fn every_format_gets_its_thumbnails_and_a_verified_checksum(pool: PgPool) 
         drop(encoder);
         out
     };
-    let lossless_webp = encode(image::DynamicImage::ImageRgb8(image::RgbImage::new(500, 260)), image::ImageFormat::WebP);
+    let lossless_webp =
+        encode(image::DynamicImage::ImageRgb8(image::RgbImage::new(500, 260)), image::ImageFormat::WebP);
     let cases = [
         ("photo.jpg", fixture("photo-2mp.jpg"), (1600, 1200), "image/jpeg"),
         ("alpha.png", images::png(700, 350), (700, 350), "image/png"),
         ("anim.gif", animated, (320, 200), "image/jpeg"),
         ("lossy.webp", fixture("photo.webp"), (1600, 1200), "image/jpeg"),
         ("lossless.webp", lossless_webp, (500, 260), "image/jpeg"),
-        ("tiny.png", encode(image::DynamicImage::ImageRgb8(image::RgbImage::new(90, 60)), image::ImageFormat::Png), (90, 60), "image/jpeg"),
+        (
+            "tiny.png",
+            encode(image::DynamicImage::ImageRgb8(image::RgbImage::new(90, 60)), image::ImageFormat::Png),
+            (90, 60),
+            "image/jpeg",
+        ),
     ];
     let mut uploaded = Vec::new();
     for (name, bytes, size, thumbnail_mime) in cases {
@@ -218,7 +230,6 @@ async fn uploads_succeed_while_the_broker_is_unreachable_and_are_processed_once_
         assert_thumbnails(&app, &view, (300, 200));
     }
     worker.stop().await;
-    Topology::new(&rabbit).delete(&rabbit).await.unwrap();
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -256,7 +267,6 @@ async fn broker_connections_cut_while_uploads_and_jobs_flow_heal_without_restart
         processed(&app, &token, id).await;
     }
     worker.stop().await;
-    Topology::new(&rabbit).delete(&rabbit).await.unwrap();
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -355,9 +365,16 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_another_and_nothing_duplicate
     }
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM storage_thumbnails").fetch_one(&app.pool).await.unwrap();
     assert_eq!(rows, 3 * ids.len() as i64);
-    let thumbnail_files = std::fs::read_dir(app.storage.root().join(
-        Path::new(ids_path(&app, &token, &ids[0]).await.as_str()).parent().unwrap().parent().unwrap().join("thumbnails"),
-    ))
+    let thumbnail_files = std::fs::read_dir(
+        app.storage.root().join(
+            Path::new(ids_path(&app, &token, &ids[0]).await.as_str())
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("thumbnails"),
+        ),
+    )
     .unwrap()
     .count();
     assert_eq!(thumbnail_files, 3 * ids.len());

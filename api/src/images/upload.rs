@@ -135,16 +135,21 @@ pub async fn handle(
     let thumbnails =
         if stored.replayed { storage_thumbnails::list(&state.db, stored.file.id).await? } else { Vec::new() };
     let location = format!("/storage/images/{}", stored.file.id);
-    Ok(UploadResponse::Created(Json(ImageView::new(stored.file, thumbnails)), location, stored.replayed.then_some(true)))
+    Ok(UploadResponse::Created(
+        Json(ImageView::new(stored.file, thumbnails)),
+        location,
+        stored.replayed.then_some(true),
+    ))
 }
 
 async fn read_text(field: Field, name: &str) -> Result<String, ApiError> {
     let mut text = String::new();
     let read = field.into_async_read().take(MAX_TEXT_FIELD_BYTES + 1).read_to_string(&mut text).await;
     match read {
-        Ok(n) if n as u64 > MAX_TEXT_FIELD_BYTES => {
-            Err(ApiError::bad_request("invalid_field", format!("field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes")))
-        }
+        Ok(n) if n as u64 > MAX_TEXT_FIELD_BYTES => Err(ApiError::bad_request(
+            "invalid_field",
+            format!("field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes"),
+        )),
         Ok(_) => Ok(text),
         Err(_) => Err(ApiError::bad_request("invalid_field", format!("field `{name}` is not UTF-8 text"))),
     }

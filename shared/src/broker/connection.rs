@@ -18,6 +18,8 @@ use crate::config::RabbitConfig;
 /// even by a consumer that makes no calls of its own.
 const HEARTBEAT_SECS: (u64, u64) = (5, 60);
 
+const MIN_RECONNECT_DELAY: Duration = Duration::from_millis(100);
+
 /// Runs one broker call, turning a missed deadline into [`BrokerError::Timeout`].
 pub async fn call<T>(
     timeout: Duration,
@@ -108,6 +110,8 @@ pub(crate) fn call_timeout(config: &RabbitConfig) -> Duration {
     Duration::from_secs(config.call_timeout_secs.max(1))
 }
 
-pub(crate) fn reconnect_delay(config: &RabbitConfig) -> Duration {
-    Duration::from_secs(config.reconnect_delay_secs)
+/// The wait before rebuilding a failed connection (`rabbitmq.reconnectDelaySecs`), at least
+/// 100 ms so that a delay of 0 cannot spin against a broker that is down.
+pub fn reconnect_delay(config: &RabbitConfig) -> Duration {
+    Duration::from_secs(config.reconnect_delay_secs).max(MIN_RECONNECT_DELAY)
 }

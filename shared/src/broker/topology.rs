@@ -225,7 +225,7 @@ impl Topology {
                 Ok(()) => return Ok(true),
                 Err(error) if error.is_refusal() => return Err(error),
                 Err(error) => {
-                    let delay = super::connection::reconnect_delay(config);
+                    let delay = super::reconnect_delay(config);
                     tracing::warn!(error = %error, broker.retry_in_ms = delay.as_millis() as u64, "RabbitMQ not ready");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(false),
@@ -284,7 +284,7 @@ impl Topology {
     }
 
     /// Deletes every queue (with its messages) and exchange of this topology; for tests and
-    /// for retiring a deployment prefix.
+    /// for retiring a deployment prefix. Deleting what is already gone is a no-op.
     pub async fn delete(&self, config: &RabbitConfig) -> Result<(), BrokerError> {
         let connection = BrokerConnection::open(config, "stayler topology").await?;
         let timeout = connection.call_timeout();

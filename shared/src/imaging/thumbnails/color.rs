@@ -72,8 +72,9 @@ fn transform(image: &DynamicImage, profile: &ColorProfile, from: Layout, to: Lay
 /// to one sRGB colour, so one small table converts the whole image.
 fn gray_into_srgb(image: &DynamicImage, profile: &ColorProfile) -> Result<DynamicImage, String> {
     let srgb = ColorProfile::new_srgb();
-    let executor =
-        profile.create_transform_8bit(Layout::Gray, &srgb, Layout::Rgb, transform_options()).map_err(|e| e.to_string())?;
+    let executor = profile
+        .create_transform_8bit(Layout::Gray, &srgb, Layout::Rgb, transform_options())
+        .map_err(|e| e.to_string())?;
     let levels: Vec<u8> = (0..=u8::MAX).collect();
     let mut table = vec![0u8; 256 * 3];
     executor.transform(&levels, &mut table).map_err(|e| e.to_string())?;

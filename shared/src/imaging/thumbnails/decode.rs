@@ -84,7 +84,10 @@ impl<'a> Source<'a> {
         })
     }
 
-    fn open_with_image<D: ImageDecoder + 'a>(format: ImageFormat, decoder: image::ImageResult<D>) -> Result<Self, ImagingError> {
+    fn open_with_image<D: ImageDecoder + 'a>(
+        format: ImageFormat,
+        decoder: image::ImageResult<D>,
+    ) -> Result<Self, ImagingError> {
         let mut decoder = decoder.map_err(|e| undecodable(format, e))?;
         let (width, height) = decoder.dimensions();
         if width == 0 || height == 0 {
@@ -133,7 +136,7 @@ impl<'a> Source<'a> {
 /// `at_least`, as the decoder will round it (`TJSCALED`: rounded up).
 fn dct_scaled_size(full: Size, at_least: Size) -> Size {
     let scale = |side: u32, eighths: u64| (u64::from(side) * eighths).div_ceil(8) as u32;
-    [1, 2, 4, 8].into_iter()
+    (1..=8)
         .map(|eighths| Size { width: scale(full.width, eighths), height: scale(full.height, eighths) })
         .find(|scaled| scaled.contains(at_least))
         .unwrap_or(full)

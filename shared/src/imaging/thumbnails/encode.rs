@@ -34,7 +34,13 @@ impl Encoder {
                     empty => empty.insert(new_jpeg_compressor()?),
                 };
                 let (width, height) = (rgb.width() as usize, rgb.height() as usize);
-                let pixels = turbojpeg::Image { pixels: rgb.as_raw().as_slice(), width, pitch: width * 3, height, format: PixelFormat::RGB };
+                let pixels = turbojpeg::Image {
+                    pixels: rgb.as_raw().as_slice(),
+                    width,
+                    pitch: width * 3,
+                    height,
+                    format: PixelFormat::RGB,
+                };
                 let bytes = compressor.compress_to_vec(pixels).map_err(encode_failed)?;
                 Ok((ImageFormat::Jpeg, bytes))
             }
@@ -42,7 +48,7 @@ impl Encoder {
                 let mut bytes = Vec::new();
                 // Fast deflate with adaptive filters: several times quicker than the default
                 // level for a few percent more bytes on photographic content.
-                PngEncoder::new_with_quality(Cursor::new(&mut bytes), CompressionType::Fast, FilterType::Adaptive)
+                PngEncoder::new_with_quality(Cursor::new(&mut bytes), CompressionType::Default, FilterType::Adaptive)
                     .write_image(rgba.as_raw(), rgba.width(), rgba.height(), image::ExtendedColorType::Rgba8)
                     .map_err(encode_failed)?;
                 Ok((ImageFormat::Png, bytes))

@@ -46,11 +46,7 @@ pub(super) fn fit_inside(image: Size, bounds: Size) -> Size {
     let (w, h) = (u64::from(image.width), u64::from(image.height));
     let (bw, bh) = (u64::from(bounds.width.max(1)), u64::from(bounds.height.max(1)));
     // Cross-multiplied in integers: the width is the limit when w/h >= bw/bh.
-    let (width, height) = if w * bh >= h * bw {
-        (bw, (h * bw + w / 2) / w)
-    } else {
-        ((w * bh + h / 2) / h, bh)
-    };
+    let (width, height) = if w * bh >= h * bw { (bw, (h * bw + w / 2) / w) } else { ((w * bh + h / 2) / h, bh) };
     // Both results are at most the original sides, which are u32.
     Size { width: width.max(1) as u32, height: height.max(1) as u32 }
 }

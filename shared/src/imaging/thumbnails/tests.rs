@@ -41,7 +41,13 @@ fn decoded(thumbnail: &Thumbnail) -> DynamicImage {
 
 fn jpeg(image: &RgbImage) -> Vec<u8> {
     let (width, height) = (image.width() as usize, image.height() as usize);
-    let pixels = turbojpeg::Image { pixels: image.as_raw().as_slice(), width, pitch: width * 3, height, format: turbojpeg::PixelFormat::RGB };
+    let pixels = turbojpeg::Image {
+        pixels: image.as_raw().as_slice(),
+        width,
+        pitch: width * 3,
+        height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
     turbojpeg::compress(pixels, 95, turbojpeg::Subsamp::None).unwrap().to_vec()
 }
 
@@ -314,7 +320,13 @@ fn a_cmyk_jpeg_from_photoshop_is_converted_to_rgb() {
     // Photoshop stores CMYK inverted (255 = no ink) under an Adobe marker, which libjpeg
     // writes for CMYK. Pure cyan ink:
     let inverted_cyan = [0u8, 255, 255, 255].repeat(64 * 48);
-    let cmyk = turbojpeg::Image { pixels: inverted_cyan.as_slice(), width: 64, pitch: 256, height: 48, format: turbojpeg::PixelFormat::CMYK };
+    let cmyk = turbojpeg::Image {
+        pixels: inverted_cyan.as_slice(),
+        width: 64,
+        pitch: 256,
+        height: 48,
+        format: turbojpeg::PixelFormat::CMYK,
+    };
     let bytes = turbojpeg::compress(cmyk, 95, turbojpeg::Subsamp::None).unwrap().to_vec();
     assert!(read_jpeg_segments(&bytes).adobe, "fixture has the Adobe marker");
     let thumbnails = make_thumbnails(&bytes, &specs()[..1], LIMIT).unwrap();
