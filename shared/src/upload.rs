@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::db::storage_files::{self, NewFile, StorageFile};
 use crate::db::{outbox, storage_quotas, upload_idempotency};
 use crate::events::ImageUploaded;
-use crate::images::{ImageId, ImageType, Owner};
+use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::imaging::{self, ImageFormat, ImagingError};
 use crate::storage::{StagedFile, Storage, StorageKey};
 
@@ -101,12 +101,10 @@ impl UploadFields {
         let owner = match (self.owner_id, self.owner_type) {
             (None, None) => None,
             (Some(id), kind) => Some(Owner {
-                id: crate::images::OwnerId(
-                    id.trim().parse::<Uuid>().map_err(|_| UploadError::invalid("owner_id", "must be a UUID"))?,
-                ),
+                id: OwnerId(id.trim().parse::<Uuid>().map_err(|_| UploadError::invalid("owner_id", "must be a UUID"))?),
                 kind: match kind.as_deref().map(str::trim) {
-                    None | Some("") if image_type == ImageType::Cloth => crate::images::OwnerType::Vendor,
-                    None | Some("") => crate::images::OwnerType::User,
+                    None | Some("") if image_type == ImageType::Cloth => OwnerType::Vendor,
+                    None | Some("") => OwnerType::User,
                     Some(kind) => {
                         kind.parse().map_err(|_| UploadError::invalid("owner_type", "must be user or vendor"))?
                     }
@@ -277,7 +275,7 @@ impl Uploader {
         if !storage_quotas::reserve(&mut *tx, owner, size).await? {
             return Err(UploadError::QuotaExceeded);
         }
-        storage_files::insert(
+        let file = storage_files::insert(
             &mut *tx,
             &NewFile {
                 id,
@@ -317,7 +315,6 @@ impl Uploader {
             }
             return Err(e.into());
         }
-        let file = storage_files::get(&self.db, id).await?.ok_or(sqlx::Error::RowNotFound)?;
         tracing::info!(image.id = %id, image.format = info.format.as_str(), size_bytes = size, "stored image {id}");
         Ok(StoredUpload { file, replayed: false })
     }

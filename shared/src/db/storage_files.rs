@@ -80,11 +80,18 @@ pub struct NewFile<'a> {
     pub metadata: &'a Value,
 }
 
-pub async fn insert(db: impl PgExecutor<'_>, file: &NewFile<'_>) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO storage_files (id, owner_id, owner_type, image_type, original_name, file_path, file_size,
-                                    mime_type, format, width, height, checksum, is_public, tags, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+/// Inserts the row of a new upload and returns it as stored.
+pub async fn insert(db: impl PgExecutor<'_>, file: &NewFile<'_>) -> sqlx::Result<StorageFile> {
+    sqlx::query_as!(
+        StorageFile,
+        r#"INSERT INTO storage_files (id, owner_id, owner_type, image_type, original_name, file_path, file_size,
+                                      mime_type, format, width, height, checksum, is_public, tags, metadata)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+           RETURNING id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
+                     image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
+                     format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
+                     thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at,
+                     updated_at"#,
         file.id as _,
         file.owner.id as _,
         file.owner.kind as _,
@@ -101,9 +108,8 @@ pub async fn insert(db: impl PgExecutor<'_>, file: &NewFile<'_>) -> sqlx::Result
         file.tags,
         file.metadata,
     )
-    .execute(db)
-    .await?;
-    Ok(())
+    .fetch_one(db)
+    .await
 }
 
 /// A live image by id; `None` if it never existed or was deleted.
