@@ -47,6 +47,7 @@ ensure_build_prerequisites() {
 
 # True when something accepts TCP connections on HOST PORT.
 port_open() {
+    # shellcheck disable=SC2016 # expanded by the inner bash
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
 }
 
@@ -135,17 +136,19 @@ ensure_database() {
     fi
 }
 
-# Sets up sqlx's compile-time query checks: from the committed `.sqlx/` query metadata when
-# it exists (SQLX_OFFLINE=true), otherwise against a scratch database migrated from
-# `migrations/` and named by DATABASE_URL (unless DATABASE_URL is already set).
+# Sets up sqlx's compile-time query checks: against DATABASE_URL when it is set (a
+# developer's migrated database sees queries not yet in .sqlx/), else from the committed
+# `.sqlx/` query metadata (SQLX_OFFLINE=true), else against a scratch database migrated from
+# `migrations/` on the server of the maintenance URL given as $1.
 prepare_query_checks() {
     local admin=${1:-postgres://postgres@127.0.0.1:5432/postgres}
-    if [ -d .sqlx ]; then
-        export SQLX_OFFLINE=true
+    if [ "${SQLX_OFFLINE:-}" = true ]; then
         return 0
-    fi
-    if [ -n "${DATABASE_URL:-}" ]; then
-        say "no .sqlx/ query metadata: checking queries against DATABASE_URL"
+    elif [ -n "${DATABASE_URL:-}" ]; then
+        say "checking queries against DATABASE_URL"
+        return 0
+    elif [ -d .sqlx ]; then
+        export SQLX_OFFLINE=true
         return 0
     fi
     say "warning: .sqlx/ is missing (make it with: cargo sqlx prepare --workspace -- --all-targets);" \

@@ -45,13 +45,13 @@ pub struct Thumbnail {
 ///
 /// Each thumbnail is the upright original (EXIF orientation applied) in sRGB, fitted inside
 /// its box with the aspect ratio kept and never enlarged. Opaque images become JPEG, images
-/// with transparency PNG; no thumbnail carries metadata.
+/// with transparency lossless WebP; no thumbnail carries metadata.
 ///
 /// Images of more than `max_pixels` pixels are refused from their header alone
 /// ([`ImagingError::TooManyPixels`]); data that does not decode gives
 /// [`ImagingError::Undecodable`] with a short message fit for users.
 pub fn make_thumbnails(data: &[u8], specs: &[ThumbnailSpec], max_pixels: u64) -> Result<Vec<Thumbnail>, ImagingError> {
-    let source = Source::open(data)?;
+    let source = Source::open(data, max_pixels)?;
     let stored = source.size;
     if stored.pixels() > max_pixels {
         return Err(ImagingError::TooManyPixels { pixels: stored.pixels(), limit: max_pixels });

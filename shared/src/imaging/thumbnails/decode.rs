@@ -57,15 +57,17 @@ pub(super) struct CmykImage {
 }
 
 impl<'a> Source<'a> {
-    /// Reads the header of `data`, whatever supported format it is in.
-    pub fn open(data: &'a [u8]) -> Result<Self, ImagingError> {
+    /// Reads the header of `data`, whatever supported format it is in. `max_pixels` is the
+    /// caller's pixel limit, which it checks against [`Self::size`] before decoding.
+    pub fn open(data: &'a [u8], max_pixels: u64) -> Result<Self, ImagingError> {
         let format = ImageFormat::sniff(data)
             .ok_or_else(|| ImagingError::Undecodable("not a JPEG, PNG, GIF or WebP image".to_owned()))?;
+        let reader = Cursor::new(data);
         match format {
             ImageFormat::Jpeg => Self::open_jpeg(data),
-            ImageFormat::Png => Self::open_with_image(format, PngDecoder::new(Cursor::new(data))),
-            ImageFormat::Gif => Self::open_with_image(format, GifDecoder::new(Cursor::new(data))),
-            ImageFormat::Webp => Self::open_with_image(format, WebPDecoder::new(Cursor::new(data))),
+            ImageFormat::Png => Self::open_with_image(format, PngDecoder::new(reader), max_pixels),
+            ImageFormat::Gif => Self::open_with_image(format, GifDecoder::new(reader), max_pixels),
+            ImageFormat::Webp => Self::open_with_image(format, WebPDecoder::new(reader), max_pixels),
         }
     }
 
@@ -87,8 +89,17 @@ impl<'a> Source<'a> {
     fn open_with_image<D: ImageDecoder + 'a>(
         format: ImageFormat,
         decoder: image::ImageResult<D>,
+        max_pixels: u64,
     ) -> Result<Self, ImagingError> {
         let mut decoder = decoder.map_err(|e| undecodable(format, e))?;
+        // Decoders made with `new` have no allocation limit. Give them one that any image
+        // within the pixel limit passes (8 bytes per pixel: 16-bit RGBA), and at least the
+        // image crate's default, so that nothing else in the file (a frame larger than the
+        // canvas, a huge metadata chunk) can make them allocate more.
+        let mut limits = image::Limits::default();
+        let budget = max_pixels.saturating_mul(8);
+        limits.max_alloc = limits.max_alloc.map(|default| default.max(budget));
+        decoder.set_limits(limits).map_err(|e| undecodable(format, e))?;
         let (width, height) = decoder.dimensions();
         if width == 0 || height == 0 {
             return Err(ImagingError::Undecodable(format!("the {} header says the image is empty", name(format))));
@@ -211,12 +222,18 @@ fn name(format: ImageFormat) -> &'static str {
 fn undecodable(format: ImageFormat, detail: impl std::fmt::Display) -> ImagingError {
     const MAX_DETAIL: usize = 120;
     let detail = detail.to_string();
+    let prefix = format!("corrupt {} data: ", name(format));
     let detail = detail.trim().trim_start_matches("TurboJPEG error: ");
+    // libjpeg's own messages often start with the words this one starts with.
+    let detail = match detail.get(..prefix.len()) {
+        Some(start) if start.eq_ignore_ascii_case(&prefix) => &detail[prefix.len()..],
+        _ => detail,
+    };
     let detail: String = match detail.char_indices().nth(MAX_DETAIL) {
         Some((cut, _)) => format!("{}…", &detail[..cut]),
         None => detail.to_owned(),
     };
-    ImagingError::Undecodable(format!("corrupt {} data: {detail}", name(format)))
+    ImagingError::Undecodable(format!("{prefix}{detail}"))
 }
 
 #[cfg(test)]
@@ -261,5 +278,9 @@ mod tests {
         let ImagingError::Undecodable(message) = undecodable(ImageFormat::Png, "x".repeat(1000)) else { panic!() };
         assert!(message.chars().count() < 150, "{message}");
         assert!(message.starts_with("corrupt PNG data: xxx"));
+
+        let libjpeg = "TurboJPEG error: Corrupt JPEG data: premature end of data segment";
+        let ImagingError::Undecodable(message) = undecodable(ImageFormat::Jpeg, libjpeg) else { panic!() };
+        assert_eq!(message, "corrupt JPEG data: premature end of data segment");
     }
 }

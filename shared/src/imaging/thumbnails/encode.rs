@@ -1,12 +1,21 @@
-//! Encoding finished thumbnails: JPEG for opaque images, PNG for images with transparency.
+//! Encoding finished thumbnails: JPEG for opaque images, lossless WebP for images with
+//! transparency.
 //!
 //! JPEG goes through libjpeg-turbo (quality 82, 4:2:0 chroma subsampling, baseline), which
-//! is several times faster than the image crate's encoder. Outputs carry no metadata at all:
-//! no EXIF (so no GPS position leaks), no ICC profile (pixels are already sRGB).
+//! is several times faster than the image crate's encoder.
+//!
+//! Transparency needs another format. Lossless WebP was measured against PNG on the
+//! 600x450 thumbnail of the benchmark's alpha photo: WebP 414 KB in 2.1 ms, PNG with fast
+//! deflate 567 KB in 2.3 ms, PNG at the default level 519 KB in 58 ms. Every current browser
+//! and mobile OS shows WebP with alpha. (Lossy WebP at quality 80 would be about six times
+//! smaller still, 66 KB with libwebp, but the image crate cannot encode it.)
+//!
+//! Outputs carry no metadata at all: no EXIF (so no GPS position leaks), no ICC profile
+//! (pixels are already sRGB).
 
 use std::io::Cursor;
 
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::codecs::webp::WebPEncoder;
 use image::{DynamicImage, ImageEncoder};
 use turbojpeg::{Compressor, PixelFormat, Subsamp};
 
@@ -25,7 +34,7 @@ impl Encoder {
         Encoder { jpeg: None }
     }
 
-    /// Encodes an RGB8 image as JPEG or an RGBA8 image as PNG.
+    /// Encodes an RGB8 image as JPEG or an RGBA8 image as lossless WebP.
     pub fn encode(&mut self, image: &DynamicImage) -> Result<(ImageFormat, Vec<u8>), ImagingError> {
         match image {
             DynamicImage::ImageRgb8(rgb) => {
@@ -46,12 +55,10 @@ impl Encoder {
             }
             DynamicImage::ImageRgba8(rgba) => {
                 let mut bytes = Vec::new();
-                // Fast deflate with adaptive filters: several times quicker than the default
-                // level for a few percent more bytes on photographic content.
-                PngEncoder::new_with_quality(Cursor::new(&mut bytes), CompressionType::Default, FilterType::Adaptive)
+                WebPEncoder::new_lossless(Cursor::new(&mut bytes))
                     .write_image(rgba.as_raw(), rgba.width(), rgba.height(), image::ExtendedColorType::Rgba8)
                     .map_err(encode_failed)?;
-                Ok((ImageFormat::Png, bytes))
+                Ok((ImageFormat::Webp, bytes))
             }
             other => Err(ImagingError::Encode(format!("unexpected pixel layout {:?}", other.color()))),
         }

@@ -56,48 +56,49 @@ pub(super) fn fit_inside(image: Size, bounds: Size) -> Size {
 /// Images with alpha are resized premultiplied: otherwise the colour of fully transparent
 /// pixels (often black) bleeds into the visible edge as a dark fringe. They are
 /// premultiplied once, stay premultiplied through the whole cascade, and each result is
-/// divided back once.
+/// divided back once. A size equal to the source's (a small original, never upscaled) is
+/// the source itself, untouched by that round trip, which is lossy where alpha is low.
 pub(super) fn resize_all(mut source: DynamicImage, sizes: &[Size]) -> Result<Vec<DynamicImage>, ImagingError> {
+    let source_size = Size::of(&source);
+    let mut made: Vec<Option<DynamicImage>> =
+        sizes.iter().map(|&size| (size == source_size).then(|| source.clone())).collect();
+    // Largest first, so every later size can start from an earlier result.
+    let mut to_resize: Vec<usize> = (0..sizes.len()).filter(|&i| made[i].is_none()).collect();
+    to_resize.sort_by_key(|&i| std::cmp::Reverse(sizes[i].pixels()));
+
     let mul_div = MulDiv::new();
     let has_alpha = source.color().has_alpha();
-    if has_alpha {
+    if has_alpha && !to_resize.is_empty() {
         mul_div.multiply_alpha_inplace(&mut source).map_err(resize_failed)?;
     }
-
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)).use_alpha(false);
     let mut resizer = Resizer::new();
-    let mut made: Vec<Option<DynamicImage>> = vec![None; sizes.len()];
-
-    // Largest first, so every later size can start from an earlier result.
-    let mut order: Vec<usize> = (0..sizes.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i].pixels()));
-    for i in order {
+    let mut resized: Vec<(usize, DynamicImage)> = Vec::with_capacity(to_resize.len());
+    for i in to_resize {
         let target = sizes[i];
-        let from = made
+        let from = resized
             .iter()
-            .flatten()
+            .map(|(_, image)| image)
             .filter(|image| Size::of(image).contains(target))
             .min_by_key(|image| Size::of(image).pixels())
             .unwrap_or(&source);
-        let resized = if Size::of(from) == target {
+        let image = if Size::of(from) == target {
             from.clone()
         } else {
-            let mut resized = DynamicImage::new(target.width, target.height, source.color());
-            resizer.resize(from, &mut resized, &options).map_err(resize_failed)?;
-            resized
+            let mut image = DynamicImage::new(target.width, target.height, source.color());
+            resizer.resize(from, &mut image, &options).map_err(resize_failed)?;
+            image
         };
-        made[i] = Some(resized);
+        resized.push((i, image));
     }
 
-    made.into_iter()
-        .map(|image| {
-            let mut image = image.expect("every size was made");
-            if has_alpha {
-                mul_div.divide_alpha_inplace(&mut image).map_err(resize_failed)?;
-            }
-            Ok(image)
-        })
-        .collect()
+    for (i, mut image) in resized {
+        if has_alpha {
+            mul_div.divide_alpha_inplace(&mut image).map_err(resize_failed)?;
+        }
+        made[i] = Some(image);
+    }
+    Ok(made.into_iter().map(|image| image.expect("every size was made")).collect())
 }
 
 fn resize_failed(error: impl std::fmt::Display) -> ImagingError {
@@ -141,6 +142,17 @@ mod tests {
         let made = resize_all(source, &sizes).unwrap();
         let got: Vec<Size> = made.iter().map(Size::of).collect();
         assert_eq!(got, sizes);
+    }
+
+    #[test]
+    fn a_source_that_needs_no_resizing_keeps_its_exact_pixels() {
+        let mut source = RgbaImage::from_pixel(40, 30, Rgba([200, 100, 50, 255]));
+        source.put_pixel(3, 3, Rgba([201, 99, 47, 3])); // barely visible: premultiplying would lose it
+        let sizes = [size(40, 30), size(20, 15), size(40, 30)];
+        let made = resize_all(DynamicImage::ImageRgba8(source.clone()), &sizes).unwrap();
+        assert_eq!(made[0].as_rgba8(), Some(&source));
+        assert_eq!(made[2].as_rgba8(), Some(&source));
+        assert_eq!(Size::of(&made[1]), size(20, 15));
     }
 
     #[test]
