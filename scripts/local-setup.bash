@@ -158,7 +158,7 @@ prepare_query_checks() {
     current=$(psql "$admin" -qtAc \
         "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '$name'")
     if [ "$current" != "$digest" ]; then
-        psql "$admin" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null
+        psql "$admin" -qc "SET client_min_messages = warning; DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null
         psql "$admin" -qc "CREATE DATABASE $name" >/dev/null
         for file in migrations/*.sql; do
             psql "${admin%/*}/$name" -q -v ON_ERROR_STOP=1 -f "$file" >/dev/null
