@@ -79,12 +79,12 @@ impl ImageFormat {
         }
     }
 
-    fn to_image_crate(self) -> image::ImageFormat {
+    fn to_imagesize(self) -> imagesize::ImageType {
         match self {
-            Self::Jpeg => image::ImageFormat::Jpeg,
-            Self::Png => image::ImageFormat::Png,
-            Self::Gif => image::ImageFormat::Gif,
-            Self::Webp => image::ImageFormat::WebP,
+            Self::Jpeg => imagesize::ImageType::Jpeg,
+            Self::Png => imagesize::ImageType::Png,
+            Self::Gif => imagesize::ImageType::Gif,
+            Self::Webp => imagesize::ImageType::Webp,
         }
     }
 }
@@ -135,11 +135,15 @@ pub fn probe<R: Read + Seek>(mut file: R, max_pixels: u64) -> Result<ImageInfo, 
     check_complete(&mut file, format, &head, total)?;
 
     file.seek(SeekFrom::Start(0))?;
-    let reader = image::ImageReader::with_format(BufReader::new(file), format.to_image_crate());
-    let (width, height) = reader.into_dimensions().map_err(|e| match e {
-        image::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => ImagingError::Truncated,
+    // Only the header is read (up to JPEG's SOF marker, PNG's IHDR…): memory and time stay
+    // the same whatever the file size, and nothing is decoded.
+    let size = format.to_imagesize().reader_size(&mut BufReader::new(file)).map_err(|e| match e {
+        imagesize::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => ImagingError::Truncated,
+        imagesize::ImageError::IoError(e) => ImagingError::Io(e),
         other => ImagingError::CorruptHeader(other.to_string()),
     })?;
+    let too_wide = |_| ImagingError::CorruptHeader("dimensions out of range".to_owned());
+    let (width, height) = (u32::try_from(size.width).map_err(too_wide)?, u32::try_from(size.height).map_err(too_wide)?);
     if width == 0 || height == 0 {
         return Err(ImagingError::CorruptHeader("zero width or height".to_owned()));
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use tokio::fs::{self, File};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use uuid::Uuid;
 
 use crate::images::{ImageId, ImageType, Owner, OwnerType};
@@ -18,6 +18,9 @@ use crate::imaging::ImageFormat;
 
 /// Folder under the root holding uploads and thumbnails still being written.
 const STAGING_DIR: &str = ".staging";
+/// Bytes gathered before each write of a staged file: every write of a `tokio::fs::File`
+/// is a hop to a blocking thread, and network chunks are small.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 /// Staged files older than this were left by a crash and are removed at start-up.
 const STALE_STAGING_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -94,14 +97,15 @@ impl Storage {
     pub async fn stage(&self) -> io::Result<StagedFile> {
         let path = self.root.join(STAGING_DIR).join(format!("{}.part", Uuid::new_v4()));
         let file = File::options().write(true).create_new(true).open(&path).await?;
-        Ok(StagedFile { file: Some(file), path: Some(path), len: 0 })
+        Ok(StagedFile { file: Some(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)), path: Some(path), len: 0 })
     }
 
     /// Makes a staged file durable under `key`: fsync, rename, fsync of the directory.
     /// Replaces an existing object atomically.
     pub async fn commit(&self, mut staged: StagedFile, key: &StorageKey) -> io::Result<()> {
-        let file = staged.file.take().expect("a staged file is committed once");
-        file.sync_all().await?;
+        let mut file = staged.file.take().expect("a staged file is committed once");
+        file.flush().await?;
+        file.get_ref().sync_all().await?;
         drop(file);
         let destination = self.root.join(key.relative_path());
         let directory = destination.parent().expect("keys have a directory").to_owned();
@@ -210,7 +214,7 @@ impl Storage {
 /// A temp file in the storage's own file system, removed on drop unless committed.
 #[derive(Debug)]
 pub struct StagedFile {
-    file: Option<File>,
+    file: Option<BufWriter<File>>,
     path: Option<PathBuf>,
     len: u64,
 }

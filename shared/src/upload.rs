@@ -270,52 +270,61 @@ impl Uploader {
         let size = i64::try_from(received.size()).expect("bounded by maxFileSize");
         let metadata = Value::Object(request.metadata);
 
-        let mut tx = self.db.begin().await?;
-        storage_quotas::ensure(&mut *tx, owner, &self.config.quota).await?;
-        if !storage_quotas::reserve(&mut *tx, owner, size).await? {
-            return Err(UploadError::QuotaExceeded);
-        }
-        let file = storage_files::insert(
-            &mut *tx,
-            &NewFile {
-                id,
-                owner,
-                image_type: request.image_type,
-                original_name: &request.original_name,
-                file_path: &file_path,
-                file_size: size,
-                format: info.format,
-                width: i32::try_from(info.width).expect("bounded by maxPixels"),
-                height: i32::try_from(info.height).expect("bounded by maxPixels"),
-                checksum: &received.checksum,
-                is_public: request.is_public,
-                tags: &request.tags,
-                metadata: &metadata,
-            },
-        )
-        .await?;
-        if let Some(idempotency_key) = &request.idempotency_key
-            && !upload_idempotency::insert(&mut *tx, claims.sub, idempotency_key, id, &received.checksum).await?
-        {
-            // A concurrent retry with the same key committed first: answer with its result.
-            drop(tx);
-            return self
-                .replay(claims.sub, idempotency_key, &received.checksum)
-                .await?
-                .ok_or(UploadError::IdempotencyKeyReused);
-        }
-        outbox::enqueue(&mut *tx, ImageUploaded { image_id: id }).await?;
-
-        // Rename before the commit: a crash then leaves an orphan file for the sweeper,
-        // never a row without its file.
+        // The file goes into place before its row exists and outside the transaction, so the
+        // owner's quota row stays locked only for the database work. A crash in between
+        // leaves an orphan file for the sweeper, never a row without its file.
         self.storage.commit(received.staged, &key).await?;
-        if let Err(e) = tx.commit().await {
+        let new_file = NewFile {
+            id,
+            owner,
+            image_type: request.image_type,
+            original_name: &request.original_name,
+            file_path: &file_path,
+            file_size: size,
+            format: info.format,
+            width: i32::try_from(info.width).expect("bounded by maxPixels"),
+            height: i32::try_from(info.height).expect("bounded by maxPixels"),
+            checksum: &received.checksum,
+            is_public: request.is_public,
+            tags: &request.tags,
+            metadata: &metadata,
+        };
+        let recorded = self.record(claims, &new_file, request.idempotency_key.as_deref()).await;
+        if !matches!(recorded, Ok(StoredUpload { replayed: false, .. })) {
+            // Refused, failed, or a concurrent retry won: this copy is not wanted.
             if let Err(cleanup) = self.storage.delete(&key).await {
                 tracing::error!(image.id = %id, error = %cleanup, "could not remove the file of a failed upload");
             }
-            return Err(e.into());
         }
-        tracing::info!(image.id = %id, image.format = info.format.as_str(), size_bytes = size, "stored image {id}");
+        if let Ok(StoredUpload { replayed: false, .. }) = &recorded {
+            tracing::info!(image.id = %id, image.format = info.format.as_str(), size_bytes = size, "stored image {id}");
+        }
+        recorded
+    }
+
+    /// Charges the quota and commits row, idempotency key and `image.uploaded` event in one
+    /// transaction.
+    async fn record(
+        &self,
+        claims: &Claims,
+        new_file: &NewFile<'_>,
+        idempotency_key: Option<&str>,
+    ) -> Result<StoredUpload, UploadError> {
+        let mut tx = self.db.begin().await?;
+        storage_quotas::ensure(&mut *tx, new_file.owner, &self.config.quota).await?;
+        if !storage_quotas::reserve(&mut *tx, new_file.owner, new_file.file_size).await? {
+            return Err(UploadError::QuotaExceeded);
+        }
+        let file = storage_files::insert(&mut *tx, new_file).await?;
+        if let Some(key) = idempotency_key
+            && !upload_idempotency::insert(&mut *tx, claims.sub, key, new_file.id, new_file.checksum).await?
+        {
+            // A concurrent retry with the same key committed first: answer with its result.
+            drop(tx);
+            return self.replay(claims.sub, key, new_file.checksum).await?.ok_or(UploadError::IdempotencyKeyReused);
+        }
+        outbox::enqueue(&mut *tx, ImageUploaded { image_id: new_file.id }).await?;
+        tx.commit().await?;
         Ok(StoredUpload { file, replayed: false })
     }
 
