@@ -78,15 +78,6 @@ impl ImageFormat {
             _ => None,
         }
     }
-
-    fn to_imagesize(self) -> imagesize::ImageType {
-        match self {
-            Self::Jpeg => imagesize::ImageType::Jpeg,
-            Self::Png => imagesize::ImageType::Png,
-            Self::Gif => imagesize::ImageType::Gif,
-            Self::Webp => imagesize::ImageType::Webp,
-        }
-    }
 }
 
 /// Why bytes were not accepted as an image.
@@ -137,8 +128,12 @@ pub fn probe<R: Read + Seek>(mut file: R, max_pixels: u64) -> Result<ImageInfo, 
     file.seek(SeekFrom::Start(0))?;
     // Only the header is read (up to JPEG's SOF marker, PNG's IHDR…): memory and time stay
     // the same whatever the file size, and nothing is decoded.
-    let size = format.to_imagesize().reader_size(&mut BufReader::new(file)).map_err(|e| match e {
+    let size = imagesize::reader_size(BufReader::new(file)).map_err(|e| match e {
         imagesize::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => ImagingError::Truncated,
+        // imagesize reports malformed headers as InvalidData I/O errors.
+        imagesize::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            ImagingError::CorruptHeader(e.to_string())
+        }
         imagesize::ImageError::IoError(e) => ImagingError::Io(e),
         other => ImagingError::CorruptHeader(other.to_string()),
     })?;
@@ -221,6 +216,30 @@ mod tests {
     }
 
     #[test]
+    fn probe_reads_the_dimensions_of_every_accepted_format() {
+        let fixture = |name: &str| {
+            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/images").join(name)).unwrap()
+        };
+        let encoded = |format| {
+            let mut out = Vec::new();
+            image::DynamicImage::new_rgba8(33, 21).write_to(&mut Cursor::new(&mut out), format).unwrap();
+            out
+        };
+        let cases = [
+            (fixture("photo-2mp.jpg"), ImageFormat::Jpeg, (1600, 1200)),
+            (fixture("photo-alpha.png"), ImageFormat::Png, (1600, 1200)),
+            (fixture("photo.webp"), ImageFormat::Webp, (1600, 1200)),
+            (fixture("photo-alpha.webp"), ImageFormat::Webp, (1600, 1200)),
+            (encoded(image::ImageFormat::WebP), ImageFormat::Webp, (33, 21)),
+            (encoded(image::ImageFormat::Gif), ImageFormat::Gif, (33, 21)),
+        ];
+        for (bytes, format, (width, height)) in cases {
+            let info = probe(Cursor::new(bytes), 50_000_000).unwrap();
+            assert_eq!(info, ImageInfo { format, width, height });
+        }
+    }
+
+    #[test]
     fn probe_refuses_more_pixels_than_the_limit() {
         let err = probe(Cursor::new(png(10, 10)), 99).unwrap_err();
         assert!(matches!(err, ImagingError::TooManyPixels { pixels: 100, limit: 99 }));
@@ -231,6 +250,15 @@ mod tests {
         let mut bytes = png(64, 64);
         bytes.truncate(bytes.len() - 20);
         assert!(matches!(probe(Cursor::new(bytes), 1 << 20), Err(ImagingError::Truncated)));
+    }
+
+    #[test]
+    fn probe_calls_a_malformed_header_corrupt() {
+        let mut bytes = b"RIFF\0\0\0\0WEBPVP8?".to_vec();
+        bytes.resize(64, 0);
+        let riff_len = (bytes.len() - 8) as u32;
+        bytes[4..8].copy_from_slice(&riff_len.to_le_bytes());
+        assert!(matches!(probe(Cursor::new(bytes), 1000), Err(ImagingError::CorruptHeader(_))));
     }
 
     #[test]
