@@ -74,10 +74,6 @@ impl RunningApi {
         self.relay.await.context("joining the outbox relay")?;
         Ok(())
     }
-
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
 }
 
 /// Connects to PostgreSQL (migrating if configured), opens storage and starts serving.

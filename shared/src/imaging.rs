@@ -56,10 +56,6 @@ impl ImageFormat {
         }
     }
 
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.as_str() == name)
-    }
-
     pub fn from_mime(mime: &str) -> Option<Self> {
         let mime = mime.trim().to_ascii_lowercase();
         match mime.as_str() {

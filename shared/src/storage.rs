@@ -157,15 +157,6 @@ impl Storage {
         }
     }
 
-    /// Size in bytes of an object, or `None` when it does not exist.
-    pub async fn size(&self, key: &StorageKey) -> io::Result<Option<u64>> {
-        match fs::metadata(self.root.join(key.relative_path())).await {
-            Ok(meta) => Ok(Some(meta.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Number of stored objects (staged files excluded); for operators and tests.
     pub async fn count_objects(&self) -> io::Result<usize> {
         let mut count = 0;
