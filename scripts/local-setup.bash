@@ -104,6 +104,17 @@ ensure_rabbitmq() {
     wait_until 120 "RabbitMQ on $host:$port" port_open "$host" "$port"
 }
 
+# Starts a local Redis (in memory only, nothing saved to disk) if nothing answers on HOST PORT.
+ensure_redis() {
+    local host=$1 port=$2
+    port_open "$host" "$port" && return 0
+    is_local_host "$host" || die "Redis at $host:$port does not answer"
+    command -v redis-server >/dev/null || apt_install redis-server
+    say "starting Redis"
+    as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$port" --save "" --appendonly no
+    wait_until 30 "Redis on $host:$port" port_open "$host" "$port"
+}
+
 # Enables the management dashboard (port 15672) of the local RabbitMQ node.
 ensure_rabbitmq_dashboard() {
     command -v rabbitmq-plugins >/dev/null || return 0

@@ -7,8 +7,8 @@ use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
-use shared::auth::UploadPermissionError;
-use shared::upload::UploadError;
+use shared::auth::{ListPermissionError, UploadPermissionError};
+use shared::upload::{FieldError, UploadError};
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Object)]
@@ -39,6 +39,9 @@ pub enum ApiError {
     /// No such resource visible to the caller.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The resource is not in the state the request needs yet (e.g. a thumbnail not made).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
     /// The upload exceeds `storage.maxFileSize`.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -48,6 +51,9 @@ pub enum ApiError {
     /// The image is corrupt, truncated or too large in pixels.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// Over the rate limit of the caller (or of its IP); retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// Something failed on our side; the cause is in the logs.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -66,8 +72,26 @@ impl ApiError {
         Self::Unauthorized(body("unauthorized", "a valid bearer token is required"))
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(body("forbidden", message))
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::NotFound(body("not_found", format!("{what} not found")))
+    }
+
+    pub fn not_found_code(code: &str, message: impl Into<String>) -> Self {
+        Self::NotFound(body(code, message))
+    }
+
+    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+        Self::Conflict(body(code, message))
+    }
+
+    /// 429 `rate_limited`, retry after `retry_after_secs` (whole seconds, rounded up).
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let message = format!("too many requests; retry in {retry_after_secs} s");
+        Self::TooManyRequests(body("rate_limited", message), retry_after_secs)
     }
 
     /// Logs the cause (once, here) and answers 500 without revealing it.
@@ -88,6 +112,7 @@ impl From<UploadError> for ApiError {
             UploadError::UnsupportedType { .. } => Self::UnsupportedMediaType(body("unsupported_media_type", message)),
             UploadError::CorruptImage(_) => Self::Unprocessable(body("corrupt_image", message)),
             UploadError::TooManyPixels { .. } => Self::Unprocessable(body("image_too_large", message)),
+            UploadError::UnknownSource(_) => Self::Unprocessable(body("unknown_source", message)),
             UploadError::IdempotencyKeyReused => Self::Unprocessable(body("idempotency_key_reused", message)),
             UploadError::Forbidden(UploadPermissionError::OwnerRequired) => {
                 Self::BadRequest(body("invalid_field", message))
@@ -104,6 +129,27 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         Self::internal(&e)
     }
+}
+
+/// A field of a metadata update, search or quota change that breaks its rules.
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::BadRequest(body("invalid_field", e.to_string()))
+    }
+}
+
+impl From<ListPermissionError> for ApiError {
+    fn from(e: ListPermissionError) -> Self {
+        match e {
+            ListPermissionError::OtherOwner => Self::forbidden(e.to_string()),
+            ListPermissionError::OwnerRequired => Self::BadRequest(body("invalid_field", e.to_string())),
+        }
+    }
+}
+
+/// An error answer built outside the OpenAPI handlers (file serving), in the same shape.
+pub fn json_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, poem::web::Json(body(code, message).0.to_json())).into_response()
 }
 
 /// Renders any error that escaped a handler (unknown route, bad path parameter, missing

@@ -1,15 +1,26 @@
-//! `/storage/images`: upload and read image metadata.
+//! `/storage/images`: upload, read, change, delete, list and search image metadata, and the
+//! owners' quotas.
 
+mod delete;
+mod list;
+mod quota;
+mod update;
 mod upload;
 mod view;
 
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{OpenApi, Tags};
-use shared::db::{storage_files, storage_thumbnails};
-use shared::images::ImageId;
+use poem_openapi::{ApiResponse, OpenApi, Tags};
+use shared::auth::{Claims, ImageAccess};
+use shared::db::search::ListQuery;
+use shared::db::storage_files::StorageFile;
+use shared::db::{provenance, storage_files, storage_thumbnails};
+use shared::images::{ImageId, ImageType};
 use uuid::Uuid;
 
+pub use list::{ImagePage, ImageSearchRequest};
+pub use quota::{QuotaUpdate, QuotaView};
+pub use update::ImageUpdate;
 pub use upload::{UploadBody, UploadResponse};
 pub use view::ImageView;
 
@@ -18,9 +29,29 @@ use crate::auth::BearerAuth;
 use crate::error::ApiError;
 
 #[derive(Tags)]
-enum ApiTags {
+pub(crate) enum ApiTags {
     /// Stored images and their metadata.
     Images,
+    /// Per-owner limits on stored files and bytes.
+    Quotas,
+}
+
+#[derive(ApiResponse)]
+pub enum DeleteResponse {
+    /// Deleted; its files are removed from disk shortly after.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+/// Refuses a change to an image the caller may not write: 404 when they may not even see
+/// it (existence does not leak), 403 when they may only read it (a public image of another
+/// owner).
+fn require_write(claims: &Claims, file: &StorageFile) -> Result<(), ApiError> {
+    match claims.image_access(file.owner_id, file.image_type, file.is_public) {
+        ImageAccess::Write => Ok(()),
+        ImageAccess::Read => Err(ApiError::forbidden("only the image's owner may change or delete it")),
+        ImageAccess::Hidden => Err(ApiError::not_found("image")),
+    }
 }
 
 pub struct ImagesApi {
@@ -50,16 +81,137 @@ impl ImagesApi {
 
     /// Metadata of one image: dimensions, checksum and its verification, thumbnails.
     ///
-    /// Visible to its owner, to admins, and to anyone when public; otherwise 404, so that
-    /// existence does not leak.
+    /// Visible to its owner, to admins, to the service for `result` images, and to anyone
+    /// when public; otherwise 404, so that existence does not leak.
     #[oai(path = "/storage/images/:id", method = "get")]
     async fn get_image(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<ImageView>, ApiError> {
         let not_found = || ApiError::not_found("image");
         let file = storage_files::get(&self.state.db, ImageId(id.0)).await?.ok_or_else(not_found)?;
-        if !auth.0.can_read(file.owner_id, file.is_public) {
+        if auth.0.image_access(file.owner_id, file.image_type, file.is_public) == ImageAccess::Hidden {
             return Err(not_found());
         }
         let thumbnails = storage_thumbnails::list(&self.state.db, file.id).await?;
-        Ok(Json(ImageView::new(file, thumbnails)))
+        let sources = match file.image_type {
+            ImageType::Result => Some(provenance::sources_of(&self.state.db, file.id).await?),
+            ImageType::User | ImageType::Cloth => None,
+        };
+        let view = ImageView::new(file, thumbnails);
+        Ok(Json(match sources {
+            Some(sources) => view.with_sources(sources),
+            None => view,
+        }))
+    }
+
+    /// Change an image's file name, visibility, tags or metadata.
+    ///
+    /// JSON body with any of `file_name`, `is_public`, `tags` (replaces all), `metadata`
+    /// (replaces all), validated like an upload; `updated_at` follows. Allowed to the owner,
+    /// admins and, for `result` images, the service. Someone else's public image answers 403,
+    /// someone else's private image 404.
+    #[oai(path = "/storage/images/:id", method = "put")]
+    async fn update_image(
+        &self,
+        auth: BearerAuth,
+        id: Path<Uuid>,
+        body: Json<ImageUpdate>,
+    ) -> Result<Json<ImageView>, ApiError> {
+        Ok(Json(update::handle(&self.state, &auth.0, ImageId(id.0), body.0).await?))
+    }
+
+    /// Delete an image.
+    ///
+    /// It disappears from every read, listing and URL at once and its bytes go back to the
+    /// owner's quota; a worker then removes the original and its thumbnails from disk.
+    /// Same permissions as a change; deleting again answers 404.
+    #[oai(path = "/storage/images/:id", method = "delete")]
+    async fn delete_image(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<DeleteResponse, ApiError> {
+        delete::handle(&self.state, &auth.0, ImageId(id.0)).await?;
+        Ok(DeleteResponse::Deleted)
+    }
+
+    /// List images, one page at a time.
+    ///
+    /// Users and vendors list their own images, the service the `result` images of the
+    /// `owner_id` it names, admins everyone's or one owner's. Filters: `image_type`,
+    /// `owner_id`, `is_public`, `tag` (repeatable: all must match), `created_from` /
+    /// `created_to` (RFC 3339, inclusive), `derived_from` (an image id: the AI results made
+    /// from it). `sort`: `created_at` (default), `file_size`,
+    /// `file_name`, `access_count`; `order`: `asc` | `desc` (default `desc`, `asc` for names);
+    /// `page` from 1, `page_size` 1 to 100 (default 20).
+    #[oai(path = "/storage/images", method = "get")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_images(
+        &self,
+        auth: BearerAuth,
+        image_type: Query<Option<String>>,
+        owner_id: Query<Option<String>>,
+        is_public: Query<Option<String>>,
+        tag: Query<Option<Vec<String>>>,
+        created_from: Query<Option<String>>,
+        created_to: Query<Option<String>>,
+        derived_from: Query<Option<String>>,
+        sort: Query<Option<String>>,
+        order: Query<Option<String>>,
+        page: Query<Option<String>>,
+        page_size: Query<Option<String>>,
+    ) -> Result<Json<ImagePage>, ApiError> {
+        let query = ListQuery {
+            image_type: image_type.0,
+            owner_id: owner_id.0,
+            is_public: is_public.0,
+            tags: tag.0.unwrap_or_default(),
+            created_from: created_from.0,
+            created_to: created_to.0,
+            derived_from: derived_from.0,
+            sort: sort.0,
+            order: order.0,
+            page: page.0,
+            page_size: page_size.0,
+        };
+        Ok(Json(list::handle(&self.state, &auth.0, query.parse()?).await?))
+    }
+
+    /// Search images.
+    ///
+    /// The filters, sort and pages of the listing, plus `query`: text matched
+    /// case-insensitively anywhere in the file name, the tags and the metadata values, and
+    /// `tags`: all must match. Same scope as the listing.
+    #[oai(path = "/storage/images/search", method = "post")]
+    async fn search_images(
+        &self,
+        auth: BearerAuth,
+        body: Json<ImageSearchRequest>,
+    ) -> Result<Json<ImagePage>, ApiError> {
+        Ok(Json(list::handle(&self.state, &auth.0, body.0.into()).await?))
+    }
+
+    /// Quota and usage of the caller, or of the owner an admin names.
+    ///
+    /// Users and vendors read their own; admins (and the service, which uploads for owners)
+    /// pass `owner_id` and, for an owner who never uploaded, `owner_type` (`user` default or
+    /// `vendor`). An owner who never uploaded has the configured defaults and no usage.
+    #[oai(path = "/storage/quota", method = "get", tag = "ApiTags::Quotas")]
+    async fn get_quota(
+        &self,
+        auth: BearerAuth,
+        owner_id: Query<Option<String>>,
+        owner_type: Query<Option<String>>,
+    ) -> Result<Json<QuotaView>, ApiError> {
+        Ok(Json(quota::get(&self.state, &auth.0, owner_id.0, owner_type.0).await?))
+    }
+
+    /// Change an owner's limits (admins only).
+    ///
+    /// JSON body with `max_files` and/or `max_bytes`; `owner_type` names the kind of an owner
+    /// who has no quota yet. Limits below the current usage are allowed: nothing is removed,
+    /// further uploads are refused until usage is under them.
+    #[oai(path = "/storage/quota/:owner_id", method = "put", tag = "ApiTags::Quotas")]
+    async fn set_quota(
+        &self,
+        auth: BearerAuth,
+        owner_id: Path<Uuid>,
+        body: Json<QuotaUpdate>,
+    ) -> Result<Json<QuotaView>, ApiError> {
+        Ok(Json(quota::set(&self.state, &auth.0, owner_id.0, body.0).await?))
     }
 }

@@ -1,9 +1,14 @@
 //! The Stayler Storage HTTP API: routes, shared state, and start-up of the server with
 //! its outbox relay.
 
+pub mod access;
+pub mod access_log;
 pub mod auth;
 pub mod error;
 pub mod images;
+pub mod rate_limit;
+pub mod serving;
+pub mod stats;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -12,9 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, Route, Server};
+use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use shared::auth::TokenKeys;
 use shared::broker::{Publisher, Topology};
@@ -35,26 +39,38 @@ pub struct AppState {
     pub storage: Storage,
     pub config: Arc<Config>,
     pub uploader: Uploader,
+    pub serving: serving::Serving,
 }
 
 impl AppState {
     pub fn new(db: PgPool, storage: Storage, config: Arc<Config>) -> Self {
         let uploader = Uploader { db: db.clone(), storage: storage.clone(), config: config.clone() };
-        Self { db, storage, config, uploader }
+        let serving = serving::Serving::new(db.clone(), storage.clone(), &config);
+        Self { db, storage, config, uploader, serving }
     }
 }
 
 /// The OpenAPI description of every endpoint.
-pub fn openapi(state: AppState) -> OpenApiService<images::ImagesApi, ()> {
-    OpenApiService::new(images::ImagesApi { state }, "Stayler Storage", env!("CARGO_PKG_VERSION"))
+pub fn openapi(state: AppState) -> OpenApiService<(images::ImagesApi, access::AccessApi, stats::StatsApi), ()> {
+    let apis = (
+        images::ImagesApi { state: state.clone() },
+        access::AccessApi { state: state.clone() },
+        stats::StatsApi { state },
+    );
+    OpenApiService::new(apis, "Stayler Storage", env!("CARGO_PKG_VERSION"))
 }
 
-/// All routes, with JSON errors, request tracing and the token keys.
+/// All routes, with JSON errors, request tracing, rate limits and the token keys.
 pub fn routes(state: AppState) -> impl Endpoint {
     let keys = TokenKeys::new(&state.config.auth.jwt_secret);
+    let limits = rate_limit::RateLimit::new(&state.config);
+    let files = state.serving.clone();
+    let public_path = state.config.server.public_path.clone();
     let service = openapi(state);
     let spec = service.spec_endpoint();
-    Route::new().nest("/", service).at("/openapi.json", spec).data(keys).with(Tracing).catch_all_error(error::render)
+    let api = Route::new().nest("/", service).at("/openapi.json", spec).data(keys).with(Tracing);
+    // File serving, the hottest path, goes first: no router, tracing span or token keys.
+    files.in_front_of(&public_path, api).with(limits).catch_all_error(error::render)
 }
 
 /// A running API server and its outbox relay.
@@ -64,14 +80,20 @@ pub struct RunningApi {
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     relay: JoinHandle<()>,
+    access_log: access_log::AccessLogWriter,
+    invalidation: JoinHandle<()>,
 }
 
 impl RunningApi {
     /// Stops accepting, lets in-flight requests finish, stops the relay, and waits.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.server.await.context("joining the server task")?.context("serving")?;
+        let served = self.server.await.context("joining the server task");
+        // Requests are over (or the server died): write the access logs they left queued.
+        self.access_log.stop().await;
+        served?.context("serving")?;
         self.relay.await.context("joining the outbox relay")?;
+        self.invalidation.await.context("joining the serving cache listener")?;
         Ok(())
     }
 }
@@ -86,21 +108,23 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApi> {
 /// Starts serving `state` on `server.host:server.port`.
 pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
     let address = format!("{}:{}", state.config.server.host, state.config.server.port);
-    let acceptor =
-        TcpListener::bind(address.clone()).into_acceptor().await.with_context(|| format!("listening on {address}"))?;
-    let addr =
-        acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).context("reading the bound address")?;
+    let listener = tokio::net::TcpListener::bind(&address).await.with_context(|| format!("listening on {address}"))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = CancellationToken::new();
     let relay = tokio::spawn(relay(state.db.clone(), state.config.clone(), shutdown.clone()));
-    let app = routes(state);
-    let signal = shutdown.clone();
-    let server = tokio::spawn(async move {
-        Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app, signal.cancelled_owned(), Some(SHUTDOWN_GRACE))
-            .await
-    });
+    let cache = state.serving.cache().clone();
+    let invalidation = tokio::spawn(serving::invalidation::run(state.db.clone(), cache, shutdown.clone()));
+    let (log, access_log) = access_log::start(state.db.clone(), &state.config);
+    let logged = access_log::AccessLogLayer {
+        log,
+        keys: TokenKeys::new(&state.config.auth.jwt_secret),
+        public_path: state.config.server.public_path.clone(),
+        trust_forwarded_for: state.config.rate_limit.trust_forwarded_for,
+    };
+    let app = routes(state).with(logged);
+    let server = tokio::spawn(serving::server::run(listener, app, shutdown.clone(), SHUTDOWN_GRACE));
     tracing::info!(%addr, "API listening on http://{addr}");
-    Ok(RunningApi { addr, shutdown, server, relay })
+    Ok(RunningApi { addr, shutdown, server, relay, access_log, invalidation })
 }
 
 /// Publishes committed events until shut down. The API serves uploads whether or not

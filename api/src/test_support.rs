@@ -39,6 +39,8 @@ pub async fn test_config(dir: &std::path::Path, pool: &PgPool) -> Config {
     config.server.host = "127.0.0.1".to_owned();
     config.server.port = 0;
     config.database.url = SecretString::from(database_url(pool).await);
+    // Tests fire requests far faster than any client; api/tests/rate_limit.rs turns it on.
+    config.rate_limit.enabled = false;
     config
 }
 
@@ -218,5 +220,43 @@ pub mod images {
         chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
         chunk(&mut out, b"IEND", &[]);
         out
+    }
+}
+
+/// Metadata changes, deletion, listing, search and quotas.
+impl TestApp {
+    /// Uploads a small JPEG and returns its id; panics unless it is stored.
+    pub async fn upload_image(&self, token: &str, image_type: &str, file_name: &str, extra: &[(&str, &str)]) -> String {
+        let response = self.upload(token, image_type, file_name, images::jpeg(32, 24), extra).await;
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED, "uploading {file_name}");
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        body["id"].as_str().expect("an id").to_owned()
+    }
+
+    pub async fn update_image(&self, token: &str, id: &str, body: &serde_json::Value) -> reqwest::Response {
+        let url = self.url(&format!("/storage/images/{id}"));
+        self.client.put(url).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    pub async fn delete_image(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client.delete(self.url(&format!("/storage/images/{id}"))).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// `GET /storage/images` with query parameters (repeat a name to repeat the parameter).
+    pub async fn list_images(&self, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
+        self.client.get(self.url("/storage/images")).bearer_auth(token).query(query).send().await.unwrap()
+    }
+
+    pub async fn search_images(&self, token: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url("/storage/images/search")).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    pub async fn get_quota(&self, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
+        self.client.get(self.url("/storage/quota")).bearer_auth(token).query(query).send().await.unwrap()
+    }
+
+    pub async fn set_quota(&self, token: &str, owner: Uuid, body: &serde_json::Value) -> reqwest::Response {
+        let url = self.url(&format!("/storage/quota/{owner}"));
+        self.client.put(url).bearer_auth(token).json(body).send().await.unwrap()
     }
 }

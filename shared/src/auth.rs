@@ -61,6 +61,37 @@ pub enum UploadPermissionError {
     OwnerNotAllowed,
 }
 
+/// What a caller may do with one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageAccess {
+    /// Not even its existence: answered like a missing image.
+    Hidden,
+    /// Metadata and content (public images, for anyone).
+    Read,
+    /// Read, change its metadata, delete it.
+    Write,
+}
+
+/// Whose images a listing or search covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListScope {
+    /// Every owner's (admins).
+    Everyone,
+    /// One owner's images of every type.
+    Owner(OwnerId),
+    /// One owner's `result` images: what the service may see when acting for that owner.
+    ResultsOf(OwnerId),
+}
+
+/// Why a listing was refused for the caller's role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListPermissionError {
+    #[error("owner_id may only name another owner for the admin role")]
+    OtherOwner,
+    #[error("owner_id is required when the service lists images: it acts for the owner it names")]
+    OwnerRequired,
+}
+
 /// Verifies and mints tokens with the shared secret.
 #[derive(Clone)]
 pub struct TokenKeys {
@@ -126,6 +157,41 @@ impl Claims {
     pub fn can_read(&self, owner: OwnerId, is_public: bool) -> bool {
         is_public || self.role == Role::Admin || owner.0 == self.sub
     }
+
+    /// Whether the caller may change an image's metadata or delete it: its owner, admins,
+    /// and the service for `result` images, which it may store for any owner. Being public
+    /// never makes an image writable by others.
+    pub fn can_write(&self, owner: OwnerId, image_type: ImageType) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Service => image_type == ImageType::Result,
+            Role::User | Role::Vendor => owner.0 == self.sub,
+        }
+    }
+
+    /// Everything the caller may do with one image; whoever may write may also read.
+    pub fn image_access(&self, owner: OwnerId, image_type: ImageType, is_public: bool) -> ImageAccess {
+        if self.can_write(owner, image_type) {
+            ImageAccess::Write
+        } else if self.can_read(owner, is_public) {
+            ImageAccess::Read
+        } else {
+            ImageAccess::Hidden
+        }
+    }
+
+    /// Whose images a listing covers: users and vendors see their own (naming themselves is
+    /// allowed), the service the results of the owner it names, admins anyone's or everyone's.
+    pub fn list_scope(&self, requested: Option<OwnerId>) -> Result<ListScope, ListPermissionError> {
+        match (self.role, requested) {
+            (Role::Admin, None) => Ok(ListScope::Everyone),
+            (Role::Admin, Some(owner)) => Ok(ListScope::Owner(owner)),
+            (Role::Service, Some(owner)) => Ok(ListScope::ResultsOf(owner)),
+            (Role::Service, None) => Err(ListPermissionError::OwnerRequired),
+            (Role::User | Role::Vendor, Some(owner)) if owner.0 != self.sub => Err(ListPermissionError::OtherOwner),
+            (Role::User | Role::Vendor, _) => Ok(ListScope::Owner(OwnerId(self.sub))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -186,5 +252,49 @@ mod tests {
         assert!(!claims(Role::User).can_read(stranger, false));
         assert!(claims(Role::User).can_read(stranger, true));
         assert!(claims(Role::Admin).can_read(stranger, false));
+    }
+
+    #[test]
+    fn only_owners_admins_and_the_service_for_results_may_write() {
+        let own = OwnerId(Uuid::from_u128(7));
+        let other = OwnerId(Uuid::from_u128(8));
+        for role in [Role::User, Role::Vendor] {
+            assert!(claims(role).can_write(own, ImageType::User));
+            assert!(claims(role).can_write(own, ImageType::Result));
+            assert!(!claims(role).can_write(other, ImageType::Cloth));
+        }
+        assert!(claims(Role::Admin).can_write(other, ImageType::Cloth));
+        assert!(claims(Role::Service).can_write(other, ImageType::Result));
+        assert!(!claims(Role::Service).can_write(other, ImageType::User));
+        assert!(!claims(Role::Service).can_write(other, ImageType::Cloth));
+    }
+
+    #[test]
+    fn public_images_are_readable_but_never_writable_by_others() {
+        let other = OwnerId(Uuid::from_u128(8));
+        let user = claims(Role::User);
+        assert_eq!(user.image_access(other, ImageType::User, true), ImageAccess::Read);
+        assert_eq!(user.image_access(other, ImageType::User, false), ImageAccess::Hidden);
+        assert_eq!(user.image_access(OwnerId(user.sub), ImageType::User, false), ImageAccess::Write);
+        let vendor = claims(Role::Vendor);
+        assert_eq!(vendor.image_access(other, ImageType::Cloth, true), ImageAccess::Read);
+        let service = claims(Role::Service);
+        assert_eq!(service.image_access(other, ImageType::Result, false), ImageAccess::Write);
+        assert_eq!(service.image_access(other, ImageType::User, false), ImageAccess::Hidden);
+        assert_eq!(service.image_access(other, ImageType::Cloth, true), ImageAccess::Read);
+        assert_eq!(claims(Role::Admin).image_access(other, ImageType::User, false), ImageAccess::Write);
+    }
+
+    #[test]
+    fn listings_cover_the_callers_own_images_unless_admin() {
+        let own = OwnerId(Uuid::from_u128(7));
+        let other = OwnerId(Uuid::from_u128(8));
+        assert_eq!(claims(Role::User).list_scope(None), Ok(ListScope::Owner(own)));
+        assert_eq!(claims(Role::Vendor).list_scope(Some(own)), Ok(ListScope::Owner(own)));
+        assert_eq!(claims(Role::User).list_scope(Some(other)), Err(ListPermissionError::OtherOwner));
+        assert_eq!(claims(Role::Service).list_scope(Some(other)), Ok(ListScope::ResultsOf(other)));
+        assert_eq!(claims(Role::Service).list_scope(None), Err(ListPermissionError::OwnerRequired));
+        assert_eq!(claims(Role::Admin).list_scope(None), Ok(ListScope::Everyone));
+        assert_eq!(claims(Role::Admin).list_scope(Some(other)), Ok(ListScope::Owner(other)));
     }
 }

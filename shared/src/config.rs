@@ -59,6 +59,14 @@ pub struct Config {
     pub quota: QuotaConfig,
     #[serde(default)]
     pub worker: WorkerConfig,
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    #[serde(default)]
+    pub signed_urls: SignedUrlsConfig,
+    #[serde(default)]
+    pub serving: ServingConfig,
 }
 
 /// The `storage:` section.
@@ -177,6 +185,228 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Seconds a worker waits for in-flight jobs on SIGTERM before returning them.
     pub shutdown_grace_secs: u64,
+}
+
+/// The `accessLog:` section: how access records are batched into `storage_access_logs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Records written per transaction.
+    pub batch_size: usize,
+    /// Longest wait before queued records are written, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Records queued in memory at most; beyond it (the database unreachable for long)
+    /// new records are dropped and counted rather than stalling requests.
+    pub queue_capacity: usize,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self { batch_size: 1000, flush_interval_ms: 500, queue_capacity: 100_000 }
+    }
+}
+
+/// The `rateLimit:` section: requests per principal (the token's `sub`) or, without a valid
+/// token, per client IP, for each route group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Off: no request is counted.
+    pub enabled: bool,
+    /// `redis://…` to share the limits among API replicas; empty: each process counts alone.
+    pub redis_url: SecretString,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_key_prefix: String,
+    /// Deadline of one Redis call (connecting included), in milliseconds; past it the
+    /// request is decided in process.
+    pub redis_timeout_ms: u64,
+    /// Seconds requests are decided in process after a Redis failure before Redis is tried again.
+    pub redis_retry_secs: u64,
+    /// Take the client IP from the last `X-Forwarded-For` entry instead of the peer address.
+    /// Only behind a proxy that sets that header: otherwise any client picks its own IP.
+    pub trust_forwarded_for: bool,
+    /// `POST /storage/images`.
+    #[serde(deserialize_with = "RouteLimit::uploads")]
+    pub uploads: RouteLimit,
+    /// Every other `/storage/…` API call.
+    #[serde(deserialize_with = "RouteLimit::reads")]
+    pub reads: RouteLimit,
+    /// `/storage/signed/…` and `server.publicPath`, always per client IP.
+    #[serde(deserialize_with = "RouteLimit::serving")]
+    pub serving: RouteLimit,
+}
+
+/// The limit of one route group: `perSecond` sustained, up to `burst` at once. Keys left
+/// out keep the group's default, so `STAYLER_RATE_LIMIT__SERVING__ENABLED=false` alone works.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouteLimit {
+    pub enabled: bool,
+    /// Counted in Redis when `redisUrl` is set; false keeps the group in process (each
+    /// replica counts alone) and saves a Redis round trip per request.
+    pub shared: bool,
+    /// Sustained requests per second (fractions allowed, e.g. 0.5), at most 1,000,000.
+    pub per_second: f64,
+    /// Requests allowed at once after a quiet period.
+    pub burst: u32,
+}
+
+/// A `RouteLimit` as written, any key left out.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RouteLimitKeys {
+    enabled: Option<bool>,
+    shared: Option<bool>,
+    per_second: Option<f64>,
+    burst: Option<u32>,
+}
+
+impl RouteLimit {
+    /// Per principal: an upload is heavy, a person or a vendor's catalogue job sends a few a second.
+    pub const UPLOADS: Self = Self { enabled: true, shared: true, per_second: 5.0, burst: 50 };
+    /// Per principal: a gallery screen asks for dozens of metadata and signed URLs at once.
+    pub const READS: Self = Self { enabled: true, shared: true, per_second: 50.0, burst: 200 };
+    /// Per IP, which may hide many users behind one NAT: only stops floods. In process even
+    /// with Redis: the hottest path cannot afford a round trip per request, and a flood is
+    /// stopped just as well by each replica counting alone.
+    pub const SERVING: Self = Self { enabled: true, shared: false, per_second: 1_000.0, burst: 2_000 };
+
+    fn with_defaults<'de, D: serde::Deserializer<'de>>(defaults: Self, input: D) -> Result<Self, D::Error> {
+        let keys = RouteLimitKeys::deserialize(input)?;
+        Ok(Self {
+            enabled: keys.enabled.unwrap_or(defaults.enabled),
+            shared: keys.shared.unwrap_or(defaults.shared),
+            per_second: keys.per_second.unwrap_or(defaults.per_second),
+            burst: keys.burst.unwrap_or(defaults.burst),
+        })
+    }
+
+    fn uploads<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
+        Self::with_defaults(Self::UPLOADS, input)
+    }
+
+    fn reads<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
+        Self::with_defaults(Self::READS, input)
+    }
+
+    fn serving<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
+        Self::with_defaults(Self::SERVING, input)
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            redis_url: SecretString::from(""),
+            redis_key_prefix: "stayler:ratelimit".to_owned(),
+            redis_timeout_ms: 100,
+            redis_retry_secs: 5,
+            trust_forwarded_for: false,
+            uploads: RouteLimit::UPLOADS,
+            reads: RouteLimit::READS,
+            serving: RouteLimit::SERVING,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| Err(ConfigError::BadValue { key, reason: reason.to_owned() });
+        let url = self.redis_url.expose_secret();
+        if !url.is_empty() && !url.starts_with("redis://") {
+            return bad("rateLimit.redisUrl", "must be empty or start with redis://");
+        }
+        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.chars().any(char::is_whitespace) {
+            return bad("rateLimit.redisKeyPrefix", "must be a non-empty name without spaces");
+        }
+        if self.redis_timeout_ms == 0 {
+            return bad("rateLimit.redisTimeoutMs", "must be positive");
+        }
+        for (key, limit) in [
+            ("rateLimit.uploads", &self.uploads),
+            ("rateLimit.reads", &self.reads),
+            ("rateLimit.serving", &self.serving),
+        ] {
+            if !limit.enabled {
+                continue;
+            }
+            if !(limit.per_second > 0.0 && limit.per_second <= 1_000_000.0) {
+                return bad(key, "perSecond must be more than 0 and at most 1000000");
+            }
+            if limit.burst == 0 {
+                return bad(key, "burst must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `signedUrls:` section: the keys and lifetimes of signed URLs. The active key's
+/// secret is `storage.signedURLKey`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SignedUrlsConfig {
+    /// Id of the active key (`storage.signedURLKey`), written into every URL it signs. To
+    /// rotate: move the current id and secret to `previousKeys`, then set a new id and key.
+    pub key_id: String,
+    /// Retired keys by id: they no longer sign, but URLs they signed stay valid until they
+    /// expire. Drop one once `maxTtlSecs + expiryWindowSecs` have passed since its retirement.
+    pub previous_keys: BTreeMap<String, SecretString>,
+    /// Lifetime of a URL when the request gives no `ttl`, in seconds.
+    pub default_ttl_secs: u64,
+    /// Longest lifetime a request may ask for, in seconds; more is refused (400), not clamped.
+    pub max_ttl_secs: u64,
+    /// Expiries are rounded up to a multiple of this many seconds, so that repeated requests
+    /// get the same URL and caches keep working; 1 turns rounding off.
+    pub expiry_window_secs: u64,
+    /// A URL served more often than this is flagged as possible abuse (in stats).
+    pub abuse_max_uses: i64,
+    /// A URL served to more distinct client addresses than this is flagged as well.
+    pub abuse_max_addresses: i32,
+}
+
+impl Default for SignedUrlsConfig {
+    fn default() -> Self {
+        Self {
+            key_id: "k1".to_owned(),
+            previous_keys: BTreeMap::new(),
+            default_ttl_secs: 3600,
+            max_ttl_secs: 7 * 24 * 3600,
+            expiry_window_secs: 300,
+            abuse_max_uses: 1000,
+            abuse_max_addresses: 20,
+        }
+    }
+}
+
+/// The `serving:` section: the in-process caches of signed and public file serving.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServingConfig {
+    /// Images whose serving facts (path, type, size, checksum, thumbnails) are kept in memory.
+    pub cache_entries: u64,
+    /// Seconds an entry lives at most. Changes reach every replica at once through
+    /// PostgreSQL notifications; this bounds staleness only if those are lost.
+    pub cache_ttl_secs: u64,
+    /// Files up to this many bytes are kept in memory once read (thumbnails); 0 turns the
+    /// file cache off.
+    pub small_file_max_bytes: u64,
+    /// Total bytes of the small-file cache.
+    pub small_file_cache_bytes: u64,
+    /// `Cache-Control: public, max-age` of images served under `server.publicPath`, in seconds.
+    pub public_max_age_secs: u64,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        Self {
+            cache_entries: 100_000,
+            cache_ttl_secs: 60,
+            small_file_max_bytes: 64 * 1024,
+            small_file_cache_bytes: 64 * 1024 * 1024,
+            public_max_age_secs: 3600,
+        }
+    }
 }
 
 const DEV_SECRET_PREFIX: &str = "dev-";
@@ -330,6 +560,45 @@ impl Config {
         if !crate::storage::is_safe_segment(&self.rabbitmq.prefix) {
             return bad("rabbitmq.prefix", "must be a plain name");
         }
+        self.rate_limit.validate()?;
+        self.validate_serving()?;
+        Ok(())
+    }
+
+    /// The `signedUrls:` and `serving:` sections, and the names that end up in URLs.
+    fn validate_serving(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: String| Err(ConfigError::BadValue { key, reason });
+        let urls = &self.signed_urls;
+        if !crate::storage::is_safe_segment(&urls.key_id) {
+            return bad("signedUrls.keyId", "must be a plain name (letters, digits, - and _)".to_owned());
+        }
+        for (id, secret) in &urls.previous_keys {
+            if !crate::storage::is_safe_segment(id) || *id == urls.key_id {
+                return bad("signedUrls.previousKeys", format!("`{id}` must be a plain name other than keyId"));
+            }
+            self.check_secret("signedUrls.previousKeys", secret)?;
+        }
+        if urls.max_ttl_secs == 0 || urls.max_ttl_secs > 10 * 365 * 24 * 3600 {
+            return bad("signedUrls.maxTtlSecs", "must be between 1 and ten years".to_owned());
+        }
+        if urls.default_ttl_secs == 0 || urls.default_ttl_secs > urls.max_ttl_secs {
+            return bad("signedUrls.defaultTtlSecs", "must be between 1 and maxTtlSecs".to_owned());
+        }
+        if urls.expiry_window_secs == 0 || urls.expiry_window_secs > urls.max_ttl_secs {
+            return bad("signedUrls.expiryWindowSecs", "must be between 1 and maxTtlSecs".to_owned());
+        }
+        if self.storage.thumbnail_sizes.contains_key(crate::signing::ORIGINAL) {
+            return bad("storage.thumbnailSizes", "`original` names the full-size image".to_owned());
+        }
+        let public = &self.server.public_path;
+        let plain_path =
+            public.strip_prefix('/').is_some_and(|rest| rest.split('/').all(crate::storage::is_safe_segment));
+        if !plain_path {
+            return bad("server.publicPath", "must be /name or /name/name… with plain names".to_owned());
+        }
+        if self.serving.cache_entries == 0 || self.serving.cache_ttl_secs == 0 {
+            return bad("serving.cacheEntries", "cacheEntries and cacheTtlSecs must be positive".to_owned());
+        }
         Ok(())
     }
 
@@ -452,6 +721,47 @@ mod tests {
     }
 
     #[test]
+    fn signed_url_keys_rotate_through_the_environment_and_placeholders_are_refused_outside_dev() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", valid_yaml())?;
+            let config = Config::load_from(Some(Path::new("c.yaml"))).unwrap();
+            assert_eq!((config.signed_urls.key_id.as_str(), config.signed_urls.max_ttl_secs), ("k1", 604_800));
+            assert_eq!((config.signed_urls.default_ttl_secs, config.signed_urls.expiry_window_secs), (3600, 300));
+            jail.set_env("STAYLER_SIGNED_URLS__KEY_ID", "k2");
+            jail.set_env("STAYLER_SIGNED_URLS__PREVIOUS_KEYS", "{k1=dev-old-key}");
+            jail.set_env("STAYLER_SERVING__CACHE_TTL_SECS", "5");
+            let config = Config::load_from(Some(Path::new("c.yaml"))).unwrap();
+            assert_eq!(config.signed_urls.key_id, "k2");
+            assert_eq!(config.signed_urls.previous_keys["k1"].expose_secret(), "dev-old-key");
+            assert_eq!(config.serving.cache_ttl_secs, 5);
+            jail.set_env("STAYLER_MODE", "production");
+            jail.set_env("STAYLER_STORAGE__SIGNED_URL_KEY", "k".repeat(40));
+            jail.set_env("STAYLER_AUTH__JWT_SECRET", "s".repeat(40));
+            let err = Config::load_from(Some(Path::new("c.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("signedUrls.previousKeys"), "{err}");
+            jail.set_env("STAYLER_SIGNED_URLS__PREVIOUS_KEYS", format!("{{k1={}}}", "o".repeat(40)));
+            Config::load_from(Some(Path::new("c.yaml"))).unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn signed_url_lifetimes_and_names_are_checked() {
+        let with = |extra: &str| Config::from_yaml(&format!("{}{extra}", valid_yaml()));
+        let err = with("signedUrls:\n  defaultTtlSecs: 10\n  maxTtlSecs: 5\n").unwrap_err();
+        assert!(err.to_string().contains("signedUrls.defaultTtlSecs"), "{err}");
+        let err = with("signedUrls:\n  keyId: a.b\n").unwrap_err();
+        assert!(err.to_string().contains("signedUrls.keyId"), "{err}");
+        let err = with("signedUrls:\n  previousKeys: { k1: dev-x }\n").unwrap_err();
+        assert!(err.to_string().contains("signedUrls.previousKeys"), "{err}");
+        let err = with("signedUrls:\n  expiryWindowSecs: 0\n").unwrap_err();
+        assert!(err.to_string().contains("signedUrls.expiryWindowSecs"), "{err}");
+        let err = with("server:\n  publicPath: /../x\n").unwrap_err();
+        assert!(err.to_string().contains("server.publicPath"), "{err}");
+        with("server:\n  publicPath: /media/public\n").unwrap();
+    }
+
+    #[test]
     fn unknown_keys_and_bad_types_stop_start_up() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.yaml", &format!("{}server:\n  prot: 1\n", valid_yaml()))?;
@@ -459,6 +769,31 @@ mod tests {
             jail.set_env("STAYLER_STORAGE__ALLOWED_TYPES", "[text/html]");
             let err = Config::load_from(Some(Path::new("c.yaml"))).unwrap_err();
             assert!(err.to_string().contains("storage.allowedTypes") || err.to_string().contains("prot"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rate_limits_nest_in_the_environment_and_bad_ones_stop_start_up() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", &format!("{}rateLimit:\n  reads: {{ perSecond: 2.5 }}\n", valid_yaml()))?;
+            jail.set_env("STAYLER_RATE_LIMIT__SERVING__ENABLED", "false");
+            jail.set_env("STAYLER_RATE_LIMIT__REDIS_URL", "redis://127.0.0.1:6379");
+            let config = Config::load_from(Some(Path::new("c.yaml"))).unwrap();
+            let limits = &config.rate_limit;
+            assert_eq!(limits.reads, RouteLimit { per_second: 2.5, ..RouteLimit::READS });
+            assert_eq!(limits.serving, RouteLimit { enabled: false, ..RouteLimit::SERVING });
+            assert_eq!(limits.uploads, RouteLimit::UPLOADS);
+            assert_eq!(limits.redis_url.expose_secret(), "redis://127.0.0.1:6379");
+            assert!(!limits.trust_forwarded_for, "X-Forwarded-For is not trusted by default");
+
+            jail.set_env("STAYLER_RATE_LIMIT__READS__BURST", "0");
+            let err = Config::load_from(Some(Path::new("c.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("rateLimit.reads"), "{err}");
+            jail.set_env("STAYLER_RATE_LIMIT__READS__BURST", "4");
+            jail.set_env("STAYLER_RATE_LIMIT__REDIS_URL", "127.0.0.1:6379");
+            let err = Config::load_from(Some(Path::new("c.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("rateLimit.redisUrl"), "{err}");
             Ok(())
         });
     }

@@ -8,9 +8,14 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::config::DatabaseConfig;
 
+pub mod access_logs;
 pub mod outbox;
+pub mod provenance;
+pub mod search;
+pub mod stats;
 pub mod storage_files;
 pub mod storage_quotas;
+pub mod storage_signed_urls;
 pub mod storage_thumbnails;
 pub mod upload_idempotency;
 

@@ -51,6 +51,18 @@ impl Event for ImageUploaded {
     const VERSION: u16 = 1;
 }
 
+/// An image was deleted (its row is a tombstone from now on); its original and thumbnails
+/// are due for removal from disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDeleted {
+    pub image_id: ImageId,
+}
+
+impl Event for ImageDeleted {
+    const TYPE: &'static str = "image.deleted";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

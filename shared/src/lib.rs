@@ -10,6 +10,7 @@ pub mod events;
 pub mod images;
 pub mod imaging;
 pub mod outbox;
+pub mod signing;
 pub mod storage;
 pub mod telemetry;
 /// Shared by the integration tests of every crate.

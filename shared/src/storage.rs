@@ -5,12 +5,14 @@
 //! fsync of the directory. The first backend is a local folder tree; nothing outside this
 //! module knows that.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use tokio::fs::{self, File};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::images::{ImageId, ImageType, Owner, OwnerType};
@@ -18,9 +20,10 @@ use crate::imaging::ImageFormat;
 
 /// Folder under the root holding uploads and thumbnails still being written.
 const STAGING_DIR: &str = ".staging";
-/// Bytes gathered before each write of a staged file: every write of a `tokio::fs::File`
-/// is a hop to a blocking thread, and network chunks are small.
-const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// Bytes of a stream gathered (by reference, not copied) before they are written to a
+/// staged file on a blocking thread: each batch is one hop to that thread, and network
+/// chunks can be small.
+const WRITER_BATCH_BYTES: usize = 256 * 1024;
 /// Staged files older than this were left by a crash and are removed at start-up.
 const STALE_STAGING_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -96,17 +99,15 @@ impl Storage {
     /// known only once its bytes and form fields are in).
     pub async fn stage(&self) -> io::Result<StagedFile> {
         let path = self.root.join(STAGING_DIR).join(format!("{}.part", Uuid::new_v4()));
-        let file = File::options().write(true).create_new(true).open(&path).await?;
-        Ok(StagedFile { file: Some(BufWriter::with_capacity(WRITE_BUFFER_BYTES, file)), path: Some(path), len: 0 })
+        let file = File::options().write(true).create_new(true).open(&path).await?.into_std().await;
+        Ok(StagedFile { file: Some(file), path: Some(path), len: 0 })
     }
 
     /// Makes a staged file durable under `key`: fsync, rename, fsync of the directory.
     /// Replaces an existing object atomically.
     pub async fn commit(&self, mut staged: StagedFile, key: &StorageKey) -> io::Result<()> {
-        let mut file = staged.file.take().expect("a staged file is committed once");
-        file.flush().await?;
-        file.get_ref().sync_all().await?;
-        drop(file);
+        let file = staged.file.take().expect("a staged file is committed once");
+        tokio::task::spawn_blocking(move || file.sync_all()).await.map_err(io::Error::other)??;
         let destination = self.root.join(key.relative_path());
         let directory = destination.parent().expect("keys have a directory").to_owned();
         create_dir_all_durably(&self.root, &directory).await?;
@@ -205,14 +206,23 @@ impl Storage {
 /// A temp file in the storage's own file system, removed on drop unless committed.
 #[derive(Debug)]
 pub struct StagedFile {
-    file: Option<BufWriter<File>>,
+    file: Option<std::fs::File>,
     path: Option<PathBuf>,
     len: u64,
 }
 
 impl StagedFile {
+    /// Appends `bytes` (for small, whole objects such as thumbnails; streams go through
+    /// [`StagedFile::into_writer`]).
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.as_mut().expect("not committed").write_all(bytes).await?;
+        let mut file = File::from_std(self.file.take().expect("not committed"));
+        let written = async {
+            file.write_all(bytes).await?;
+            file.flush().await
+        }
+        .await;
+        self.file = Some(file.into_std().await);
+        written?;
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -226,12 +236,91 @@ impl StagedFile {
         self.len == 0
     }
 
-    /// Flushes and returns a blocking handle for reading the staged bytes back (header
-    /// probing runs on a blocking thread).
+    /// Returns a blocking handle for reading the staged bytes back (header probing runs on a
+    /// blocking thread).
     pub async fn reader(&mut self) -> io::Result<std::fs::File> {
-        let file = self.file.as_mut().expect("not committed");
-        file.flush().await?;
         std::fs::File::open(self.path.as_ref().expect("not committed"))
+    }
+
+    /// Turns the file into the destination of a stream whose chunks are written, and also
+    /// written to `tee` (a hasher, say), on a blocking thread: a chunk costs no copy
+    /// besides the kernel's, and the thread hops once per batch of chunks rather than once
+    /// per write.
+    pub fn into_writer<T: Write + Send + 'static>(self, tee: T) -> StagedWriter<T> {
+        StagedWriter { idle: Some((self, tee)), writing: None, pending: Vec::new(), pending_bytes: 0 }
+    }
+}
+
+/// The sending end of [`StagedFile::into_writer`].
+///
+/// Chunks are gathered, by reference, into batches of [`WRITER_BATCH_BYTES`]; one batch is
+/// written on a blocking thread while the next one fills, so receiving and writing overlap
+/// and at most about two batches of one upload are in memory. No thread is held while the
+/// client is slow to send. The writing thread owns the staged file: if the writer is dropped
+/// midway, the file is dropped, and so removed, with the thread's unclaimed result.
+#[derive(Debug)]
+pub struct StagedWriter<T> {
+    /// File and tee while no batch is being written.
+    idle: Option<(StagedFile, T)>,
+    /// The batch being written, which holds file and tee meanwhile.
+    writing: Option<JoinHandle<io::Result<(StagedFile, T)>>>,
+    /// Chunks not handed over yet, and their size.
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
+}
+
+impl<T: Write + Send + 'static> StagedWriter<T> {
+    /// Queues a chunk; waits when a full batch is ready and the previous one is still being
+    /// written.
+    pub async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.pending_bytes += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_bytes >= WRITER_BATCH_BYTES {
+            self.hand_over().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and returns the staged file (not yet synced: that is
+    /// [`Storage::commit`]'s job) and the tee.
+    pub async fn finish(mut self) -> io::Result<(StagedFile, T)> {
+        self.hand_over().await?;
+        self.wait().await
+    }
+
+    /// Removes the staged file, once the batch being written (if any) is done, so that a
+    /// refused upload has left nothing behind by the time it is answered. (Merely dropping
+    /// the writer removes it too, but possibly a little later.)
+    pub async fn discard(mut self) {
+        self.pending.clear();
+        drop(self.wait().await);
+    }
+
+    async fn hand_over(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (mut staged, mut tee) = self.wait().await?;
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let file = staged.file.as_mut().expect("not committed");
+            for chunk in batch {
+                tee.write_all(&chunk)?;
+                file.write_all(&chunk)?;
+                staged.len += chunk.len() as u64;
+            }
+            Ok((staged, tee))
+        }));
+        Ok(())
+    }
+
+    /// Takes file and tee back, once the batch being written (if any) is done.
+    async fn wait(&mut self) -> io::Result<(StagedFile, T)> {
+        match self.writing.take() {
+            Some(writing) => writing.await.map_err(io::Error::other)?,
+            None => self.idle.take().ok_or_else(|| io::Error::other("the staged file's writer failed before")),
+        }
     }
 }
 
@@ -336,6 +425,46 @@ mod tests {
         drop(staged);
         assert_eq!(storage.count_staged().await.unwrap(), 0);
         assert_eq!(storage.count_objects().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_write_reaches_file_and_tee_and_a_dropped_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).await.unwrap();
+        // More than one batch, in chunks of uneven sizes.
+        let bytes: Vec<u8> = (0..WRITER_BATCH_BYTES * 3 + 17).map(|i| (i % 251) as u8).collect();
+        let mut writer = storage.stage().await.unwrap().into_writer(Vec::new());
+        for chunk in bytes.chunks(40_000) {
+            writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        let (staged, tee) = writer.finish().await.unwrap();
+        assert_eq!(staged.len(), bytes.len() as u64);
+        assert_eq!(tee, bytes);
+        let key = StorageKey::Original {
+            image_type: ImageType::User,
+            owner: owner(OwnerType::User),
+            image_id: ImageId::new(),
+            format: ImageFormat::Png,
+        };
+        storage.commit(staged, &key).await.unwrap();
+        assert_eq!(storage.read(&key, u64::MAX).await.unwrap(), bytes);
+
+        let mut discarded = storage.stage().await.unwrap().into_writer(io::sink());
+        discarded.write(Bytes::from(vec![1u8; WRITER_BATCH_BYTES])).await.unwrap();
+        discarded.discard().await;
+        assert_eq!(storage.count_staged().await.unwrap(), 0);
+
+        let mut abandoned = storage.stage().await.unwrap().into_writer(io::sink());
+        abandoned.write(Bytes::from(vec![1u8; WRITER_BATCH_BYTES])).await.unwrap();
+        drop(abandoned);
+        // The batch being written holds the file until its thread is done.
+        for _ in 0..100 {
+            if storage.count_staged().await.unwrap() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(storage.count_staged().await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -4,19 +4,20 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::{Claims, UploadPermissionError};
+use crate::auth::{Claims, Role, UploadPermissionError};
 use crate::config::Config;
 use crate::db::storage_files::{self, NewFile, StorageFile};
-use crate::db::{outbox, storage_quotas, upload_idempotency};
+use crate::db::{outbox, provenance, storage_quotas, upload_idempotency};
 use crate::events::ImageUploaded;
 use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::imaging::{self, ImageFormat, ImagingError};
-use crate::storage::{StagedFile, Storage, StorageKey};
+use crate::storage::{StagedFile, StagedWriter, Storage, StorageKey};
 
 /// Most tags one image may carry.
 pub const MAX_TAGS: usize = 32;
@@ -26,6 +27,8 @@ pub const MAX_TAG_CHARS: usize = 64;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Longest kept file name, in characters.
 pub const MAX_NAME_CHARS: usize = 255;
+/// Most source images one AI result may name.
+pub const MAX_SOURCES: usize = 16;
 /// Longest `Idempotency-Key`, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
@@ -49,6 +52,10 @@ pub enum UploadError {
     QuotaExceeded,
     #[error("field `{field}`: {reason}")]
     InvalidField { field: &'static str, reason: String },
+    /// A named source image is missing, deleted, or neither the owner's nor public; which
+    /// of these is not said, so that existence does not leak.
+    #[error("source image {0} not found")]
+    UnknownSource(ImageId),
     #[error("this Idempotency-Key was already used for a different file")]
     IdempotencyKeyReused,
     #[error("storage: {0}")]
@@ -75,6 +82,8 @@ pub struct UploadFields {
     pub tags: Option<String>,
     /// A JSON object.
     pub metadata: Option<String>,
+    /// Comma-separated, or a JSON array of UUIDs.
+    pub source_ids: Option<String>,
     pub idempotency_key: Option<String>,
 }
 
@@ -87,6 +96,8 @@ pub struct UploadRequest {
     pub is_public: bool,
     pub tags: Vec<String>,
     pub metadata: Map<String, Value>,
+    /// The images a `result` was made from, distinct, in the order given.
+    pub sources: Vec<ImageId>,
     pub idempotency_key: Option<String>,
 }
 
@@ -130,9 +141,34 @@ impl UploadFields {
             is_public,
             tags: parse_tags(self.tags.as_deref())?,
             metadata: parse_metadata(self.metadata.as_deref())?,
+            sources: parse_sources(image_type, self.source_ids.as_deref())?,
             idempotency_key,
         })
     }
+}
+
+/// Source image ids: only for `result` images, at most [`MAX_SOURCES`], duplicates dropped.
+pub fn parse_sources(image_type: ImageType, raw: Option<&str>) -> Result<Vec<ImageId>, UploadError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(Vec::new()) };
+    if image_type != ImageType::Result {
+        return Err(UploadError::invalid("source_ids", "only result images have sources"));
+    }
+    let items: Vec<String> = if raw.starts_with('[') {
+        serde_json::from_str(raw).map_err(|_| UploadError::invalid("source_ids", "must be a JSON array of UUIDs"))?
+    } else {
+        raw.split(',').map(str::to_owned).collect()
+    };
+    let mut sources = Vec::new();
+    for item in items {
+        let id = ImageId(item.trim().parse().map_err(|_| UploadError::invalid("source_ids", "must be UUIDs"))?);
+        if !sources.contains(&id) {
+            sources.push(id);
+        }
+    }
+    if sources.len() > MAX_SOURCES {
+        return Err(UploadError::invalid("source_ids", format!("at most {MAX_SOURCES} sources")));
+    }
+    Ok(sources)
 }
 
 /// Keeps the last path component of a client's file name, without control characters,
@@ -152,26 +188,7 @@ pub fn parse_tags(raw: Option<&str>) -> Result<Vec<String>, UploadError> {
     } else {
         raw.split(',').map(str::to_owned).collect()
     };
-    let mut tags: Vec<String> = Vec::new();
-    for tag in items {
-        let tag = tag.trim();
-        if tag.is_empty() {
-            continue;
-        }
-        if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
-            return Err(UploadError::invalid(
-                "tags",
-                format!("each tag is at most {MAX_TAG_CHARS} printable characters"),
-            ));
-        }
-        if !tags.iter().any(|t| t == tag) {
-            tags.push(tag.to_owned());
-        }
-    }
-    if tags.len() > MAX_TAGS {
-        return Err(UploadError::invalid("tags", format!("at most {MAX_TAGS} tags")));
-    }
-    Ok(tags)
+    Ok(normalize_tags(items)?)
 }
 
 /// Metadata: a JSON object of at most [`MAX_METADATA_BYTES`].
@@ -186,31 +203,102 @@ pub fn parse_metadata(raw: Option<&str>) -> Result<Map<String, Value>, UploadErr
     }
 }
 
-/// The file part of an upload, arriving chunk by chunk into a staged file.
+/// A client-supplied field that breaks the rules shared by upload and metadata updates.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {reason}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self { field, reason: reason.into() }
+    }
+}
+
+impl From<FieldError> for UploadError {
+    fn from(e: FieldError) -> Self {
+        Self::InvalidField { field: e.field, reason: e.reason }
+    }
+}
+
+/// The tag rules of uploads and updates: trimmed, blanks dropped, de-duplicated in order,
+/// at most [`MAX_TAGS`] of at most [`MAX_TAG_CHARS`] printable characters.
+pub fn normalize_tags(items: impl IntoIterator<Item = String>) -> Result<Vec<String>, FieldError> {
+    let mut tags: Vec<String> = Vec::new();
+    for tag in items {
+        let tag = tag.trim();
+        if tag.is_empty() {
+            continue;
+        }
+        if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
+            return Err(FieldError::new("tags", format!("each tag is at most {MAX_TAG_CHARS} printable characters")));
+        }
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_owned());
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
+    }
+    Ok(tags)
+}
+
+/// The metadata rules of updates: a JSON object of at most [`MAX_METADATA_BYTES`] once
+/// serialised (uploads check the same bound on the text as sent).
+pub fn check_metadata(value: Value) -> Result<Map<String, Value>, FieldError> {
+    let Value::Object(map) = value else { return Err(FieldError::new("metadata", "must be a JSON object")) };
+    let size = serde_json::to_vec(&map).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(FieldError::new("metadata", format!("at most {MAX_METADATA_BYTES} bytes")));
+    }
+    Ok(map)
+}
+
+/// A file name given in a metadata update: like an upload's name, but a name that is blank
+/// once cleaned is refused rather than replaced by `unnamed`.
+pub fn check_file_name(name: &str) -> Result<String, FieldError> {
+    let cleaned = sanitize_file_name(name);
+    if cleaned == "unnamed" && name.trim() != "unnamed" {
+        return Err(FieldError::new("file_name", "must name a file (not blank, `.` or `..`)"));
+    }
+    Ok(cleaned)
+}
+
+/// The file part of an upload, arriving chunk by chunk into a staged file, hashed and
+/// written on a blocking thread (see [`StagedWriter`]).
 #[derive(Debug)]
 pub struct IncomingFile {
-    staged: StagedFile,
-    hasher: Sha256,
+    writer: StagedWriter<Sha256>,
+    len: u64,
     limit_bytes: u64,
 }
 
 impl IncomingFile {
     pub async fn start(storage: &Storage, limit_bytes: u64) -> Result<Self, UploadError> {
-        Ok(Self { staged: storage.stage().await?, hasher: Sha256::new(), limit_bytes })
+        Ok(Self { writer: storage.stage().await?.into_writer(Sha256::new()), len: 0, limit_bytes })
     }
 
     /// Appends a chunk; stops at the limit without writing past it.
-    pub async fn push(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
-        if self.staged.len() + chunk.len() as u64 > self.limit_bytes {
+    pub async fn push(&mut self, chunk: Bytes) -> Result<(), UploadError> {
+        if self.len + chunk.len() as u64 > self.limit_bytes {
             return Err(UploadError::TooLarge { limit_bytes: self.limit_bytes });
         }
-        self.hasher.update(chunk);
-        self.staged.write(chunk).await?;
+        self.len += chunk.len() as u64;
+        self.writer.write(chunk).await?;
         Ok(())
     }
 
-    pub fn finish(self) -> ReceivedFile {
-        ReceivedFile { checksum: hex::encode(self.hasher.finalize()), staged: self.staged }
+    /// Removes what was received so far; for a refused or broken upload, before answering.
+    pub async fn discard(self) {
+        self.writer.discard().await;
+    }
+
+    /// Waits for the last bytes to be written.
+    pub async fn finish(self) -> Result<ReceivedFile, UploadError> {
+        let (staged, hasher) = self.writer.finish().await?;
+        Ok(ReceivedFile { checksum: hex::encode(hasher.finalize()), staged })
     }
 }
 
@@ -289,7 +377,7 @@ impl Uploader {
             tags: &request.tags,
             metadata: &metadata,
         };
-        let recorded = self.record(claims, &new_file, request.idempotency_key.as_deref()).await;
+        let recorded = self.record(claims, &new_file, &request.sources, request.idempotency_key.as_deref()).await;
         if !matches!(recorded, Ok(StoredUpload { replayed: false, .. })) {
             // Refused, failed, or a concurrent retry won: this copy is not wanted.
             if let Err(cleanup) = self.storage.delete(&key).await {
@@ -302,15 +390,24 @@ impl Uploader {
         recorded
     }
 
-    /// Charges the quota and commits row, idempotency key and `image.uploaded` event in one
-    /// transaction.
+    /// Checks the named sources, charges the quota and commits row, provenance, idempotency
+    /// key and `image.uploaded` event in one transaction.
     async fn record(
         &self,
         claims: &Claims,
         new_file: &NewFile<'_>,
+        sources: &[ImageId],
         idempotency_key: Option<&str>,
     ) -> Result<StoredUpload, UploadError> {
         let mut tx = self.db.begin().await?;
+        if !sources.is_empty() {
+            // Admins may name anything live; everyone else the owner's images or public ones.
+            let reader = (claims.role != Role::Admin).then_some(new_file.owner.id);
+            let usable = provenance::usable_sources(&mut tx, sources, reader).await?;
+            if let Some(missing) = sources.iter().find(|s| !usable.contains(s)) {
+                return Err(UploadError::UnknownSource(*missing));
+            }
+        }
         storage_quotas::ensure(&mut *tx, new_file.owner, &self.config.quota).await?;
         if !storage_quotas::reserve(&mut *tx, new_file.owner, new_file.file_size).await? {
             return Err(UploadError::QuotaExceeded);
@@ -322,6 +419,9 @@ impl Uploader {
             // A concurrent retry with the same key committed first: answer with its result.
             drop(tx);
             return self.replay(claims.sub, key, new_file.checksum).await?.ok_or(UploadError::IdempotencyKeyReused);
+        }
+        if !sources.is_empty() {
+            provenance::insert(&mut *tx, new_file.id, sources).await?;
         }
         outbox::enqueue(&mut *tx, ImageUploaded { image_id: new_file.id }).await?;
         tx.commit().await?;
@@ -392,6 +492,19 @@ mod tests {
         assert!(parse_metadata(Some("not json")).is_err());
         let big = format!(r#"{{"a": "{}"}}"#, "x".repeat(MAX_METADATA_BYTES));
         assert!(parse_metadata(Some(&big)).is_err());
+    }
+
+    #[test]
+    fn updates_follow_the_upload_rules() {
+        assert_eq!(normalize_tags([" a ".to_owned(), "a".to_owned(), "".to_owned()]).unwrap(), vec!["a"]);
+        assert_eq!(normalize_tags(vec!["x".repeat(MAX_TAG_CHARS + 1)]).unwrap_err().field, "tags");
+        assert!(normalize_tags((0..=MAX_TAGS).map(|i| i.to_string())).is_err());
+        assert_eq!(check_metadata(serde_json::json!({"a": 1})).unwrap()["a"], 1);
+        assert!(check_metadata(serde_json::json!([1])).is_err());
+        assert!(check_metadata(serde_json::json!({"a": "x".repeat(MAX_METADATA_BYTES)})).is_err());
+        assert_eq!(check_file_name("dir/me.jpg").unwrap(), "me.jpg");
+        assert!(check_file_name("  ").is_err());
+        assert!(check_file_name("a/..").is_err());
     }
 
     #[test]

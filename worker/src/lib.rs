@@ -16,6 +16,7 @@ use crate::consumer::{Consumer, Handler};
 
 pub mod checksums;
 pub mod consumer;
+pub mod deletions;
 pub mod thumbnails;
 
 /// What every handler works with. Cheap to clone: the pool and the configuration are shared,
@@ -75,5 +76,6 @@ fn handler(queue: JobQueue, context: &Context) -> Arc<dyn Handler> {
     match queue {
         JobQueue::Thumbnails => Arc::new(thumbnails::Thumbnails::new(context.clone())),
         JobQueue::Checksums => Arc::new(checksums::Checksums::new(context.clone())),
+        JobQueue::Deletions => Arc::new(deletions::Deletions::new(context.clone())),
     }
 }

@@ -45,6 +45,16 @@ impl Thumbnails {
             checksum: hex::encode(Sha256::digest(&thumbnail.bytes)),
         })
     }
+
+    /// Removes thumbnails written for an image that was deleted meanwhile.
+    async fn remove_written(&self, file: &StorageFile, thumbnails: &[Thumbnail]) {
+        for thumbnail in thumbnails {
+            let key = file.thumbnail_key(&thumbnail.name, thumbnail.format);
+            if let Err(error) = self.context.storage.delete(&key).await {
+                tracing::warn!(image.id = %file.id, %error, "could not remove a thumbnail of a deleted image");
+            }
+        }
+    }
 }
 
 /// The image a job is about.
@@ -78,10 +88,16 @@ impl Handler for Thumbnails {
             records.push(self.write(&file, thumbnail).await?);
         }
         let mut tx = db.begin().await.map_err(JobError::retry)?;
+        // Marking first locks the row, so a deletion either happened before (and nothing is
+        // recorded) or waits for this commit (and its job then removes these thumbnails).
+        if !storage_files::mark_thumbnails_ready(&mut *tx, id).await.map_err(JobError::retry)? {
+            drop(tx);
+            self.remove_written(&file, &thumbnails).await;
+            return Ok(()); // deleted while the thumbnails were made
+        }
         for record in &records {
             storage_thumbnails::upsert(&mut *tx, id, record).await.map_err(JobError::retry)?;
         }
-        storage_files::mark_thumbnails_ready(&mut *tx, id).await.map_err(JobError::retry)?;
         tx.commit().await.map_err(JobError::retry)?;
         tracing::info!(image.id = %id, thumbnails = records.len(), duration_ms = started.elapsed().as_millis() as u64, "made thumbnails of {id}");
         Ok(())

@@ -2,10 +2,13 @@
 //!
 //! The body is never held in memory: the `file` part goes chunk by chunk into a staged
 //! file (hashed and counted on the way, cut off at `storage.maxFileSize`), and the small
-//! text parts are read with a bound.
+//! text parts are read with a bound. The body is parsed with `multer` straight from the
+//! connection's byte chunks, so the file's bytes reach the staged file's writer without
+//! being copied into intermediate buffers.
 
-use poem::web::{Field, Multipart};
-use poem::{FromRequest, Request, RequestBody};
+use multer::{Field, Multipart};
+use poem::http::header;
+use poem::{Request, RequestBody};
 use poem_openapi::payload::{Json, ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::multipart::Upload;
@@ -13,7 +16,6 @@ use poem_openapi::{ApiResponse, Multipart as MultipartSchema, impl_apirequest_fo
 use shared::auth::Claims;
 use shared::db::storage_thumbnails;
 use shared::upload::{IncomingFile, UploadError, UploadFields};
-use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use super::ImageView;
@@ -21,9 +23,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// Largest text part of the form (metadata is the largest), in bytes.
-const MAX_TEXT_FIELD_BYTES: u64 = 64 * 1024;
-/// Read size for the file part.
-const CHUNK_BYTES: usize = 64 * 1024;
+const MAX_TEXT_FIELD_BYTES: usize = 64 * 1024;
 
 /// The upload form, as documented; parsing streams through [`UploadBody`] instead.
 #[derive(Debug, MultipartSchema)]
@@ -42,10 +42,14 @@ struct UploadForm {
     owner_id: Option<Uuid>,
     /// `user` (default) or `vendor`, with `owner_id`.
     owner_type: Option<String>,
+    /// For `result` images: the ids of the images it was made from (the user's photo, the
+    /// clothing), comma-separated or a JSON array; each must exist and be the result
+    /// owner's own or public.
+    source_ids: Option<String>,
 }
 
 /// A `multipart/form-data` body read as a stream.
-pub struct UploadBody(Multipart);
+pub struct UploadBody(Multipart<'static>);
 
 impl Payload for UploadBody {
     const CONTENT_TYPE: &'static str = "multipart/form-data";
@@ -67,7 +71,11 @@ impl ParsePayload for UploadBody {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        Ok(Self(Multipart::from_request(request, body).await?))
+        let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+        // The content type itself was checked by `check_content_type`.
+        let boundary =
+            multer::parse_boundary(content_type.unwrap_or_default()).map_err(|e| poem::Error::from(malformed(e)))?;
+        Ok(Self(Multipart::new(body.take()?.into_bytes_stream(), boundary)))
     }
 }
 
@@ -97,23 +105,25 @@ pub async fn handle(
     let mut multipart = body.0;
     let mut fields = UploadFields { idempotency_key, ..Default::default() };
     let mut received = None;
-    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+    while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or_default().to_owned();
         let slot = match name.as_str() {
             "file" if received.is_some() => return Err(ApiError::bad_request("invalid_field", "only one `file` part")),
             "file" => {
                 fields.file_name = field.file_name().map(str::to_owned);
                 let mut incoming = IncomingFile::start(&state.storage, state.config.storage.max_file_size).await?;
-                let mut reader = field.into_async_read();
-                let mut chunk = vec![0u8; CHUNK_BYTES];
-                loop {
-                    let read = reader.read(&mut chunk).await.map_err(malformed)?;
-                    if read == 0 {
-                        break;
+                let streamed = async {
+                    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                        incoming.push(chunk).await?;
                     }
-                    incoming.push(&chunk[..read]).await?;
+                    Ok::<_, ApiError>(())
                 }
-                received = Some(incoming.finish());
+                .await;
+                if let Err(refused) = streamed {
+                    incoming.discard().await;
+                    return Err(refused);
+                }
+                received = Some(incoming.finish().await?);
                 continue;
             }
             "image_type" => &mut fields.image_type,
@@ -122,6 +132,7 @@ pub async fn handle(
             "is_public" => &mut fields.is_public,
             "tags" => &mut fields.tags,
             "metadata" => &mut fields.metadata,
+            "source_ids" => &mut fields.source_ids,
             other => {
                 return Err(ApiError::bad_request("invalid_field", format!("unknown form field `{other}`")));
             }
@@ -142,17 +153,20 @@ pub async fn handle(
     ))
 }
 
-async fn read_text(field: Field, name: &str) -> Result<String, ApiError> {
-    let mut text = String::new();
-    let read = field.into_async_read().take(MAX_TEXT_FIELD_BYTES + 1).read_to_string(&mut text).await;
-    match read {
-        Ok(n) if n as u64 > MAX_TEXT_FIELD_BYTES => Err(ApiError::bad_request(
-            "invalid_field",
-            format!("field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes"),
-        )),
-        Ok(_) => Ok(text),
-        Err(_) => Err(ApiError::bad_request("invalid_field", format!("field `{name}` is not UTF-8 text"))),
+/// Reads a text part, refusing it as soon as it exceeds [`MAX_TEXT_FIELD_BYTES`].
+async fn read_text(mut field: Field<'static>, name: &str) -> Result<String, ApiError> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        if text.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes"),
+            ));
+        }
+        text.extend_from_slice(&chunk);
     }
+    String::from_utf8(text)
+        .map_err(|_| ApiError::bad_request("invalid_field", format!("field `{name}` is not UTF-8 text")))
 }
 
 fn malformed(error: impl std::fmt::Display) -> ApiError {

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use shared::db::storage_files::StorageFile;
 use shared::db::storage_thumbnails::ThumbnailRecord;
+use shared::images::ImageId;
 use uuid::Uuid;
 
 /// An image's metadata.
@@ -33,6 +34,9 @@ pub struct ImageView {
     pub is_public: bool,
     pub tags: Vec<String>,
     pub metadata: serde_json::Value,
+    /// For `result` images read one by one: the images the result was made from.
+    #[oai(skip_serializing_if_is_none)]
+    pub source_ids: Option<Vec<Uuid>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -71,6 +75,12 @@ pub struct ThumbnailView {
 }
 
 impl ImageView {
+    /// Adds the result's sources.
+    pub fn with_sources(mut self, sources: Vec<ImageId>) -> Self {
+        self.source_ids = Some(sources.into_iter().map(|s| s.0).collect());
+        self
+    }
+
     pub fn new(file: StorageFile, thumbnails: Vec<ThumbnailRecord>) -> Self {
         Self {
             id: file.id.0,
@@ -108,6 +118,7 @@ impl ImageView {
             is_public: file.is_public,
             tags: file.tags,
             metadata: file.metadata,
+            source_ids: None,
             created_at: file.created_at,
             updated_at: file.updated_at,
         }

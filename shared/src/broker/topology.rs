@@ -35,7 +35,7 @@ use lapin::{BasicProperties, Channel, ExchangeKind};
 use super::connection::{call, close_channel};
 use super::{BrokerConnection, BrokerError, Outgoing};
 use crate::config::RabbitConfig;
-use crate::events::{Event, ImageUploaded};
+use crate::events::{Event, ImageDeleted, ImageUploaded};
 
 /// Names of the headers this service sets on job messages.
 pub mod headers {
@@ -95,6 +95,8 @@ job_queues! {
     Thumbnails => "thumbnails" bound to [ImageUploaded];
     /// Verifies a stored original against the checksum recorded at upload.
     Checksums => "checksums" bound to [ImageUploaded];
+    /// Removes the original and thumbnails of a deleted image from disk.
+    Deletions => "deletions" bound to [ImageDeleted];
 }
 
 /// Why and when a job was given up, as carried by its dead-lettered copy.

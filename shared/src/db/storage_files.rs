@@ -9,7 +9,7 @@ use crate::imaging::ImageFormat;
 use crate::storage::StorageKey;
 
 /// A live (not deleted) stored original.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StorageFile {
     pub id: ImageId,
     pub owner_id: OwnerId,
@@ -174,6 +174,99 @@ pub async fn mark_thumbnails_failed(db: impl PgExecutor<'_>, id: ImageId, reason
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A live image, locked until the end of the transaction so that a concurrent update or
+/// deletion waits for this one.
+pub async fn get_for_update(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Option<StorageFile>> {
+    sqlx::query_as!(
+        StorageFile,
+        r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
+                  image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
+                  format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
+                  thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at, updated_at
+           FROM storage_files WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"#,
+        id as _,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// A deleted image's row, kept as a tombstone (backups and provenance refer to it); `None`
+/// if the image is live or never existed. The deletion worker finds its files from it.
+pub async fn get_deleted(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Option<StorageFile>> {
+    sqlx::query_as!(
+        StorageFile,
+        r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
+                  image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
+                  format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
+                  thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at, updated_at
+           FROM storage_files WHERE id = $1 AND deleted_at IS NOT NULL"#,
+        id as _,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Validated changes to an image's client-editable metadata; `None` leaves a field as is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataChanges {
+    pub original_name: Option<String>,
+    pub is_public: Option<bool>,
+    pub tags: Option<Vec<String>>,
+    /// A JSON object.
+    pub metadata: Option<Value>,
+}
+
+/// Applies `changes` to a live image and stamps `updated_at`; `None` if it is gone.
+pub async fn update_metadata(
+    db: impl PgExecutor<'_>,
+    id: ImageId,
+    changes: &MetadataChanges,
+) -> sqlx::Result<Option<StorageFile>> {
+    sqlx::query_as!(
+        StorageFile,
+        r#"UPDATE storage_files SET original_name = coalesce($2, original_name), is_public = coalesce($3, is_public),
+                                    tags = coalesce($4, tags), metadata = coalesce($5, metadata), updated_at = now()
+           WHERE id = $1 AND deleted_at IS NULL
+           RETURNING id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
+                     image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
+                     format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
+                     thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at,
+                     updated_at"#,
+        id as _,
+        changes.original_name.as_deref(),
+        changes.is_public,
+        changes.tags.as_deref(),
+        changes.metadata.as_ref(),
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks a live image deleted: from now on no query for live images sees it. False if it
+/// was already deleted or never existed. The row stays as a tombstone.
+pub async fn mark_deleted(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE storage_files SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL",
+        id as _,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Forgets the thumbnail rows of a deleted image once its files are gone (the original's
+/// row stays as a tombstone; thumbnails are remade on restore).
+pub async fn delete_thumbnail_rows(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "DELETE FROM storage_thumbnails t USING storage_files f
+         WHERE t.image_id = $1 AND f.id = t.image_id AND f.deleted_at IS NOT NULL",
+        id as _,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Live rows in the table (for operators and tests).

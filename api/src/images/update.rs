@@ -1,0 +1,62 @@
+//! `PUT /storage/images/:id`: change an image's name, visibility, tags or metadata, with the
+//! rules of an upload.
+
+use poem_openapi::Object;
+use shared::auth::Claims;
+use shared::db::storage_files::{self, MetadataChanges};
+use shared::db::storage_thumbnails;
+use shared::images::ImageId;
+use shared::upload::{check_file_name, check_metadata, normalize_tags};
+
+use super::{ImageView, require_write};
+use crate::AppState;
+use crate::error::ApiError;
+
+/// New values for some of an image's fields; absent fields stay as they are.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ImageUpdate {
+    /// The file name shown for the image; path components and control characters are
+    /// removed, as on upload (at most 255 characters).
+    pub file_name: Option<String>,
+    /// Whether anyone may read the image.
+    pub is_public: Option<bool>,
+    /// Replaces every tag: at most 32, each at most 64 characters.
+    pub tags: Option<Vec<String>>,
+    /// Replaces the metadata: a JSON object of at most 16 KiB.
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl ImageUpdate {
+    fn validate(self) -> Result<MetadataChanges, ApiError> {
+        if self.file_name.is_none() && self.is_public.is_none() && self.tags.is_none() && self.metadata.is_none() {
+            return Err(ApiError::bad_request(
+                "empty_update",
+                "give at least one of file_name, is_public, tags, metadata",
+            ));
+        }
+        Ok(MetadataChanges {
+            original_name: self.file_name.as_deref().map(check_file_name).transpose()?,
+            is_public: self.is_public,
+            tags: self.tags.map(normalize_tags).transpose()?,
+            metadata: self.metadata.map(check_metadata).transpose()?.map(serde_json::Value::Object),
+        })
+    }
+}
+
+pub async fn handle(
+    state: &AppState,
+    claims: &Claims,
+    id: ImageId,
+    update: ImageUpdate,
+) -> Result<ImageView, ApiError> {
+    let changes = update.validate()?;
+    let not_found = || ApiError::not_found("image");
+    let file = storage_files::get(&state.db, id).await?.ok_or_else(not_found)?;
+    require_write(claims, &file)?;
+    // Deleted in between: the update finds no live row.
+    let file = storage_files::update_metadata(&state.db, id, &changes).await?.ok_or_else(not_found)?;
+    let thumbnails = storage_thumbnails::list(&state.db, id).await?;
+    tracing::info!(image.id = %id, "updated the metadata of {id}");
+    Ok(ImageView::new(file, thumbnails))
+}

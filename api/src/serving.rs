@@ -1,0 +1,315 @@
+//! File serving: `GET`/`HEAD /storage/signed/{signed path}` (see `shared::signing`) and,
+//! for public images, `GET`/`HEAD {server.publicPath}/{image id}/{variant}`.
+//!
+//! This is the hottest request of the service, so in the steady state it touches no
+//! database and usually no disk: the signature is checked in memory, the image's serving
+//! facts come from [`cache::ServingCache`] (kept current across replicas by
+//! [`invalidation`]), and small files' bytes from its file cache. Larger files are streamed.
+//! Paths on disk come from the database row through `StorageKey`, never from the URL, and
+//! the URL's fields are parsed strictly, so nothing in it can reach another file.
+//!
+//! Answers: 200/206/304 with the file; 403 for a malformed or tampered URL, an unknown
+//! key or the other access type; 410 once expired; 404 when the image is deleted or the
+//! variant does not exist; 416 for a range past the end. These routes run without the
+//! request-tracing middleware: a span and a log line per request would cost more than the
+//! rest of the serve.
+
+mod cache;
+mod http;
+pub mod invalidation;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use poem::http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    IF_NONE_MATCH, IF_RANGE, RANGE, X_CONTENT_TYPE_OPTIONS,
+};
+use poem::http::{HeaderValue, Method, StatusCode};
+use poem::{Body, Endpoint, IntoResponse, Request, Response};
+use shared::config::Config;
+use shared::images::ImageId;
+use shared::signing::{AccessType, SignatureError, SigningKeys, Variant};
+use shared::storage::Storage;
+use sqlx::PgPool;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use uuid::Uuid;
+
+pub use cache::{ServedFile, ServedImage, ServingCache};
+
+use crate::error;
+
+/// Path prefix of signed URLs.
+pub const SIGNED_PREFIX: &str = "/storage/signed/";
+/// Read size when streaming a file that is not kept in memory.
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Keys, caches and settings of serving; cheap to clone.
+#[derive(Clone)]
+pub struct Serving {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: SigningKeys,
+    cache: Arc<ServingCache>,
+    db: PgPool,
+    storage: Storage,
+    public_max_age: HeaderValue,
+}
+
+impl Serving {
+    pub fn new(db: PgPool, storage: Storage, config: &Config) -> Self {
+        let previous = config.signed_urls.previous_keys.iter().map(|(id, secret)| (id.as_str(), secret));
+        let keys = SigningKeys::new(&config.signed_urls.key_id, &config.storage.signed_url_key, previous);
+        let public_max_age = HeaderValue::from_str(&format!("public, max-age={}", config.serving.public_max_age_secs))
+            .expect("digits are a valid header value");
+        let cache = Arc::new(ServingCache::new(&config.serving));
+        Self { inner: Arc::new(Inner { keys, cache, db, storage, public_max_age }) }
+    }
+
+    /// The keys that sign new URLs and verify served ones.
+    pub fn keys(&self) -> &SigningKeys {
+        &self.inner.keys
+    }
+
+    /// The in-memory facts about images; a handler that changes an image may drop its entry
+    /// at once (other replicas hear of it through PostgreSQL).
+    pub fn cache(&self) -> &Arc<ServingCache> {
+        &self.inner.cache
+    }
+
+    /// An endpoint that answers `/storage/signed/{signed path}` and
+    /// `{public_path}/{id}/{variant}` itself and hands every other request to `api`. Its own
+    /// prefix match is cheaper than the router's (no parameter strings, no path pattern).
+    pub fn in_front_of<E: Endpoint>(&self, public_path: &str, api: E) -> Files<E> {
+        let public_prefix = format!("{}/", public_path.trim_end_matches('/'));
+        Files { serving: self.clone(), public_prefix, api }
+    }
+
+    async fn serve_signed(&self, request: &Request, token: &str) -> Result<Response, Denial> {
+        let head = is_head(request)?;
+        let requested = requested_access(request)?;
+        let now = unix_now();
+        let verified = self.inner.keys.verify(token, now, requested).map_err(Denial::Signature)?;
+        let grant = verified.grant;
+        let image = self.image(grant.image_id).await?;
+        let file = image.file(grant.variant).ok_or(Denial::NotFound)?;
+        // Caches may keep the file no longer than the URL lives.
+        let cache_control = HeaderValue::try_from(format!("private, max-age={}", grant.expires - now))
+            .expect("digits are a valid header value");
+        self.send(request, head, file, grant.access, cache_control).await
+    }
+
+    /// `rest` is the path after the public prefix: `{id}/{variant}`.
+    async fn serve_public(&self, request: &Request, rest: &str) -> Result<Response, Denial> {
+        let head = is_head(request)?;
+        let (id, variant) = rest.split_once('/').ok_or(Denial::NotFound)?;
+        let id = parse_image_id(id).ok_or(Denial::NotFound)?;
+        let variant = Variant::parse(variant).ok_or(Denial::NotFound)?;
+        let access = requested_access(request)?.unwrap_or(AccessType::View);
+        let image = self.image(id).await?;
+        if !image.is_public {
+            return Err(Denial::NotFound);
+        }
+        let file = image.file(variant).ok_or(Denial::NotFound)?;
+        self.send(request, head, file, access, self.inner.public_max_age.clone()).await
+    }
+
+    async fn image(&self, id: ImageId) -> Result<Arc<ServedImage>, Denial> {
+        match self.inner.cache.image(&self.inner.db, id).await {
+            Ok(Some(image)) => Ok(image),
+            Ok(None) => Err(Denial::NotFound),
+            Err(e) => Err(Denial::Internal(e.to_string())),
+        }
+    }
+
+    /// Answers with `file`, honouring `If-None-Match`, `Range` and `If-Range`.
+    async fn send(
+        &self,
+        request: &Request,
+        head: bool,
+        file: &ServedFile,
+        access: AccessType,
+        cache_control: HeaderValue,
+    ) -> Result<Response, Denial> {
+        let headers = request.headers();
+        let etag = file.etag.to_str().unwrap_or_default();
+        let mut response = Response::builder()
+            .header(ETAG, file.etag.clone())
+            .header(CACHE_CONTROL, cache_control)
+            .header(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        if access == AccessType::Download {
+            response = response.header(CONTENT_DISPOSITION, file.attachment.clone());
+        }
+        if headers.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| http::none_match(v, etag)) {
+            return Ok(response.status(StatusCode::NOT_MODIFIED).body(Body::empty()));
+        }
+        let range = match headers.get(RANGE).and_then(|v| v.to_str().ok()) {
+            Some(range)
+                if headers.get(IF_RANGE).is_none_or(|v| v.to_str().is_ok_and(|v| http::if_range_allows(v, etag))) =>
+            {
+                http::range(range, file.size)
+            }
+            _ => http::RangeRequest::Full,
+        };
+        let (status, span) = match range {
+            http::RangeRequest::Full => (StatusCode::OK, 0..file.size),
+            http::RangeRequest::Partial(span) => {
+                let content_range = format!("bytes {}-{}/{}", span.start, span.end - 1, file.size);
+                response = response.header(CONTENT_RANGE, content_range);
+                (StatusCode::PARTIAL_CONTENT, span)
+            }
+            http::RangeRequest::Unsatisfiable => return Err(Denial::RangeNotSatisfiable { size: file.size }),
+        };
+        let response = response
+            .status(status)
+            .header(CONTENT_TYPE, file.content_type.clone())
+            .header(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if head {
+            return Ok(response.header(CONTENT_LENGTH, span.end - span.start).body(Body::empty()));
+        }
+        let storage = &self.inner.storage;
+        let small = self.inner.cache.small_file(storage, file).await.map_err(|e| Denial::Internal(e.to_string()))?;
+        if let Some(bytes) = small {
+            // As read; differs from the recorded size only for a damaged file (logged).
+            let end = span.end.min(bytes.len() as u64) as usize;
+            let body = bytes.slice((span.start as usize).min(end)..end);
+            return Ok(response.header(CONTENT_LENGTH, body.len()).body(Body::from(body)));
+        }
+        let body = stream(storage, file, span.clone()).await.map_err(|e| Denial::Internal(e.to_string()))?;
+        Ok(response.header(CONTENT_LENGTH, span.end - span.start).body(body))
+    }
+
+    /// Where every serve ends, served or denied: the one place for a per-serve record (the
+    /// access log reads the finished response; usage counting would go here).
+    fn finish(outcome: Result<Response, Denial>) -> Response {
+        match outcome {
+            Ok(response) => response,
+            Err(denial) => denial.into_response(),
+        }
+    }
+}
+
+/// A file streamed from disk in large reads, never held whole.
+async fn stream(storage: &Storage, file: &ServedFile, span: std::ops::Range<u64>) -> std::io::Result<Body> {
+    let mut reader = storage.open_read(&file.key).await?;
+    if span.start > 0 {
+        reader.seek(std::io::SeekFrom::Start(span.start)).await?;
+    }
+    let chunks = tokio_util::io::ReaderStream::with_capacity(reader.take(span.end - span.start), STREAM_CHUNK_BYTES);
+    Ok(Body::from_bytes_stream(chunks.map_ok(Bytes::from)))
+}
+
+/// Serving in front of the rest of the API (see [`Serving::in_front_of`]).
+pub struct Files<E> {
+    serving: Serving,
+    /// `server.publicPath` with one trailing slash.
+    public_prefix: String,
+    api: E,
+}
+
+impl<E: Endpoint> Endpoint for Files<E> {
+    type Output = Response;
+
+    async fn call(&self, request: Request) -> poem::Result<Response> {
+        let path = request.uri().path();
+        // One path segment each: anything with more slashes is no file (404 below).
+        if let Some(token) = path.strip_prefix(SIGNED_PREFIX).filter(|t| !t.is_empty() && !t.contains('/')) {
+            return Ok(Serving::finish(self.serving.serve_signed(&request, token).await));
+        }
+        if let Some(rest) = path.strip_prefix(self.public_prefix.as_str()).filter(|r| r.matches('/').count() == 1) {
+            return Ok(Serving::finish(self.serving.serve_public(&request, rest).await));
+        }
+        self.api.call(request).await.map(IntoResponse::into_response)
+    }
+}
+
+/// Why a file is not served.
+#[derive(Debug)]
+enum Denial {
+    Signature(SignatureError),
+    NotFound,
+    BadAccessType,
+    RangeNotSatisfiable { size: u64 },
+    MethodNotAllowed,
+    Internal(String),
+}
+
+impl Denial {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            Self::Signature(SignatureError::Expired) => (StatusCode::GONE, "url_expired", self.message()),
+            Self::Signature(SignatureError::WrongAccessType { .. }) => {
+                (StatusCode::FORBIDDEN, "wrong_access_type", self.message())
+            }
+            Self::Signature(SignatureError::UnknownKey) => (StatusCode::FORBIDDEN, "unknown_key", self.message()),
+            Self::Signature(SignatureError::Malformed | SignatureError::BadSignature) => {
+                (StatusCode::FORBIDDEN, "invalid_signature", self.message())
+            }
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "image not found".to_owned()),
+            Self::BadAccessType => (StatusCode::BAD_REQUEST, "invalid_access_type", self.message()),
+            Self::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", self.message())
+            }
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", self.message()),
+            Self::Internal(cause) => {
+                tracing::error!(error = %cause, "serving a file failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_owned())
+            }
+        };
+        let mut response = error::json_response(status, code, message);
+        let headers = response.headers_mut();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Self::RangeNotSatisfiable { size } = self {
+            headers.insert(CONTENT_RANGE, HeaderValue::try_from(format!("bytes */{size}")).expect("digits"));
+        }
+        response
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Signature(e) => e.to_string(),
+            Self::NotFound => "image not found".to_owned(),
+            Self::BadAccessType => "access_type must be view or download".to_owned(),
+            Self::RangeNotSatisfiable { size } => format!("the range starts past the end of the {size}-byte file"),
+            Self::MethodNotAllowed => "only GET and HEAD are allowed".to_owned(),
+            Self::Internal(_) => "internal error".to_owned(),
+        }
+    }
+}
+
+fn is_head(request: &Request) -> Result<bool, Denial> {
+    match *request.method() {
+        Method::GET => Ok(false),
+        Method::HEAD => Ok(true),
+        _ => Err(Denial::MethodNotAllowed),
+    }
+}
+
+/// The `access_type` query parameter: the use the client intends, which must be the one the
+/// URL was issued for. Without it, the URL's own access type applies.
+fn requested_access(request: &Request) -> Result<Option<AccessType>, Denial> {
+    let Some(query) = request.uri().query() else { return Ok(None) };
+    let mut requested = None;
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("access_type=") {
+            requested = Some(value.parse::<AccessType>().map_err(|_| Denial::BadAccessType)?);
+        }
+    }
+    Ok(requested)
+}
+
+/// Only the canonical lower-case hyphenated spelling, as in the URLs this service hands out.
+fn parse_image_id(text: &str) -> Option<ImageId> {
+    let id = Uuid::try_parse(text).ok()?;
+    let mut canonical = [0u8; 36];
+    (id.hyphenated().encode_lower(&mut canonical) == text).then_some(ImageId(id))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,217 @@
+//! `GET /storage/stats`: what is stored and how it is used, for the caller's own images or,
+//! for admins, for everyone.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+use shared::auth::Role;
+use shared::db::provenance;
+use shared::db::stats::{self, Scope};
+use shared::images::OwnerId;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::BearerAuth;
+use crate::error::ApiError;
+
+/// Longest per-day history one request may ask for.
+const MAX_DAYS: u32 = 366;
+/// Images listed as most accessed, and as most used in try-ons.
+const TOP_IMAGES: i64 = 10;
+
+pub struct StatsApi {
+    pub state: AppState,
+}
+
+/// Usage statistics over live (not deleted) images.
+#[derive(Debug, Clone, Object)]
+pub struct StatsView {
+    /// `owner` or `global`.
+    pub scope: String,
+    /// The owner the figures are about, when scoped.
+    pub owner_id: Option<Uuid>,
+    pub total_files: i64,
+    pub total_bytes: i64,
+    pub by_type: Vec<TypeStats>,
+    /// Uploads per UTC day over the requested window, oldest first; days without uploads
+    /// are left out.
+    pub by_day: Vec<DayStats>,
+    pub processing: ProcessingStats,
+    /// Most accessed images, most first.
+    pub top_accessed: Vec<TopImageView>,
+    /// Images most used as sources of AI results (a vendor's clothing in try-ons), most
+    /// first; deleted results still count.
+    pub try_ons: Vec<TryOnView>,
+    pub signed_urls: SignedUrlStats,
+}
+
+/// Signed URLs of the scope's images.
+#[derive(Debug, Clone, Object)]
+pub struct SignedUrlStats {
+    /// Distinct URLs issued (the same URL issued again within its expiry window counts once).
+    pub issued: i64,
+    /// Issued and not expired yet.
+    pub active: i64,
+    /// Files served through them.
+    pub uses: i64,
+    /// URLs flagged as possible abuse (used too often or from too many addresses).
+    pub flagged: i64,
+    /// The latest flagged URLs, latest first.
+    pub recently_flagged: Vec<FlaggedUrlView>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct FlaggedUrlView {
+    pub image_id: Uuid,
+    pub variant: String,
+    /// `view` or `download`.
+    pub access_type: String,
+    pub use_count: i64,
+    /// Distinct client addresses seen (counting stops a little past the limit).
+    pub distinct_addresses: i32,
+    pub expires_at: DateTime<Utc>,
+    pub flagged_at: DateTime<Utc>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct TryOnView {
+    pub image_id: Uuid,
+    pub file_name: String,
+    /// Results made from this image.
+    pub results: i64,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct TypeStats {
+    pub image_type: String,
+    pub files: i64,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct DayStats {
+    pub day: NaiveDate,
+    pub files: i64,
+    pub bytes: i64,
+}
+
+/// Images waiting for, or failed in, the workers' processing.
+#[derive(Debug, Clone, Object)]
+pub struct ProcessingStats {
+    pub thumbnails_pending: i64,
+    pub thumbnails_failed: i64,
+    pub checksums_pending: i64,
+    /// Originals whose bytes no longer match their upload checksum.
+    pub checksums_corrupt: i64,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct TopImageView {
+    pub id: Uuid,
+    pub file_name: String,
+    pub image_type: String,
+    pub access_count: i64,
+    pub last_accessed: Option<DateTime<Utc>>,
+}
+
+#[OpenApi(tag = "crate::images::ApiTags::Images")]
+impl StatsApi {
+    /// Storage statistics: counts and bytes per image type and per day of upload,
+    /// processing backlog and failures, most accessed images, try-on counts, signed URL
+    /// usage and URLs flagged as possible abuse.
+    ///
+    /// Users and vendors see their own images. Admins see everything, or one owner's
+    /// images with `owner_id`. `days` (default 30, at most 366) sets the per-day window.
+    #[oai(path = "/storage/stats", method = "get")]
+    async fn stats(
+        &self,
+        auth: BearerAuth,
+        owner_id: Query<Option<Uuid>>,
+        #[oai(default = "default_days")] days: Query<u32>,
+    ) -> Result<Json<StatsView>, ApiError> {
+        let scope = match (auth.0.role, owner_id.0) {
+            (Role::Admin, Some(owner)) => Scope::Owner(owner),
+            (Role::Admin, None) => Scope::Global,
+            (Role::User | Role::Vendor, None) => Scope::Owner(auth.0.sub),
+            (Role::User | Role::Vendor, Some(owner)) if owner == auth.0.sub => Scope::Owner(owner),
+            (Role::User | Role::Vendor, Some(_)) => {
+                return Err(ApiError::forbidden("only admins may see another owner's statistics"));
+            }
+            (Role::Service, _) => return Err(ApiError::forbidden("the service role has no statistics of its own")),
+        };
+        if days.0 == 0 || days.0 > MAX_DAYS {
+            return Err(ApiError::bad_request("invalid_field", format!("days must be between 1 and {MAX_DAYS}")));
+        }
+        let since = (Utc::now() - Duration::days(i64::from(days.0) - 1)).date_naive().and_time(Default::default());
+        let db = &self.state.db;
+        let owner = match scope {
+            Scope::Owner(owner) => Some(OwnerId(owner)),
+            Scope::Global => None,
+        };
+        let (by_type, by_day, processing, top, try_ons, urls, flagged) = tokio::try_join!(
+            stats::by_type(db, scope),
+            stats::by_day(db, scope, since.and_utc()),
+            stats::processing(db, scope),
+            stats::top_accessed(db, scope, TOP_IMAGES),
+            provenance::try_on_counts(db, owner, TOP_IMAGES),
+            stats::signed_url_totals(db, scope),
+            stats::flagged_urls(db, scope, TOP_IMAGES),
+        )?;
+        Ok(Json(StatsView {
+            scope: if scope == Scope::Global { "global" } else { "owner" }.to_owned(),
+            owner_id: owner.map(|o| o.0),
+            total_files: by_type.iter().map(|t| t.files).sum(),
+            total_bytes: by_type.iter().map(|t| t.bytes).sum(),
+            by_type: by_type
+                .into_iter()
+                .map(|t| TypeStats { image_type: t.image_type, files: t.files, bytes: t.bytes })
+                .collect(),
+            by_day: by_day.into_iter().map(|d| DayStats { day: d.day, files: d.files, bytes: d.bytes }).collect(),
+            processing: ProcessingStats {
+                thumbnails_pending: processing.thumbnails_pending,
+                thumbnails_failed: processing.thumbnails_failed,
+                checksums_pending: processing.checksums_pending,
+                checksums_corrupt: processing.checksums_corrupt,
+            },
+            top_accessed: top
+                .into_iter()
+                .map(|t| TopImageView {
+                    id: t.id,
+                    file_name: t.original_name,
+                    image_type: t.image_type,
+                    access_count: t.access_count,
+                    last_accessed: t.last_accessed,
+                })
+                .collect(),
+            try_ons: try_ons
+                .into_iter()
+                .map(|t| TryOnView { image_id: t.image_id, file_name: t.original_name, results: t.results })
+                .collect(),
+            signed_urls: SignedUrlStats {
+                issued: urls.issued,
+                active: urls.active,
+                uses: urls.uses,
+                flagged: urls.flagged,
+                recently_flagged: flagged
+                    .into_iter()
+                    .map(|f| FlaggedUrlView {
+                        image_id: f.image_id,
+                        variant: f.variant,
+                        access_type: f.access_type,
+                        use_count: f.use_count,
+                        distinct_addresses: f.distinct_ips,
+                        expires_at: f.expires_at,
+                        flagged_at: f.flagged_at,
+                        reason: f.flag_reason,
+                    })
+                    .collect(),
+            },
+        }))
+    }
+}
+
+fn default_days() -> u32 {
+    30
+}

@@ -1,0 +1,321 @@
+//! The `storage_access_logs` table and the access counters of `storage_files`, written in
+//! batches: one statement per table per batch, whatever the batch size.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// One logged request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRecord {
+    /// The image the request was about, when it names one.
+    pub image_id: Option<Uuid>,
+    /// The authenticated caller; none for signed and public serving.
+    pub actor_id: Option<Uuid>,
+    /// What was asked, e.g. `serve_file` (the API's access log lists the actions).
+    pub action: &'static str,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    /// The HTTP status answered; a denial is a 401, 403, 404, 410 or 429 here.
+    pub status: u16,
+    /// Body bytes sent (0 for HEAD and 304).
+    pub bytes_sent: u64,
+    pub at: DateTime<Utc>,
+    /// Whether the request read the image successfully, so that its `access_count` and
+    /// `last_accessed` follow.
+    pub counts_as_access: bool,
+    /// The signed URL a successful serve used, so that its usage follows.
+    pub signed_url: Option<SignedUrlUse>,
+}
+
+/// The fields of a signed URL that identify its `storage_signed_urls` row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SignedUrlUse {
+    pub image_id: Uuid,
+    pub variant: String,
+    /// `view` or `download`.
+    pub access_type: &'static str,
+    pub expires_at: DateTime<Utc>,
+    pub key_id: String,
+}
+
+/// When a signed URL counts as possibly abused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbuseLimits {
+    /// Flagged once used more often than this.
+    pub max_uses: i64,
+    /// Flagged once used from more distinct client addresses than this.
+    pub max_addresses: i32,
+}
+
+/// Writes `records` to `storage_access_logs`, adds their successful reads to
+/// `storage_files.access_count` / `last_accessed` and their signed URL uses to
+/// `storage_signed_urls`, flagging URLs beyond `limits`; on `conn` (run it in a transaction
+/// so a retried batch is never counted twice).
+pub async fn write_batch(conn: &mut PgConnection, records: &[AccessRecord], limits: AbuseLimits) -> sqlx::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut image_ids = Vec::with_capacity(records.len());
+    let mut actor_ids = Vec::with_capacity(records.len());
+    let mut actions = Vec::with_capacity(records.len());
+    let mut ips = Vec::with_capacity(records.len());
+    let mut user_agents = Vec::with_capacity(records.len());
+    let mut statuses = Vec::with_capacity(records.len());
+    let mut bytes = Vec::with_capacity(records.len());
+    let mut times = Vec::with_capacity(records.len());
+    for record in records {
+        image_ids.push(record.image_id);
+        actor_ids.push(record.actor_id);
+        actions.push(record.action.to_owned());
+        ips.push(record.ip.map(|ip| ip.to_string()));
+        user_agents.push(record.user_agent.clone());
+        statuses.push(i16::try_from(record.status).unwrap_or(i16::MAX));
+        bytes.push(i64::try_from(record.bytes_sent).unwrap_or(i64::MAX));
+        times.push(record.at);
+    }
+    sqlx::query!(
+        "INSERT INTO storage_access_logs
+             (image_id, actor_id, action, ip_address, user_agent, status, bytes_sent, created_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[]::inet[], $5::text[], $6::int2[],
+                              $7::int8[], $8::timestamptz[])",
+        &image_ids as &[Option<Uuid>],
+        &actor_ids as &[Option<Uuid>],
+        &actions,
+        &ips as &[Option<String>],
+        &user_agents as &[Option<String>],
+        &statuses,
+        &bytes,
+        &times,
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    count_image_accesses(conn, records).await?;
+    count_signed_url_uses(conn, records, limits).await
+}
+
+async fn count_image_accesses(conn: &mut PgConnection, records: &[AccessRecord]) -> sqlx::Result<()> {
+    let accesses = count_accesses(records);
+    if accesses.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(accesses.len());
+    let mut counts = Vec::with_capacity(accesses.len());
+    let mut lasts = Vec::with_capacity(accesses.len());
+    for (id, (count, last)) in accesses {
+        ids.push(id);
+        counts.push(count);
+        lasts.push(last);
+    }
+    // Ids are sorted (BTreeMap), so concurrent writers lock rows in the same order.
+    sqlx::query!(
+        "UPDATE storage_files f
+         SET access_count = f.access_count + u.n, last_accessed = GREATEST(f.last_accessed, u.at)
+         FROM UNNEST($1::uuid[], $2::int8[], $3::timestamptz[]) AS u(id, n, at)
+         WHERE f.id = u.id",
+        &ids,
+        &counts,
+        &lasts,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Per signed URL used in the batch: how often, the latest use, the client addresses.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct UrlUsage {
+    uses: i64,
+    last: Option<DateTime<Utc>>,
+    addresses: BTreeSet<IpAddr>,
+}
+
+fn count_url_uses(records: &[AccessRecord]) -> BTreeMap<&SignedUrlUse, UrlUsage> {
+    let mut usage: BTreeMap<&SignedUrlUse, UrlUsage> = BTreeMap::new();
+    for record in records {
+        let Some(url) = &record.signed_url else { continue };
+        let entry = usage.entry(url).or_default();
+        entry.uses += 1;
+        entry.last = entry.last.max(Some(record.at));
+        entry.addresses.extend(record.ip);
+    }
+    usage
+}
+
+async fn count_signed_url_uses(
+    conn: &mut PgConnection,
+    records: &[AccessRecord],
+    limits: AbuseLimits,
+) -> sqlx::Result<()> {
+    let usage = count_url_uses(records);
+    if usage.is_empty() {
+        return Ok(());
+    }
+    let mut grants = GrantColumns::default();
+    let mut uses = Vec::new();
+    let mut lasts = Vec::new();
+    let mut address_grants = GrantColumns::default();
+    let mut addresses = Vec::new();
+    for (url, counted) in &usage {
+        grants.push(url);
+        uses.push(counted.uses);
+        lasts.push(counted.last.unwrap_or_else(Utc::now));
+        for address in &counted.addresses {
+            address_grants.push(url);
+            addresses.push(address.to_string());
+        }
+    }
+    let touched = sqlx::query_scalar!(
+        "UPDATE storage_signed_urls s SET use_count = s.use_count + u.n, last_used = GREATEST(s.last_used, u.at)
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::int8[],
+                     $7::timestamptz[]) AS u(image_id, variant, access_type, expires_at, key_id, n, at)
+         WHERE (s.image_id, s.variant, s.access_type, s.expires_at, s.key_id)
+             = (u.image_id, u.variant, u.access_type, u.expires_at, u.key_id)
+         RETURNING s.id",
+        &grants.image_ids,
+        &grants.variants,
+        &grants.access_types,
+        &grants.expiries,
+        &grants.key_ids,
+        &uses,
+        &lasts,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    // Addresses are kept up to one past the limit: enough to flag, bounded for URLs that
+    // are shared widely.
+    sqlx::query!(
+        "WITH pairs AS (
+             SELECT s.id, u.address::inet AS address
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
+                  AS u(image_id, variant, access_type, expires_at, key_id, address)
+             JOIN storage_signed_urls s
+               ON (s.image_id, s.variant, s.access_type, s.expires_at, s.key_id)
+                = (u.image_id, u.variant, u.access_type, u.expires_at, u.key_id)
+             WHERE s.distinct_ips <= $7
+         ), added AS (
+             INSERT INTO storage_signed_url_ips (url_id, ip_address) SELECT id, address FROM pairs
+             ON CONFLICT DO NOTHING RETURNING url_id
+         )
+         UPDATE storage_signed_urls s SET distinct_ips = s.distinct_ips + a.n
+         FROM (SELECT url_id, count(*)::int4 AS n FROM added GROUP BY url_id) a WHERE s.id = a.url_id",
+        &address_grants.image_ids,
+        &address_grants.variants,
+        &address_grants.access_types,
+        &address_grants.expiries,
+        &address_grants.key_ids,
+        &addresses,
+        limits.max_addresses,
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE storage_signed_urls SET flagged_at = now(),
+             flag_reason = CASE WHEN use_count > $2 THEN format('used %s times (limit %s)', use_count, $2)
+                                ELSE format('used from %s addresses (limit %s)', distinct_ips, $3) END
+         WHERE id = ANY($1) AND flagged_at IS NULL AND (use_count > $2 OR distinct_ips > $3)",
+        &touched,
+        limits.max_uses,
+        limits.max_addresses,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The identifying fields of signed URLs, column by column, for `UNNEST`.
+#[derive(Default)]
+struct GrantColumns {
+    image_ids: Vec<Uuid>,
+    variants: Vec<String>,
+    access_types: Vec<String>,
+    expiries: Vec<DateTime<Utc>>,
+    key_ids: Vec<String>,
+}
+
+impl GrantColumns {
+    fn push(&mut self, url: &SignedUrlUse) {
+        self.image_ids.push(url.image_id);
+        self.variants.push(url.variant.clone());
+        self.access_types.push(url.access_type.to_owned());
+        self.expiries.push(url.expires_at);
+        self.key_ids.push(url.key_id.clone());
+    }
+}
+
+/// Successful reads per image: how many, and the latest.
+fn count_accesses(records: &[AccessRecord]) -> BTreeMap<Uuid, (i64, DateTime<Utc>)> {
+    let mut accesses = BTreeMap::new();
+    for record in records.iter().filter(|r| r.counts_as_access) {
+        let Some(id) = record.image_id else { continue };
+        let entry = accesses.entry(id).or_insert((0, record.at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(record.at);
+    }
+    accesses
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn record(image: u128, at: i64, counts: bool) -> AccessRecord {
+        AccessRecord {
+            image_id: Some(Uuid::from_u128(image)),
+            actor_id: None,
+            action: "serve_file",
+            ip: None,
+            user_agent: None,
+            status: if counts { 200 } else { 403 },
+            bytes_sent: 0,
+            at: Utc.timestamp_opt(at, 0).unwrap(),
+            counts_as_access: counts,
+            signed_url: None,
+        }
+    }
+
+    #[test]
+    fn signed_url_uses_are_counted_per_url_with_distinct_addresses() {
+        let url = |variant: &str| SignedUrlUse {
+            image_id: Uuid::from_u128(1),
+            variant: variant.to_owned(),
+            access_type: "view",
+            expires_at: Utc.timestamp_opt(1_000, 0).unwrap(),
+            key_id: "k1".to_owned(),
+        };
+        let serve = |variant: &str, ip: [u8; 4], at: i64| AccessRecord {
+            ip: Some(IpAddr::from(ip)),
+            signed_url: Some(url(variant)),
+            ..record(1, at, true)
+        };
+        let records =
+            [serve("small", [10, 0, 0, 1], 5), serve("small", [10, 0, 0, 2], 9), serve("small", [10, 0, 0, 1], 7)];
+        let records = [&records[..], &[serve("large", [10, 0, 0, 3], 1), record(1, 3, true)]].concat();
+        let usage = count_url_uses(&records);
+        assert_eq!(usage.len(), 2);
+        let small = &usage[&url("small")];
+        assert_eq!((small.uses, small.last), (3, Some(Utc.timestamp_opt(9, 0).unwrap())));
+        assert_eq!(small.addresses.len(), 2);
+        assert_eq!(usage[&url("large")].uses, 1);
+    }
+
+    #[test]
+    fn successful_reads_are_counted_per_image_with_the_latest_time() {
+        let records = [record(1, 10, true), record(2, 5, true), record(1, 30, true), record(1, 20, true)];
+        let counted = count_accesses(&records);
+        assert_eq!(counted.len(), 2);
+        assert_eq!(counted[&Uuid::from_u128(1)], (3, Utc.timestamp_opt(30, 0).unwrap()));
+        assert_eq!(counted[&Uuid::from_u128(2)], (1, Utc.timestamp_opt(5, 0).unwrap()));
+    }
+
+    #[test]
+    fn denials_do_not_count_as_accesses() {
+        assert!(count_accesses(&[record(1, 10, false)]).is_empty());
+    }
+}

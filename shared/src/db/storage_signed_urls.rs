@@ -1,0 +1,58 @@
+//! The `storage_signed_urls` table: one row per distinct signed URL issued.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::images::ImageId;
+use crate::signing::Grant;
+
+/// Records an issued URL. Expiries are rounded to a window, so the same URL is often issued
+/// again: it keeps the row of its first issue (and first requester). True if this issue
+/// made a new row.
+pub async fn record(
+    db: impl PgExecutor<'_>,
+    grant: &Grant<'_>,
+    key_id: &str,
+    requested_by: Uuid,
+) -> sqlx::Result<bool> {
+    let expires_at = DateTime::<Utc>::from_timestamp(grant.expires, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let done = sqlx::query!(
+        "INSERT INTO storage_signed_urls (id, image_id, variant, access_type, key_id, expires_at, requested_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (image_id, variant, access_type, expires_at, key_id) DO NOTHING",
+        Uuid::now_v7(),
+        grant.image_id as ImageId,
+        grant.variant.as_str(),
+        grant.access.as_str(),
+        key_id,
+        expires_at,
+        requested_by,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// An issued URL as recorded (for operators and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedUrl {
+    pub image_id: ImageId,
+    pub variant: String,
+    pub access_type: String,
+    pub key_id: String,
+    pub expires_at: DateTime<Utc>,
+    pub requested_by: Uuid,
+}
+
+/// The URLs issued for an image, oldest first.
+pub async fn list_for_image(db: impl PgExecutor<'_>, image_id: ImageId) -> sqlx::Result<Vec<IssuedUrl>> {
+    sqlx::query_as!(
+        IssuedUrl,
+        r#"SELECT image_id AS "image_id: ImageId", variant, access_type, key_id, expires_at, requested_by
+           FROM storage_signed_urls WHERE image_id = $1 ORDER BY created_at, id"#,
+        image_id as _,
+    )
+    .fetch_all(db)
+    .await
+}
