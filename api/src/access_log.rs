@@ -14,13 +14,14 @@ mod writer;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http_body_util::combinators::BoxBody;
-use poem::http::header::{AUTHORIZATION, CONTENT_LENGTH, USER_AGENT};
+use poem::http::header::{CONTENT_LENGTH, USER_AGENT};
 use poem::http::{Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use shared::auth::TokenKeys;
 use shared::db::access_logs::{AccessRecord, SignedUrlUse};
 use shared::signing;
 
+use crate::auth::bearer_token;
 use crate::rate_limit;
 use crate::serving::SIGNED_PREFIX;
 
@@ -65,11 +66,12 @@ pub struct AccessLogEndpoint<E> {
 impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
     type Output = Response;
 
-    async fn call(&self, request: Request) -> poem::Result<Response> {
+    async fn call(&self, mut request: Request) -> poem::Result<Response> {
         let Some(classified) = classify(request.method(), request.uri().path(), &self.public_path) else {
             return self.inner.call(request).await.map(IntoResponse::into_response);
         };
-        let actor_id = bearer_token(&request).and_then(|token| self.keys.verify(token).ok()).map(|claims| claims.sub);
+        let claims = bearer_token(&request).and_then(|token| self.keys.verify(token).ok());
+        let actor_id = claims.as_ref().map(|claims| claims.sub);
         let peer = request.remote_addr().as_socket_addr().map(|addr| addr.ip().to_canonical());
         let ip = rate_limit::client_ip(request.headers(), peer, self.trust_forwarded_for);
         let user_agent = request.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).map(truncate_user_agent);
@@ -81,6 +83,10 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
 
         // Outside the error renderer every error is already a response; should one still
         // arrive, it is rendered here so that its status is logged.
+        if let Some(claims) = claims {
+            // Verified once here: the rate limiter takes the caller from the extensions.
+            request.extensions_mut().insert(claims);
+        }
         let mut response = match self.inner.call(request).await {
             Ok(output) => output.into_response(),
             Err(error) => error.into_response(),
@@ -116,12 +122,6 @@ fn signed_url_use(segment: &str) -> Option<SignedUrlUse> {
         expires_at: DateTime::from_timestamp(grant.expires, 0)?,
         key_id: claimed.key_id.to_owned(),
     })
-}
-
-fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn truncate_user_agent(agent: &str) -> String {

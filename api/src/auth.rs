@@ -17,3 +17,11 @@ async fn verify(request: &Request, bearer: Bearer) -> poem::Result<Claims> {
     let keys = request.data::<TokenKeys>().expect("TokenKeys is installed with the routes");
     keys.verify(&bearer.token).map_err(|_| ApiError::unauthorized().into())
 }
+
+/// The token of an `Authorization: Bearer` header, for middleware that runs before the
+/// handlers' own check.
+pub fn bearer_token(request: &Request) -> Option<&str> {
+    let value = request.headers().get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}

@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::http::header::{AUTHORIZATION, HeaderName};
+use poem::http::header::HeaderName;
 use poem::http::{HeaderMap, HeaderValue, Method};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use secrecy::ExposeSecret;
@@ -29,6 +29,7 @@ use shared::auth::{Claims, TokenKeys};
 use shared::config::{Config, RateLimitConfig, RouteLimit};
 use uuid::Uuid;
 
+use crate::auth::bearer_token;
 use crate::error::ApiError;
 use gcra::{Decision, Limit};
 use local::LocalLimiter;
@@ -209,12 +210,6 @@ fn connect_redis(settings: &RateLimitConfig) -> Option<RedisLimiter> {
     }
 }
 
-fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 /// The client's IP: the `peer` address, or with `trust_forwarded_for` the last address of
 /// the last `X-Forwarded-For` header, the one the proxy in front of the API appended
 /// (earlier entries come from the client and prove nothing).
@@ -313,6 +308,8 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
 
 #[cfg(test)]
 mod tests {
+    use poem::http::header::AUTHORIZATION;
+
     use super::*;
 
     fn config() -> Config {
