@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod provenance;
 pub mod search;
 pub mod stats;
+pub mod storage_backups;
 pub mod storage_files;
 pub mod storage_quotas;
 pub mod storage_signed_urls;

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::backup::BackupId;
 use crate::images::ImageId;
 
 /// A payload with its name and schema version.
@@ -60,6 +61,29 @@ pub struct ImageDeleted {
 
 impl Event for ImageDeleted {
     const TYPE: &'static str = "image.deleted";
+    const VERSION: u16 = 1;
+}
+
+/// A backup was requested (its `storage_backups` row is pending): plan it into batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRequested {
+    pub backup_id: BackupId,
+}
+
+impl Event for BackupRequested {
+    const TYPE: &'static str = "backup.requested";
+    const VERSION: u16 = 1;
+}
+
+/// One batch of a planned backup is due: archive, verify and record its images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupBatch {
+    pub backup_id: BackupId,
+    pub batch: i32,
+}
+
+impl Event for BackupBatch {
+    const TYPE: &'static str = "backup.batch";
     const VERSION: u16 = 1;
 }
 

@@ -3,6 +3,7 @@
 //! storage layout, imaging, signing and identity.
 
 pub mod auth;
+pub mod backup;
 pub mod broker;
 pub mod config;
 pub mod db;

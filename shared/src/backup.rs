@@ -1,0 +1,115 @@
+//! Backups of originals: ids and states, where archives live in `storage.backupPath`, the
+//! archive format ([`archive`]) and the manifest that lets a restore rebuild files and rows
+//! on an empty machine ([`manifest`]).
+//!
+//! ```text
+//! {backupPath}/{YYYY-MM-DD}/{backup_id}/manifest.jsonl
+//! {backupPath}/{YYYY-MM-DD}/{backup_id}/images/{type}/{owner}/images/{image_id}.{ext}.zst
+//! ```
+//!
+//! A folder per backup inside the day keeps two backups of one day (a scheduled one and a
+//! manual one, or a retention carry-over) from sharing files, so removing one never touches
+//! the other's archives. Thumbnails are not backed up: they are regenerated after a restore.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::storage::StorageKey;
+
+// pub mod archive;
+// pub mod manifest;
+
+/// Name of the manifest inside a backup's folder.
+pub const MANIFEST_FILE: &str = "manifest.jsonl";
+/// Suffix of every archive: the original's stored name plus `.zst`.
+pub const ARCHIVE_SUFFIX: &str = ".zst";
+
+/// Id of one backup run (UUID v7, so ids sort by request time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct BackupId(pub Uuid);
+
+impl BackupId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for BackupId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a backup runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum BackupTrigger {
+    /// The scheduler's daily (`backupPolicy.frequency`) job.
+    Scheduled,
+    /// `POST /storage/backup` or the operator command.
+    Manual,
+    /// Images carried into a new backup before an expiring one that holds their last copy is
+    /// removed.
+    Retention,
+}
+
+/// Where a backup run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum BackupStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+/// The folder of one backup, relative to `storage.backupPath`.
+pub fn backup_dir(date: NaiveDate, id: BackupId) -> PathBuf {
+    PathBuf::from(date.format("%Y-%m-%d").to_string()).join(id.to_string())
+}
+
+/// Where the archive of an original lives, relative to `storage.backupPath`: the storage
+/// layout inside the backup's folder, with `.zst` appended.
+pub fn archive_path(backup_dir: &std::path::Path, original: &StorageKey) -> PathBuf {
+    let mut name = original.relative_path().into_os_string();
+    name.push(ARCHIVE_SUFFIX);
+    backup_dir.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
+    use crate::imaging::ImageFormat;
+
+    #[test]
+    fn archives_keep_the_storage_layout_inside_the_backup_folder() {
+        let id = BackupId(Uuid::nil());
+        let dir = backup_dir(NaiveDate::from_ymd_opt(2026, 3, 4).unwrap(), id);
+        let key = StorageKey::Original {
+            image_type: ImageType::Cloth,
+            owner: Owner { id: OwnerId(Uuid::nil()), kind: OwnerType::Vendor },
+            image_id: ImageId(Uuid::nil()),
+            format: ImageFormat::Png,
+        };
+        let nil = Uuid::nil();
+        assert_eq!(
+            archive_path(&dir, &key),
+            PathBuf::from(format!("2026-03-04/{nil}/images/cloth/{nil}/images/{nil}.png.zst"))
+        );
+    }
+}
