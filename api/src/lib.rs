@@ -4,6 +4,7 @@
 pub mod access;
 pub mod access_log;
 pub mod auth;
+pub mod backups;
 pub mod error;
 pub mod images;
 pub mod rate_limit;
@@ -51,11 +52,14 @@ impl AppState {
 }
 
 /// The OpenAPI description of every endpoint.
-pub fn openapi(state: AppState) -> OpenApiService<(images::ImagesApi, access::AccessApi, stats::StatsApi), ()> {
+pub fn openapi(
+    state: AppState,
+) -> OpenApiService<(images::ImagesApi, access::AccessApi, stats::StatsApi, backups::BackupsApi), ()> {
     let apis = (
         images::ImagesApi { state: state.clone() },
         access::AccessApi { state: state.clone() },
-        stats::StatsApi { state },
+        stats::StatsApi { state: state.clone() },
+        backups::BackupsApi { state },
     );
     OpenApiService::new(apis, "Stayler Storage", env!("CARGO_PKG_VERSION"))
 }

@@ -20,8 +20,11 @@ use uuid::Uuid;
 
 use crate::storage::StorageKey;
 
-// pub mod archive;
-// pub mod manifest;
+pub mod archive;
+mod batch;
+pub mod manifest;
+
+pub use batch::{BackupError, BatchReport, finish_if_done, run_batch};
 
 /// Name of the manifest inside a backup's folder.
 pub const MANIFEST_FILE: &str = "manifest.jsonl";

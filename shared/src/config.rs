@@ -115,8 +115,11 @@ pub struct RetentionPolicy {
 pub struct BackupPolicy {
     pub enabled: bool,
     pub frequency: String,
-    /// zstd level used for backup archives.
+    /// zstd level used for backup archives whose bytes compress (see the README on what
+    /// compression buys on photos).
     pub compression_level: i32,
+    /// Images per batch job: a large backup is shared by the workers in batches this big.
+    pub batch_size: u32,
 }
 
 /// The `server:` section.
@@ -440,7 +443,7 @@ impl Default for RetentionPolicy {
 
 impl Default for BackupPolicy {
     fn default() -> Self {
-        Self { enabled: true, frequency: "daily".to_owned(), compression_level: 6 }
+        Self { enabled: true, frequency: "daily".to_owned(), compression_level: 6, batch_size: 500 }
     }
 }
 
@@ -550,6 +553,13 @@ impl Config {
             if size.width == 0 || size.height == 0 {
                 return bad("storage.thumbnailSizes", &format!("`{name}` has a zero side"));
             }
+        }
+        let level = self.storage.backup_policy.compression_level;
+        if !zstd::compression_level_range().contains(&level) {
+            return bad("storage.backupPolicy.compressionLevel", &format!("{level} is not a zstd level"));
+        }
+        if self.storage.backup_policy.batch_size == 0 {
+            return bad("storage.backupPolicy.batchSize", "must be at least 1");
         }
         if self.rabbitmq.max_attempts == 0 {
             return bad("rabbitmq.maxAttempts", "must be at least 1");

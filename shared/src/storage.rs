@@ -18,6 +18,9 @@ use uuid::Uuid;
 use crate::images::{ImageId, ImageType, Owner, OwnerType};
 use crate::imaging::ImageFormat;
 
+mod backup_tree;
+pub use backup_tree::{BackupTree, StagedArchive, disk_space};
+
 /// Folder under the root holding uploads and thumbnails still being written.
 const STAGING_DIR: &str = ".staging";
 /// Bytes of a stream gathered (by reference, not copied) before they are written to a
@@ -129,6 +132,12 @@ impl Storage {
         File::open(self.root.join(key.relative_path())).await
     }
 
+    /// Opens an object for reading on a blocking thread (backups stream it into an archive
+    /// there).
+    pub fn open_read_blocking(&self, key: &StorageKey) -> io::Result<std::fs::File> {
+        std::fs::File::open(self.root.join(key.relative_path()))
+    }
+
     /// Reads a whole object, refusing one larger than `limit` bytes (only for files that
     /// must be decoded, which the upload limit already bounds).
     pub async fn read(&self, key: &StorageKey, limit: u64) -> io::Result<Vec<u8>> {
@@ -225,6 +234,12 @@ impl StagedFile {
         written?;
         self.len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// The file for writing on a blocking thread (a restore decompresses straight into it).
+    /// Bytes written this way are not counted by [`StagedFile::len`].
+    pub fn file_mut(&mut self) -> &mut std::fs::File {
+        self.file.as_mut().expect("not committed")
     }
 
     /// Bytes written so far.

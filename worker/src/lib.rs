@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use shared::broker::{JobQueue, Publisher, Topology};
 use shared::config::Config;
-use shared::storage::Storage;
+use shared::storage::{BackupTree, Storage};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{Consumer, Handler};
 
+pub mod backups;
 pub mod checksums;
 pub mod consumer;
 pub mod deletions;
@@ -25,6 +26,8 @@ pub mod thumbnails;
 pub struct Context {
     pub db: PgPool,
     pub storage: Storage,
+    /// The tree under `storage.backupPath`.
+    pub backups: BackupTree,
     pub config: Arc<Config>,
 }
 
@@ -35,11 +38,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let config = Arc::new(config);
     let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL")?;
     let storage = Storage::open(&config.storage.base_path).await.context("opening storage.basePath")?;
+    let backups = BackupTree::open(&config.storage.backup_path).context("opening storage.backupPath")?;
     let topology = Topology::new(&config.rabbitmq);
     if !topology.declare_when_ready(&config.rabbitmq, &shutdown).await.context("declaring the RabbitMQ topology")? {
         return Ok(());
     }
-    let context = Context { db: db.clone(), storage, config: Arc::clone(&config) };
+    let context = Context { db: db.clone(), storage, backups, config: Arc::clone(&config) };
     let publisher = Publisher::new(&config.rabbitmq, "stayler-worker publisher");
     let permits = Arc::new(Semaphore::new(consumer::concurrency(&config.worker)));
     let mut consumers = JoinSet::new();
@@ -77,5 +81,6 @@ fn handler(queue: JobQueue, context: &Context) -> Arc<dyn Handler> {
         JobQueue::Thumbnails => Arc::new(thumbnails::Thumbnails::new(context.clone())),
         JobQueue::Checksums => Arc::new(checksums::Checksums::new(context.clone())),
         JobQueue::Deletions => Arc::new(deletions::Deletions::new(context.clone())),
+        JobQueue::Backups => Arc::new(backups::Backups::new(context.clone())),
     }
 }

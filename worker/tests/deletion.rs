@@ -89,7 +89,13 @@ fn deletion_job(id: &str) -> Job {
 }
 
 fn handler(app: &TestApp) -> Deletions {
-    Deletions::new(Context { db: app.pool.clone(), storage: app.storage.clone(), config: Arc::clone(&app.config) })
+    let backups = shared::storage::BackupTree::open(&app.config.storage.backup_path).unwrap();
+    Deletions::new(Context {
+        db: app.pool.clone(),
+        storage: app.storage.clone(),
+        backups,
+        config: Arc::clone(&app.config),
+    })
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

@@ -1,0 +1,205 @@
+//! Backups for operators (admins only): `POST /storage/backup` requests one,
+//! `GET /storage/backups` and `GET /storage/backups/:id` show status and progress. The work
+//! itself is done by the workers (`stayler.backups`).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use shared::auth::{Claims, Role};
+use shared::backup::{BackupId, BackupStatus};
+use shared::db::storage_backups::{self, Backup, Progress};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::BearerAuth;
+use crate::error::ApiError;
+
+const MAX_PAGE_SIZE: u32 = 100;
+
+pub struct BackupsApi {
+    pub state: AppState,
+}
+
+/// One backup run.
+#[derive(Debug, Clone, Object)]
+pub struct BackupView {
+    pub id: Uuid,
+    /// `pending` (waiting for a worker to plan it), `running`, `completed`, or `failed`
+    /// (some images could not be backed up: see `error`; the others were).
+    pub status: String,
+    /// `scheduled`, `manual` or `retention` (images carried forward before an old backup is
+    /// removed).
+    pub trigger: String,
+    /// UTC day of the backup's folder, `{backupPath}/{date}/{id}/`.
+    pub backup_date: NaiveDate,
+    /// The backup's folder, relative to `storage.backupPath`.
+    pub path: String,
+    pub compression_level: i32,
+    pub progress: ProgressView,
+    /// Images archived (once finished; planned while running).
+    pub file_count: i64,
+    pub failed_count: i64,
+    /// Bytes of the originals archived, and of their archives.
+    pub total_bytes: i64,
+    pub compressed_bytes: i64,
+    /// `compressed_bytes / total_bytes`: what compression bought (1.0 = nothing).
+    pub compression_ratio: Option<f64>,
+    /// Images whose bytes did not compress, stored in raw zstd blocks at copy speed.
+    pub stored_raw_count: i64,
+    /// Time spent archiving and verifying, summed over batches, in milliseconds.
+    pub work_ms: i64,
+    /// Wall-clock time from start to finish, in milliseconds.
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+    /// Relative to `storage.backupPath`; set once finished.
+    pub manifest_path: Option<String>,
+    /// The last integrity check of the archives: when and whether all were intact.
+    pub verified_at: Option<DateTime<Utc>>,
+    pub verify_status: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Set once retention removed the backup's files.
+    pub removed_at: Option<DateTime<Utc>>,
+}
+
+/// Where a backup is, in images and batches.
+#[derive(Debug, Clone, Object)]
+pub struct ProgressView {
+    pub batches: i32,
+    pub batches_done: i32,
+    pub images_pending: i64,
+    pub images_done: i64,
+    pub images_failed: i64,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct BackupPage {
+    pub total: i64,
+    pub page: u32,
+    pub page_size: u32,
+    pub items: Vec<BackupView>,
+}
+
+#[derive(ApiResponse)]
+pub enum Accepted {
+    /// The backup is queued; follow it at `GET /storage/backups/{id}`.
+    #[oai(status = 202)]
+    Accepted(Json<BackupView>),
+}
+
+fn view(backup: Backup, progress: Progress) -> BackupView {
+    let duration_ms = match (backup.started_at, backup.completed_at) {
+        (Some(start), Some(end)) => Some((end - start).num_milliseconds()),
+        _ => None,
+    };
+    let finished = matches!(backup.status, BackupStatus::Completed | BackupStatus::Failed);
+    BackupView {
+        id: backup.id.0,
+        status: enum_text(&backup.status),
+        trigger: enum_text(&backup.trigger),
+        backup_date: backup.backup_date,
+        path: backup.backup_path,
+        compression_level: backup.compression_level,
+        progress: ProgressView {
+            batches: backup.batch_count,
+            batches_done: backup.batches_done,
+            images_pending: progress.pending,
+            images_done: progress.done,
+            images_failed: progress.failed,
+        },
+        file_count: backup.file_count,
+        failed_count: if finished { backup.failed_count } else { progress.failed },
+        total_bytes: backup.total_bytes,
+        compressed_bytes: backup.compressed_bytes,
+        compression_ratio: (finished && backup.total_bytes > 0)
+            .then(|| backup.compressed_bytes as f64 / backup.total_bytes as f64),
+        stored_raw_count: backup.stored_raw_count,
+        work_ms: backup.work_ms,
+        duration_ms,
+        error: backup.error,
+        manifest_path: backup.manifest_path,
+        verified_at: backup.verified_at,
+        verify_status: backup.verify_status,
+        created_at: backup.created_at,
+        started_at: backup.started_at,
+        completed_at: backup.completed_at,
+        removed_at: backup.removed_at,
+    }
+}
+
+/// The lower-case name serde gives an enum value.
+fn enum_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn require_admin(claims: &Claims) -> Result<(), ApiError> {
+    if claims.role == Role::Admin { Ok(()) } else { Err(ApiError::forbidden("backups are for admins")) }
+}
+
+#[OpenApi]
+impl BackupsApi {
+    /// Requests a backup of every image not backed up yet (admins only). Answers at once
+    /// with the queued backup; workers plan it into batches and archive them.
+    #[oai(path = "/storage/backup", method = "post")]
+    async fn request_backup(&self, auth: BearerAuth) -> Result<Accepted, ApiError> {
+        require_admin(&auth.0)?;
+        let level = self.state.config.storage.backup_policy.compression_level;
+        let mut tx = self.state.db.begin().await?;
+        let id = storage_backups::request(
+            &mut tx,
+            shared::backup::BackupTrigger::Manual,
+            Some(auth.0.sub),
+            level,
+            Utc::now(),
+        )
+        .await?;
+        tx.commit().await?;
+        let backup = storage_backups::get(&self.state.db, id).await?.ok_or_else(|| ApiError::not_found("backup"))?;
+        tracing::info!(backup.id = %id, "backup {id} requested");
+        Ok(Accepted::Accepted(Json(view(backup, Progress::default()))))
+    }
+
+    /// Backups, newest first (admins only).
+    #[oai(path = "/storage/backups", method = "get")]
+    async fn list_backups(
+        &self,
+        auth: BearerAuth,
+        #[oai(default = "first_page")] page: Query<u32>,
+        #[oai(default = "default_page_size")] page_size: Query<u32>,
+    ) -> Result<Json<BackupPage>, ApiError> {
+        require_admin(&auth.0)?;
+        if page.0 == 0 || page_size.0 == 0 || page_size.0 > MAX_PAGE_SIZE {
+            let message = format!("page starts at 1; page_size is 1 to {MAX_PAGE_SIZE}");
+            return Err(ApiError::bad_request("invalid_field", message));
+        }
+        let mut conn = self.state.db.acquire().await?;
+        let offset = i64::from(page.0 - 1) * i64::from(page_size.0);
+        let (backups, total) = storage_backups::list(&mut conn, i64::from(page_size.0), offset).await?;
+        let mut items = Vec::with_capacity(backups.len());
+        for backup in backups {
+            let progress = storage_backups::progress(&mut *conn, backup.id).await?;
+            items.push(view(backup, progress));
+        }
+        Ok(Json(BackupPage { total, page: page.0, page_size: page_size.0, items }))
+    }
+
+    /// One backup with its progress (admins only).
+    #[oai(path = "/storage/backups/:id", method = "get")]
+    async fn get_backup(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<BackupView>, ApiError> {
+        require_admin(&auth.0)?;
+        let id = BackupId(id.0);
+        let backup = storage_backups::get(&self.state.db, id).await?.ok_or_else(|| ApiError::not_found("backup"))?;
+        let progress = storage_backups::progress(&self.state.db, id).await?;
+        Ok(Json(view(backup, progress)))
+    }
+}
+
+fn first_page() -> u32 {
+    1
+}
+
+fn default_page_size() -> u32 {
+    20
+}

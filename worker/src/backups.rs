@@ -1,0 +1,104 @@
+//! `stayler.backups`: plans a requested backup into batch jobs, and archives one batch per
+//! job (see `shared::backup`). Several workers share a large backup's batches.
+//!
+//! Idempotent: planning happens once per backup (a duplicate finds it running), a batch
+//! archives only its entries still pending, and archives are written atomically, so a
+//! redelivered or duplicated job converges on the same backup.
+
+use shared::backup::{self, BackupId};
+use shared::db::storage_backups;
+use shared::events::{BackupBatch, BackupRequested, Envelope, Event};
+
+use crate::Context;
+use crate::consumer::{Handler, Job, JobError};
+
+pub struct Backups {
+    context: Context,
+}
+
+impl Backups {
+    pub fn new(context: Context) -> Self {
+        Self { context }
+    }
+
+    async fn plan(&self, id: BackupId) -> Result<(), JobError> {
+        let db = &self.context.db;
+        let batch_size = i64::from(self.context.config.storage.backup_policy.batch_size);
+        let mut tx = db.begin().await.map_err(JobError::retry)?;
+        let planned = storage_backups::plan(&mut tx, id, batch_size).await.map_err(JobError::retry)?;
+        tx.commit().await.map_err(JobError::retry)?;
+        match planned {
+            None => tracing::info!(backup.id = %id, "backup {id} was planned before; duplicate job skipped"),
+            Some(batches) => {
+                tracing::info!(backup.id = %id, backup.batches = batches, "backup {id} planned");
+                // With nothing to archive there is no batch job to finish it.
+                if batches == 0 {
+                    backup::finish_if_done(db, &self.context.backups, id).await.map_err(JobError::retry)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn archive(&self, id: BackupId, batch: i32) -> Result<(), JobError> {
+        let context = &self.context;
+        let report = backup::run_batch(&context.db, &context.storage, &context.backups, id, batch)
+            .await
+            .map_err(JobError::retry)?;
+        tracing::info!(
+            backup.id = %id,
+            backup.batch = batch,
+            backup.archived = report.archived,
+            backup.failed = report.failed,
+            size_bytes = report.bytes,
+            compressed_bytes = report.compressed_bytes,
+            "backup batch done"
+        );
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for Backups {
+    async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        match job.event_type.as_str() {
+            BackupRequested::TYPE => self.plan(payload::<BackupRequested>(job)?.backup_id).await,
+            BackupBatch::TYPE => {
+                let BackupBatch { backup_id, batch } = payload(job)?;
+                self.archive(backup_id, batch).await
+            }
+            other => Err(JobError::Reject(format!("`{other}` is not a backup job"))),
+        }
+    }
+
+    /// A given-up job must not leave its backup running for ever: its batch's images are
+    /// recorded as failed (or the unplanned backup as failed), and the backup finishes.
+    async fn on_dead_letter(&self, job: &Job, reason: &str) {
+        let db = &self.context.db;
+        let result = match job.event_type.as_str() {
+            BackupRequested::TYPE => match payload::<BackupRequested>(job) {
+                Ok(request) => storage_backups::fail_unplanned(db, request.backup_id, reason).await.map_err(Into::into),
+                Err(_) => return,
+            },
+            BackupBatch::TYPE => match payload::<BackupBatch>(job) {
+                Ok(BackupBatch { backup_id, batch }) => {
+                    let failed = storage_backups::fail_batch(db, backup_id, batch, reason).await;
+                    match failed {
+                        Ok(_) => backup::finish_if_done(db, &self.context.backups, backup_id).await.map(drop),
+                        Err(error) => Err(error.into()),
+                    }
+                }
+                Err(_) => return,
+            },
+            _ => return,
+        };
+        if let Err(error) = result {
+            tracing::error!(error = %error, "could not record a given-up backup job");
+        }
+    }
+}
+
+fn payload<T: Event>(job: &Job) -> Result<T, JobError> {
+    let envelope: Envelope<T> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
+    Ok(envelope.payload)
+}

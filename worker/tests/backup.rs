@@ -1,0 +1,261 @@
+//! Backups through their real entry points: the admin API requests one, the outbox relay
+//! and RabbitMQ carry its jobs, two workers share its batches; and the library steps run
+//! directly to replay what crashes and duplicate deliveries do.
+
+use std::io::BufReader;
+use std::path::Path;
+use std::time::Duration;
+
+use api::test_support::{TestApp, images};
+use chrono::Utc;
+use reqwest::StatusCode;
+use serde_json::Value;
+use shared::auth::Role;
+use shared::backup::{self, BackupStatus, BackupTrigger, archive, manifest};
+use shared::db::storage_backups;
+use shared::storage::BackupTree;
+use shared::test_support::eventually;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Worker {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Worker {
+    fn start(app: &TestApp) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker::run((*app.config).clone(), shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("worker task").expect("worker exits cleanly");
+    }
+}
+
+/// Uploads one image of every type and format the backup must handle; returns their ids.
+async fn upload_every_kind(app: &TestApp) -> Vec<String> {
+    let (user, user_token) = app.user();
+    let vendor = Uuid::now_v7();
+    let vendor_token = app.token(Role::Vendor, vendor);
+    let service = app.token(Role::Service, Uuid::now_v7());
+    let (user, vendor) = (user.to_string(), vendor.to_string());
+    let uploads = [
+        (&user_token, "user", "me.jpg", images::jpeg(64, 48), vec![]),
+        (&user_token, "user", "me.png", images::png(40, 30), vec![]),
+        (&vendor_token, "cloth", "dress.png", images::png(50, 70), vec![("tags", "summer,red")]),
+        (&service, "result", "try-on.jpg", images::jpeg(30, 30), vec![("owner_id", user.as_str())]),
+        (
+            &service,
+            "result",
+            "lookbook.jpg",
+            images::jpeg(20, 30),
+            vec![("owner_id", &vendor), ("owner_type", "vendor")],
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (token, image_type, name, bytes, extra) in uploads {
+        let response = app.upload(token, image_type, name, bytes, &extra).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "uploading {name}");
+        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+async fn request_backup(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client.post(app.url("/storage/backup")).bearer_auth(token).send().await.unwrap()
+}
+
+async fn get_backup(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
+    app.client.get(app.url(&format!("/storage/backups/{id}"))).bearer_auth(token).send().await.unwrap()
+}
+
+async fn finished_backup(app: &TestApp, token: &str, id: &str) -> Value {
+    eventually(TIMEOUT, &format!("backup {id} finishes"), || async {
+        let status = get_backup(app, token, id).await.json::<Value>().await.unwrap()["status"].clone();
+        status == "completed" || status == "failed"
+    })
+    .await;
+    get_backup(app, token, id).await.json().await.unwrap()
+}
+
+fn read_manifest(tree: &BackupTree, path: &str) -> (manifest::Header, Vec<manifest::Entry>) {
+    let reader = manifest::Reader::new(tree.open_file(Path::new(path)).unwrap()).unwrap();
+    let header = reader.header.clone();
+    (header, reader.collect::<Result<_, _>>().unwrap())
+}
+
+/// Every entry's archive decompresses to exactly the stored original.
+fn assert_archives_match_originals(app: &TestApp, tree: &BackupTree, entries: &[manifest::Entry]) {
+    for entry in entries {
+        let original = std::fs::read(app.storage.root().join(&entry.file_path)).unwrap();
+        let mut restored = Vec::new();
+        let archive = BufReader::new(tree.open_file(&entry.archive_path).unwrap());
+        let (sha256, size) = archive::extract(archive, &mut restored).unwrap();
+        assert_eq!(restored, original, "archive of {}", entry.file_path);
+        assert_eq!((sha256.as_str(), size as i64), (entry.checksum.as_str(), entry.file_size));
+        if entry.format == shared::imaging::ImageFormat::Jpeg {
+            assert_eq!(entry.method, archive::Method::Raw, "JPEG is stored, not recompressed");
+        }
+    }
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_requested_backup_fans_out_to_two_workers_and_archives_every_image_verifiably(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, |config| config.storage.backup_policy.batch_size = 2).await;
+    let workers = [Worker::start(&app), Worker::start(&app)];
+    let ids = upload_every_kind(&app).await;
+    let admin = app.token(Role::Admin, Uuid::now_v7());
+    let (_, user) = app.user();
+
+    assert_eq!(request_backup(&app, &user).await.status(), StatusCode::FORBIDDEN);
+    let response = request_backup(&app, &admin).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["status"], "pending");
+    assert_eq!(accepted["trigger"], "manual");
+    let backup_id = accepted["id"].as_str().unwrap().to_owned();
+
+    let backup = finished_backup(&app, &admin, &backup_id).await;
+    assert_eq!(backup["status"], "completed", "{backup}");
+    assert_eq!(backup["file_count"], 5);
+    assert_eq!(backup["failed_count"], 0);
+    assert_eq!(backup["progress"]["batches"], 3, "five images in batches of two");
+    assert_eq!(backup["progress"]["batches_done"], 3);
+    // The three JPEGs are stored raw; the synthetic PNGs are flat colours, which compress.
+    assert_eq!(backup["stored_raw_count"], 3);
+    assert!(backup["compression_ratio"].as_f64().unwrap() < 1.0);
+    let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
+    let (header, entries) = read_manifest(&tree, backup["manifest_path"].as_str().unwrap());
+    assert_eq!(header.file_count, 5);
+    let mut listed: Vec<String> = entries.iter().map(|e| e.image_id.to_string()).collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_archives_match_originals(&app, &tree, &entries);
+    let dress = entries.iter().find(|e| e.original_name == "dress.png").unwrap();
+    assert_eq!(dress.tags, ["summer", "red"]);
+    let not_backed_up: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM storage_files WHERE NOT is_backed_up OR backup_path IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(not_backed_up, 0);
+
+    // Nothing new: the next backup completes with nothing in it, and says so.
+    let again: Value = request_backup(&app, &admin).await.json().await.unwrap();
+    let again = finished_backup(&app, &admin, again["id"].as_str().unwrap()).await;
+    assert_eq!((again["status"].as_str(), again["file_count"].as_i64()), (Some("completed"), Some(0)));
+    let (_, entries) = read_manifest(&tree, again["manifest_path"].as_str().unwrap());
+    assert!(entries.is_empty());
+
+    let list: Value =
+        app.client.get(app.url("/storage/backups")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["total"], 2);
+    assert_eq!(list["items"][1]["id"], backup_id.as_str(), "newest first");
+    assert_eq!(get_backup(&app, &admin, &Uuid::now_v7().to_string()).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get_backup(&app, &user, &backup_id).await.status(), StatusCode::FORBIDDEN);
+    for worker in workers {
+        worker.stop().await;
+    }
+    app.stop().await;
+}
+
+/// Plans a manual backup in one transaction, as the worker does.
+async fn planned_backup(app: &TestApp, batch_size: i64) -> shared::backup::BackupId {
+    let mut tx = app.pool.begin().await.unwrap();
+    let level = app.config.storage.backup_policy.compression_level;
+    let id = storage_backups::request(&mut tx, BackupTrigger::Manual, None, level, Utc::now()).await.unwrap();
+    assert!(storage_backups::plan(&mut tx, id, batch_size).await.unwrap().is_some());
+    tx.commit().await.unwrap();
+    id
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_batch_replayed_after_a_crash_or_delivered_twice_converges_on_the_same_backup(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    upload_every_kind(&app).await;
+    let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
+    let id = planned_backup(&app, 10).await;
+    let mut tx = app.pool.begin().await.unwrap();
+    assert_eq!(storage_backups::plan(&mut tx, id, 10).await.unwrap(), None, "a duplicate plan does nothing");
+    tx.commit().await.unwrap();
+
+    let first = backup::run_batch(&app.pool, &app.storage, &tree, id, 0).await.unwrap();
+    assert_eq!(first.archived, 5);
+    let again = backup::run_batch(&app.pool, &app.storage, &tree, id, 0).await.unwrap();
+    assert_eq!(again, backup::BatchReport::default(), "a duplicate batch finds nothing to do");
+    let done = storage_backups::get(&app.pool, id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.file_count), (BackupStatus::Completed, 5));
+    let (_, entries) = read_manifest(&tree, done.manifest_path.as_deref().unwrap());
+
+    // A worker killed after placing its archives but before recording them: the database
+    // still says pending. The redelivered batch writes them again and records them once.
+    let id = planned_backup(&app, 10).await; // nothing new to take…
+    assert_eq!(storage_backups::get(&app.pool, id).await.unwrap().unwrap().file_count, 0);
+    sqlx::query("UPDATE storage_files SET is_backed_up = false, backup_path = NULL").execute(&app.pool).await.unwrap();
+    let id = planned_backup(&app, 10).await; // …until the images look not backed up again
+    let (staged_leftover, _) = tree.stage().unwrap();
+    std::mem::forget(staged_leftover); // a crash leaves a staged file behind; it is never counted
+    backup::run_batch(&app.pool, &app.storage, &tree, id, 0).await.unwrap();
+    sqlx::query("UPDATE storage_backup_entries SET status = 'pending' WHERE backup_id = $1")
+        .bind(id.0)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE storage_backups SET status = 'running' WHERE id = $1")
+        .bind(id.0)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let replayed = backup::run_batch(&app.pool, &app.storage, &tree, id, 0).await.unwrap();
+    assert_eq!(replayed.archived, 5);
+    let done = storage_backups::get(&app.pool, id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.file_count, done.failed_count), (BackupStatus::Completed, 5, 0));
+    let (_, replayed_entries) = read_manifest(&tree, done.manifest_path.as_deref().unwrap());
+    assert_eq!(replayed_entries.len(), entries.len());
+    assert_archives_match_originals(&app, &tree, &replayed_entries);
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_original_that_no_longer_matches_its_checksum_is_reported_and_not_backed_up(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ids = upload_every_kind(&app).await;
+    let path: String = sqlx::query_scalar("SELECT file_path FROM storage_files WHERE id = $1::uuid")
+        .bind(&ids[0])
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let original = app.storage.root().join(path);
+    let mut bytes = std::fs::read(&original).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&original, bytes).unwrap();
+
+    let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
+    let id = planned_backup(&app, 10).await;
+    let report = backup::run_batch(&app.pool, &app.storage, &tree, id, 0).await.unwrap();
+    assert_eq!((report.archived, report.failed), (4, 1));
+    let done = storage_backups::get(&app.pool, id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.file_count, done.failed_count), (BackupStatus::Failed, 4, 1));
+    assert!(done.error.as_deref().unwrap().contains("does not match its recorded checksum"), "{:?}", done.error);
+    let backed_up: bool = sqlx::query_scalar("SELECT is_backed_up FROM storage_files WHERE id = $1::uuid")
+        .bind(&ids[0])
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(!backed_up, "a corrupt original is never taken for backed up");
+    let (_, entries) = read_manifest(&tree, done.manifest_path.as_deref().unwrap());
+    assert_eq!(entries.len(), 4);
+    assert!(entries.iter().all(|e| e.image_id.to_string() != ids[0]));
+    app.stop().await;
+}
