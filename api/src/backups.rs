@@ -185,6 +185,21 @@ impl BackupsApi {
         Ok(Json(BackupPage { total, page: page.0, page_size: page_size.0, items }))
     }
 
+    /// Queues an integrity check of a finished backup's archives against its manifest
+    /// (admins only); the outcome shows in `verified_at` and `verify_status`.
+    #[oai(path = "/storage/backups/:id/verify", method = "post")]
+    async fn verify_backup(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Accepted, ApiError> {
+        require_admin(&auth.0)?;
+        let id = BackupId(id.0);
+        let backup = storage_backups::get(&self.state.db, id).await?.ok_or_else(|| ApiError::not_found("backup"))?;
+        if backup.manifest_path.is_none() || backup.removed_at.is_some() {
+            return Err(ApiError::conflict("backup_not_checkable", "the backup has not finished, or was removed"));
+        }
+        storage_backups::request_verification(&self.state.db, id).await?;
+        let progress = storage_backups::progress(&self.state.db, id).await?;
+        Ok(Accepted::Accepted(Json(view(backup, progress))))
+    }
+
     /// One backup with its progress (admins only).
     #[oai(path = "/storage/backups/:id", method = "get")]
     async fn get_backup(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<BackupView>, ApiError> {

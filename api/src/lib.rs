@@ -8,6 +8,7 @@ pub mod backups;
 pub mod error;
 pub mod images;
 pub mod rate_limit;
+pub mod restores;
 pub mod serving;
 pub mod stats;
 #[cfg(feature = "test-support")]
@@ -54,12 +55,16 @@ impl AppState {
 /// The OpenAPI description of every endpoint.
 pub fn openapi(
     state: AppState,
-) -> OpenApiService<(images::ImagesApi, access::AccessApi, stats::StatsApi, backups::BackupsApi), ()> {
+) -> OpenApiService<
+    (images::ImagesApi, access::AccessApi, stats::StatsApi, backups::BackupsApi, restores::RestoresApi),
+    (),
+> {
     let apis = (
         images::ImagesApi { state: state.clone() },
         access::AccessApi { state: state.clone() },
         stats::StatsApi { state: state.clone() },
-        backups::BackupsApi { state },
+        backups::BackupsApi { state: state.clone() },
+        restores::RestoresApi { state },
     );
     OpenApiService::new(apis, "Stayler Storage", env!("CARGO_PKG_VERSION"))
 }

@@ -23,6 +23,8 @@ use crate::storage::StorageKey;
 pub mod archive;
 mod batch;
 pub mod manifest;
+pub mod restore;
+pub mod verify;
 
 pub use batch::{BackupError, BatchReport, finish_if_done, run_batch};
 

@@ -16,6 +16,7 @@ pub mod stats;
 pub mod storage_backups;
 pub mod storage_files;
 pub mod storage_quotas;
+pub mod storage_restores;
 pub mod storage_signed_urls;
 pub mod storage_thumbnails;
 pub mod upload_idempotency;

@@ -87,6 +87,28 @@ impl Event for BackupBatch {
     const VERSION: u16 = 1;
 }
 
+/// A restore was requested through the API (its `storage_restores` row is pending).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequested {
+    pub restore_id: Uuid,
+}
+
+impl Event for RestoreRequested {
+    const TYPE: &'static str = "restore.requested";
+    const VERSION: u16 = 1;
+}
+
+/// An integrity check of a backup's archives against its manifest is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupVerifyRequested {
+    pub backup_id: BackupId,
+}
+
+impl Event for BackupVerifyRequested {
+    const TYPE: &'static str = "backup.verify_requested";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,19 @@
-//! `stayler.backups`: plans a requested backup into batch jobs, and archives one batch per
-//! job (see `shared::backup`). Several workers share a large backup's batches.
+//! `stayler.backups`: plans a requested backup into batch jobs, archives one batch per job
+//! (see `shared::backup`), checks a backup's archives, and runs restores requested through
+//! the API. Several workers share a large backup's batches.
 //!
 //! Idempotent: planning happens once per backup (a duplicate finds it running), a batch
-//! archives only its entries still pending, and archives are written atomically, so a
-//! redelivered or duplicated job converges on the same backup.
+//! archives only its entries still pending, archives are written atomically, a check only
+//! reads, and a restore skips what is back already (or rewrites the same verified bytes), so
+//! a redelivered or duplicated job converges on the same result.
 
-use shared::backup::{self, BackupId};
-use shared::db::storage_backups;
-use shared::events::{BackupBatch, BackupRequested, Envelope, Event};
+use std::path::PathBuf;
+
+use shared::backup::restore::{RestoreError, RestoreMode, RestoreReport, Restorer, Selection};
+use shared::backup::{self, BackupId, verify};
+use shared::db::{storage_backups, storage_restores};
+use shared::events::{BackupBatch, BackupRequested, BackupVerifyRequested, Envelope, Event, RestoreRequested};
+use uuid::Uuid;
 
 use crate::Context;
 use crate::consumer::{Handler, Job, JobError};
@@ -58,6 +64,67 @@ impl Backups {
     }
 }
 
+impl Backups {
+    async fn verify(&self, id: BackupId) -> Result<(), JobError> {
+        let db = &self.context.db;
+        let Some(backup) = storage_backups::get(db, id).await.map_err(JobError::retry)? else {
+            return Err(JobError::Reject(format!("backup {id} does not exist")));
+        };
+        let Some(manifest) = backup.manifest_path else {
+            return Err(JobError::Reject(format!("backup {id} has not finished: nothing to check yet")));
+        };
+        let tree = self.context.backups.clone();
+        let report = tokio::task::spawn_blocking(move || verify::verify(&tree, &PathBuf::from(manifest), |_, _| {}))
+            .await?
+            .map_err(JobError::retry)?;
+        storage_backups::record_verification(db, id, &report).await.map_err(JobError::retry)?;
+        tracing::info!(
+            backup.id = %id,
+            backup.checked = report.checked,
+            backup.missing = report.missing,
+            backup.corrupt = report.corrupt,
+            "backup {id} checked"
+        );
+        Ok(())
+    }
+
+    async fn restore(&self, id: Uuid) -> Result<(), JobError> {
+        let db = &self.context.db;
+        let Some(request) = storage_restores::get(db, id).await.map_err(JobError::retry)? else {
+            return Err(JobError::Reject(format!("restore {id} does not exist")));
+        };
+        if !storage_restores::start(db, id).await.map_err(JobError::retry)? {
+            return Ok(()); // finished before: a duplicate job
+        }
+        let selection: Selection = serde_json::from_value(request.selection).map_err(JobError::reject)?;
+        let mode = if request.mode == RestoreMode::Overwrite.as_str() {
+            RestoreMode::Overwrite
+        } else {
+            RestoreMode::MissingOnly
+        };
+        let context = &self.context;
+        let restorer =
+            Restorer { db, storage: &context.storage, backups: &context.backups, quota: &context.config.quota };
+        let report = match restorer.restore(&selection, mode, |_, _| {}).await {
+            Ok(report) => report,
+            // Retrying cannot bring a backup or a manifest back: report it.
+            Err(error @ (RestoreError::NotFound(_) | RestoreError::Manifest(_))) => {
+                RestoreReport { error: Some(error.to_string()), ..RestoreReport::default() }
+            }
+            Err(error) => return Err(JobError::retry(error)),
+        };
+        storage_restores::finish(db, id, &report).await.map_err(JobError::retry)?;
+        tracing::info!(
+            restore.id = %id,
+            restore.restored = report.restored,
+            restore.skipped = report.skipped,
+            restore.failed = report.failed,
+            "restore {id} finished"
+        );
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl Handler for Backups {
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
@@ -67,6 +134,8 @@ impl Handler for Backups {
                 let BackupBatch { backup_id, batch } = payload(job)?;
                 self.archive(backup_id, batch).await
             }
+            BackupVerifyRequested::TYPE => self.verify(payload::<BackupVerifyRequested>(job)?.backup_id).await,
+            RestoreRequested::TYPE => self.restore(payload::<RestoreRequested>(job)?.restore_id).await,
             other => Err(JobError::Reject(format!("`{other}` is not a backup job"))),
         }
     }
@@ -75,7 +144,7 @@ impl Handler for Backups {
     /// recorded as failed (or the unplanned backup as failed), and the backup finishes.
     async fn on_dead_letter(&self, job: &Job, reason: &str) {
         let db = &self.context.db;
-        let result = match job.event_type.as_str() {
+        let result: Result<(), backup::BackupError> = match job.event_type.as_str() {
             BackupRequested::TYPE => match payload::<BackupRequested>(job) {
                 Ok(request) => storage_backups::fail_unplanned(db, request.backup_id, reason).await.map_err(Into::into),
                 Err(_) => return,
@@ -87,6 +156,13 @@ impl Handler for Backups {
                         Ok(_) => backup::finish_if_done(db, &self.context.backups, backup_id).await.map(drop),
                         Err(error) => Err(error.into()),
                     }
+                }
+                Err(_) => return,
+            },
+            RestoreRequested::TYPE => match payload::<RestoreRequested>(job) {
+                Ok(request) => {
+                    let report = RestoreReport { error: Some(reason.to_owned()), ..RestoreReport::default() };
+                    storage_restores::finish(db, request.restore_id, &report).await.map_err(Into::into)
                 }
                 Err(_) => return,
             },

@@ -18,6 +18,10 @@ pub mod backups;
 pub mod checksums;
 pub mod consumer;
 pub mod deletions;
+pub mod operator;
+/// Shared by the crate's integration tests.
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod thumbnails;
 
 /// What every handler works with. Cheap to clone: the pool and the configuration are shared,

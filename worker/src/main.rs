@@ -1,14 +1,74 @@
-//! `stayler-worker`: runs the job consumers until SIGTERM or SIGINT.
+//! `stayler-worker`: runs the job consumers until SIGTERM or SIGINT, or one operator
+//! command in the foreground (`backup`, `verify`, `restore`: see `--help`).
 
 use anyhow::Context as _;
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+use shared::backup::restore::RestoreMode;
 use shared::config::Config;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use worker::operator::{self, RestoreTarget};
+
+#[derive(Parser)]
+#[command(name = "stayler-worker", about = "Stayler Storage job worker and disaster-recovery commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the job queues (the default).
+    Run,
+    /// Back up every image not backed up yet, now, in the foreground.
+    Backup,
+    /// Check every archive of a backup against its manifest.
+    Verify {
+        /// The backup's id.
+        #[arg(long)]
+        backup: Uuid,
+    },
+    /// Restore originals and rows from backups, verifying every byte.
+    Restore {
+        /// Every image of this backup.
+        #[arg(long, conflicts_with_all = ["date", "image"], required_unless_present_any = ["date", "image"])]
+        backup: Option<Uuid>,
+        /// Every image of the backups of this UTC day (YYYY-MM-DD).
+        #[arg(long, conflicts_with = "image")]
+        date: Option<NaiveDate>,
+        /// This image, from the newest backup holding it (repeatable).
+        #[arg(long)]
+        image: Vec<Uuid>,
+        /// Replace originals that are present too (default: only missing ones come back).
+        #[arg(long)]
+        overwrite: bool,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     shared::telemetry::init();
     let config = Config::load().context("loading the configuration")?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(config).await,
+        Command::Backup => operator::backup(&config).await,
+        Command::Verify { backup } => operator::verify(&config, backup).await,
+        Command::Restore { backup, date, image, overwrite } => {
+            let target = match (backup, date) {
+                (Some(id), _) => RestoreTarget::Backup(id),
+                (None, Some(date)) => RestoreTarget::Date(date),
+                (None, None) => RestoreTarget::Images(image),
+            };
+            let mode = if overwrite { RestoreMode::Overwrite } else { RestoreMode::MissingOnly };
+            operator::restore(&config, target, mode).await
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let on_signal = shutdown.clone();

@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::path::Path;
 use std::time::Duration;
 
-use api::test_support::{TestApp, images};
+use api::test_support::TestApp;
 use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -16,58 +16,10 @@ use shared::db::storage_backups;
 use shared::storage::BackupTree;
 use shared::test_support::eventually;
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use worker::test_support::{TestWorker, upload_every_kind};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Worker {
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Worker {
-    fn start(app: &TestApp) -> Self {
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(worker::run((*app.config).clone(), shutdown.clone()));
-        Self { shutdown, task }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("worker task").expect("worker exits cleanly");
-    }
-}
-
-/// Uploads one image of every type and format the backup must handle; returns their ids.
-async fn upload_every_kind(app: &TestApp) -> Vec<String> {
-    let (user, user_token) = app.user();
-    let vendor = Uuid::now_v7();
-    let vendor_token = app.token(Role::Vendor, vendor);
-    let service = app.token(Role::Service, Uuid::now_v7());
-    let (user, vendor) = (user.to_string(), vendor.to_string());
-    let uploads = [
-        (&user_token, "user", "me.jpg", images::jpeg(64, 48), vec![]),
-        (&user_token, "user", "me.png", images::png(40, 30), vec![]),
-        (&vendor_token, "cloth", "dress.png", images::png(50, 70), vec![("tags", "summer,red")]),
-        (&service, "result", "try-on.jpg", images::jpeg(30, 30), vec![("owner_id", user.as_str())]),
-        (
-            &service,
-            "result",
-            "lookbook.jpg",
-            images::jpeg(20, 30),
-            vec![("owner_id", &vendor), ("owner_type", "vendor")],
-        ),
-    ];
-    let mut ids = Vec::new();
-    for (token, image_type, name, bytes, extra) in uploads {
-        let response = app.upload(token, image_type, name, bytes, &extra).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "uploading {name}");
-        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
-    }
-    ids
-}
 
 async fn request_backup(app: &TestApp, token: &str) -> reqwest::Response {
     app.client.post(app.url("/storage/backup")).bearer_auth(token).send().await.unwrap()
@@ -110,7 +62,7 @@ fn assert_archives_match_originals(app: &TestApp, tree: &BackupTree, entries: &[
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_requested_backup_fans_out_to_two_workers_and_archives_every_image_verifiably(pool: PgPool) {
     let app = TestApp::spawn_with(pool, |config| config.storage.backup_policy.batch_size = 2).await;
-    let workers = [Worker::start(&app), Worker::start(&app)];
+    let workers = [TestWorker::start(&app.config), TestWorker::start(&app.config)];
     let ids = upload_every_kind(&app).await;
     let admin = app.token(Role::Admin, Uuid::now_v7());
     let (_, user) = app.user();

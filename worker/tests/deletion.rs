@@ -14,33 +14,13 @@ use shared::events::{Envelope, ImageDeleted};
 use shared::images::{ImageId, OwnerType};
 use shared::test_support::{TestBroker, eventually};
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use worker::Context;
 use worker::consumer::{Handler, Job};
 use worker::deletions::Deletions;
+use worker::test_support::TestWorker;
 
 const PROCESSING_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A worker running in this process through its library entry point.
-struct Worker {
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Worker {
-    fn start(app: &TestApp) -> Self {
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(worker::run((*app.config).clone(), shutdown.clone()));
-        Self { shutdown, task }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("worker task").expect("worker exits cleanly");
-    }
-}
 
 async fn upload(app: &TestApp, token: &str, name: &str) -> String {
     let response = app.upload(token, "user", name, images::jpeg(800, 600), &[]).await;
@@ -102,7 +82,7 @@ fn handler(app: &TestApp) -> Deletions {
 async fn a_deleted_image_loses_its_files_and_a_duplicated_job_changes_nothing(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let broker = TestBroker::start(&app.config.rabbitmq).await;
-    let worker = Worker::start(&app);
+    let worker = TestWorker::start(&app.config);
     let (user, token) = app.user();
     let doomed = upload(&app, &token, "doomed.jpg").await;
     let kept = upload(&app, &token, "kept.jpg").await;
@@ -157,7 +137,7 @@ async fn a_deleted_image_loses_its_files_and_a_duplicated_job_changes_nothing(po
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_deletion_job_for_a_live_image_removes_nothing(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = Worker::start(&app);
+    let worker = TestWorker::start(&app.config);
     let (_, token) = app.user();
     let id = upload(&app, &token, "alive.jpg").await;
     let files = processed_files(&app, &token, &id).await;
@@ -183,7 +163,7 @@ async fn an_image_deleted_before_its_thumbnails_leaves_nothing_on_disk(pool: PgP
     broker.wait_for_depth(&deletions, 1, PROCESSING_TIMEOUT).await;
     broker.wait_for_depth(&thumbnails, 1, PROCESSING_TIMEOUT).await;
 
-    let worker = Worker::start(&app);
+    let worker = TestWorker::start(&app.config);
     for queue in [&thumbnails, &deletions, &broker.topology.queue(JobQueue::Checksums)] {
         broker.wait_for_depth(queue, 0, PROCESSING_TIMEOUT).await;
     }

@@ -12,8 +12,7 @@ use shared::broker::{JobQueue, Publisher};
 use shared::config::Config;
 use shared::test_support::{TcpProxy, TestBroker, eventually};
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use worker::test_support::TestWorker;
 
 const PROCESSING_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -26,25 +25,6 @@ fn encode(image: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
     let mut out = Vec::new();
     image.write_to(&mut Cursor::new(&mut out), format).unwrap();
     out
-}
-
-/// A worker running in this process through its library entry point.
-struct Worker {
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Worker {
-    fn start(config: &Config) -> Self {
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(worker::run(config.clone(), shutdown.clone()));
-        Self { shutdown, task }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("worker task").expect("worker exits cleanly");
-    }
 }
 
 async fn image_view(app: &TestApp, token: &str, id: &str) -> Value {
@@ -92,7 +72,7 @@ fn assert_thumbnails(app: &TestApp, view: &Value, oriented: (u32, u32)) {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn every_format_gets_its_thumbnails_and_a_verified_checksum(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = Worker::start(&app.config);
+    let worker = TestWorker::start(&app.config);
     let (_, token) = app.user();
     let animated = {
         let mut out = Vec::new();
@@ -140,7 +120,7 @@ async fn every_format_gets_its_thumbnails_and_a_verified_checksum(pool: PgPool) 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_duplicated_event_changes_nothing_the_second_time(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = Worker::start(&app.config);
+    let worker = TestWorker::start(&app.config);
     let (_, token) = app.user();
     let response = app.upload(&token, "user", "a.jpg", images::jpeg(800, 600), &[]).await;
     let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
@@ -173,7 +153,7 @@ async fn a_duplicated_event_changes_nothing_the_second_time(pool: PgPool) {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn an_undecodable_image_is_dead_lettered_and_its_metadata_says_why(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = Worker::start(&app.config);
+    let worker = TestWorker::start(&app.config);
     let broker = TestBroker::start(&app.config.rabbitmq).await;
     let (_, token) = app.user();
     // A PNG whose header and end chunk are intact but whose pixel data is garbage.
@@ -209,7 +189,7 @@ async fn uploads_succeed_while_the_broker_is_unreachable_and_are_processed_once_
     let app = TestApp::spawn_with(pool, |c| c.rabbitmq = proxied.clone()).await;
     let mut direct = (*app.config).clone();
     direct.rabbitmq = rabbit.clone();
-    let worker = Worker::start(&direct);
+    let worker = TestWorker::start(&direct);
     let (_, token) = app.user();
 
     let mut ids = Vec::new();
@@ -238,7 +218,7 @@ async fn broker_connections_cut_while_uploads_and_jobs_flow_heal_without_restart
     let proxy = TcpProxy::start(&rabbit).await;
     let proxied = proxy.proxied(&rabbit);
     let app = TestApp::spawn_with(pool, |c| c.rabbitmq = proxied.clone()).await;
-    let worker = Worker::start(&app.config);
+    let worker = TestWorker::start(&app.config);
     let (_, token) = app.user();
 
     let mut ids = Vec::new();
@@ -284,7 +264,7 @@ async fn a_stored_file_that_no_longer_matches_its_checksum_is_marked_corrupt(poo
     bytes[middle] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
 
-    let worker = Worker::start(&app.config);
+    let worker = TestWorker::start(&app.config);
     eventually(PROCESSING_TIMEOUT, "the image is marked corrupt", || async {
         image_view(&app, &token, &id).await["checksum"]["status"] == "corrupt"
     })

@@ -35,7 +35,9 @@ use lapin::{BasicProperties, Channel, ExchangeKind};
 use super::connection::{call, close_channel};
 use super::{BrokerConnection, BrokerError, Outgoing};
 use crate::config::RabbitConfig;
-use crate::events::{BackupBatch, BackupRequested, Event, ImageDeleted, ImageUploaded};
+use crate::events::{
+    BackupBatch, BackupRequested, BackupVerifyRequested, Event, ImageDeleted, ImageUploaded, RestoreRequested,
+};
 
 /// Names of the headers this service sets on job messages.
 pub mod headers {
@@ -97,8 +99,8 @@ job_queues! {
     Checksums => "checksums" bound to [ImageUploaded];
     /// Removes the original and thumbnails of a deleted image from disk.
     Deletions => "deletions" bound to [ImageDeleted];
-    /// Plans backups and archives their batches.
-    Backups => "backups" bound to [BackupRequested, BackupBatch];
+    /// Plans backups, archives their batches, checks their archives, and restores.
+    Backups => "backups" bound to [BackupRequested, BackupBatch, BackupVerifyRequested, RestoreRequested];
 }
 
 /// Why and when a job was given up, as carried by its dead-lettered copy.

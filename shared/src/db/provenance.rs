@@ -76,3 +76,19 @@ pub async fn try_on_counts(
     .fetch_all(db)
     .await
 }
+
+/// Records the sources of a restored result that exist (live or tombstone); sources not
+/// restored (yet) are left out rather than failing the restore.
+pub async fn insert_existing(db: impl PgExecutor<'_>, result: ImageId, sources: &[ImageId]) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = sources.iter().map(|s| s.0).collect();
+    sqlx::query!(
+        "INSERT INTO storage_image_sources (result_id, source_id)
+         SELECT $1, f.id FROM storage_files f WHERE f.id = ANY($2) AND f.id <> $1
+         ON CONFLICT DO NOTHING",
+        result as _,
+        &ids,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

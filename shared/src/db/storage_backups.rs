@@ -461,3 +461,26 @@ pub async fn fail_unplanned(db: impl PgExecutor<'_>, id: BackupId, reason: &str)
     .await?;
     Ok(())
 }
+
+/// Records the outcome of an integrity check of a backup's archives.
+pub async fn record_verification(
+    db: impl PgExecutor<'_>,
+    id: BackupId,
+    report: &crate::backup::verify::VerifyReport,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE storage_backups SET verified_at = now(), verify_status = $2, verify_report = $3 WHERE id = $1",
+        id as BackupId,
+        if report.is_intact() { "ok" } else { "corrupt" },
+        serde_json::to_value(report).expect("a report serialises"),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Requests an integrity check of a finished backup: its `backup.verify_requested` job.
+pub async fn request_verification(db: impl PgExecutor<'_>, id: BackupId) -> sqlx::Result<()> {
+    outbox::enqueue(db, crate::events::BackupVerifyRequested { backup_id: id }).await?;
+    Ok(())
+}

@@ -275,3 +275,73 @@ pub async fn count_live(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
         .fetch_one(db)
         .await
 }
+
+/// Whether an image has a row, and whether it is a tombstone; for restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    Missing,
+    Live,
+    Deleted,
+}
+
+pub async fn row_state(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<RowState> {
+    let deleted = sqlx::query_scalar!(
+        r#"SELECT deleted_at IS NOT NULL AS "deleted!" FROM storage_files WHERE id = $1"#,
+        id as _,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(match deleted {
+        None => RowState::Missing,
+        Some(false) => RowState::Live,
+        Some(true) => RowState::Deleted,
+    })
+}
+
+/// Rebuilds the row of a restored image from its manifest entry: bytes just verified
+/// against the checksum, backed up at `entry.archive_path`, thumbnails to be made again.
+/// False if a row appeared meanwhile (another restore), in which case nothing changed.
+pub async fn insert_restored(db: impl PgExecutor<'_>, entry: &crate::backup::manifest::Entry) -> sqlx::Result<bool> {
+    let archive_path = entry.archive_path.to_string_lossy();
+    let done = sqlx::query!(
+        "INSERT INTO storage_files (id, owner_id, owner_type, image_type, original_name, file_path, file_size,
+                                    mime_type, format, width, height, checksum, checksum_status, verified_at,
+                                    is_public, tags, metadata, is_backed_up, backup_path, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'verified', now(), $13, $14, $15, true, $16, $17)
+         ON CONFLICT (id) DO NOTHING",
+        entry.image_id as _,
+        entry.owner_id as _,
+        entry.owner_type as _,
+        entry.image_type as _,
+        entry.original_name,
+        entry.key().to_db_path(),
+        entry.file_size,
+        entry.format.mime(),
+        entry.format as _,
+        entry.width,
+        entry.height,
+        entry.checksum,
+        entry.is_public,
+        &entry.tags,
+        entry.metadata,
+        archive_path.as_ref(),
+        entry.created_at,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// After a live image's original was put back: its bytes are verified, and its thumbnails
+/// (likely lost with it) are made again by the normal pipeline.
+pub async fn reset_after_restore(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE storage_files SET checksum_status = 'verified', verified_at = now(), thumbnail_status = 'pending',
+                processing_error = NULL
+         WHERE id = $1 AND deleted_at IS NULL",
+        id as _,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -45,6 +45,20 @@ pub async fn reserve(db: impl PgExecutor<'_>, owner: Owner, bytes: i64) -> sqlx:
     Ok(done.rows_affected() == 1)
 }
 
+/// Charges one file of `bytes` whatever the limits: a restored image was within them when
+/// it was uploaded, and must come back even if an admin lowered them since.
+pub async fn charge_restored(db: impl PgExecutor<'_>, owner: Owner, bytes: i64) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE storage_quotas SET used_files = used_files + 1, used_bytes = used_bytes + $2, updated_at = now()
+         WHERE owner_id = $1",
+        owner.id as _,
+        bytes,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// The owner's quota, if they ever uploaded.
 pub async fn get(db: impl PgExecutor<'_>, owner: Owner) -> sqlx::Result<Option<Quota>> {
     sqlx::query_as!(

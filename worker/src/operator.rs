@@ -1,0 +1,144 @@
+//! Operator commands for disaster recovery: `stayler-worker backup | verify | restore` run a
+//! backup, an integrity check or a restore in the foreground with a progress bar, needing
+//! only PostgreSQL and the two folder trees (no API, no broker). Jobs they leave in the
+//! outbox (a backup's batches, the thumbnails of restored images) are delivered once a relay
+//! runs again; the backup ones then find nothing left to do.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use chrono::{NaiveDate, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use shared::backup::restore::{RestoreMode, Restorer, Selection};
+use shared::backup::{self, BackupId, BackupTrigger, verify};
+use shared::config::Config;
+use shared::db::storage_backups;
+use shared::images::ImageId;
+use shared::storage::{BackupTree, Storage};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// What `stayler-worker restore` should take.
+#[derive(Debug, Clone)]
+pub enum RestoreTarget {
+    Backup(Uuid),
+    Date(NaiveDate),
+    Images(Vec<Uuid>),
+}
+
+struct Trees {
+    db: PgPool,
+    storage: Storage,
+    backups: BackupTree,
+}
+
+async fn open(config: &Config) -> anyhow::Result<Trees> {
+    let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL (database.url)")?;
+    let storage = Storage::open(&config.storage.base_path).await.context("opening storage.basePath")?;
+    let backups = BackupTree::open(&config.storage.backup_path).context("opening storage.backupPath")?;
+    Ok(Trees { db, storage, backups })
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Backs up every image not backed up yet, batch after batch, and prints the outcome.
+pub async fn backup(config: &Config) -> anyhow::Result<()> {
+    let trees = open(config).await?;
+    let policy = &config.storage.backup_policy;
+    let mut tx = trees.db.begin().await?;
+    let id =
+        storage_backups::request(&mut tx, BackupTrigger::Manual, None, policy.compression_level, Utc::now()).await?;
+    let batches = storage_backups::plan(&mut tx, id, i64::from(policy.batch_size)).await?.unwrap_or(0);
+    tx.commit().await?;
+    let planned = storage_backups::get(&trees.db, id).await?.context("the backup row vanished")?;
+    let bar = bar(planned.file_count as u64, "backing up");
+    for batch in 0..batches {
+        let report = backup::run_batch(&trees.db, &trees.storage, &trees.backups, id, batch).await?;
+        bar.inc((report.archived + report.failed + report.gone) as u64);
+    }
+    backup::finish_if_done(&trees.db, &trees.backups, id).await?;
+    bar.finish();
+    let done = storage_backups::get(&trees.db, id).await?.context("the backup row vanished")?;
+    println!(
+        "backup {id}: {:?}, {} image(s), {} failed, {} bytes → {} bytes, in {}",
+        done.status, done.file_count, done.failed_count, done.total_bytes, done.compressed_bytes, done.backup_path
+    );
+    if let Some(error) = done.error {
+        bail!("backup {id} failed: {error}");
+    }
+    Ok(())
+}
+
+/// Checks every archive of one backup against its manifest; fails if any is missing or
+/// corrupt.
+pub async fn verify(config: &Config, id: Uuid) -> anyhow::Result<()> {
+    let trees = open(config).await?;
+    let id = BackupId(id);
+    let name = id.to_string();
+    let tree = trees.backups.clone();
+    let manifests = tokio::task::spawn_blocking(move || tree.manifests()).await??;
+    let manifest: PathBuf = manifests
+        .into_iter()
+        .find(|path| path.parent().and_then(|p| p.file_name()).is_some_and(|n| n.to_string_lossy() == name))
+        .with_context(|| format!("no manifest of backup {id} under storage.backupPath"))?;
+    let bar = bar(0, "checking");
+    let tree = trees.backups.clone();
+    let progress = bar.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        verify::verify(&tree, &manifest, |done, total| {
+            progress.set_length(total);
+            progress.set_position(done);
+        })
+    })
+    .await??;
+    bar.finish();
+    if storage_backups::get(&trees.db, id).await?.is_some() {
+        storage_backups::record_verification(&trees.db, id, &report).await?;
+    }
+    println!(
+        "backup {id}: {} checked, {} intact, {} missing, {} corrupt",
+        report.checked, report.intact, report.missing, report.corrupt
+    );
+    for problem in &report.problems {
+        println!("  {} {}: {} ({})", problem.kind, problem.image_id, problem.reason, problem.archive_path);
+    }
+    if !report.is_intact() {
+        bail!("backup {id} has damaged archives");
+    }
+    Ok(())
+}
+
+/// Restores a backup, a day's backups or chosen images; fails if any image failed.
+pub async fn restore(config: &Config, target: RestoreTarget, mode: RestoreMode) -> anyhow::Result<()> {
+    let trees = open(config).await?;
+    let selection = match target {
+        RestoreTarget::Backup(id) => Selection::BackupId(BackupId(id)),
+        RestoreTarget::Date(date) => Selection::Date(date),
+        RestoreTarget::Images(ids) => Selection::ImageIds(ids.into_iter().map(ImageId).collect()),
+    };
+    let restorer = Restorer { db: &trees.db, storage: &trees.storage, backups: &trees.backups, quota: &config.quota };
+    let bar = bar(0, "restoring");
+    let report = restorer
+        .restore(&selection, mode, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await?;
+    bar.finish();
+    println!("restored {}, skipped {}, failed {}", report.restored, report.skipped, report.failed);
+    for item in &report.details {
+        println!("  {} {}: {}", item.outcome, item.image_id, item.reason);
+    }
+    if report.failed > 0 {
+        bail!("{} image(s) could not be restored", report.failed);
+    }
+    Ok(())
+}

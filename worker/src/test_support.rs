@@ -1,0 +1,60 @@
+//! Helpers for the worker's integration tests: a worker running in the test's process
+//! through its library entry point, and uploads of every kind of image a job must handle.
+
+use api::test_support::{TestApp, images};
+use reqwest::StatusCode;
+use serde_json::Value;
+use shared::auth::Role;
+use shared::config::Config;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A worker running in this process until stopped.
+pub struct TestWorker {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestWorker {
+    pub fn start(config: &Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(crate::run(config.clone(), shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    /// Stops it and asserts that it exited cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("worker task").expect("worker exits cleanly");
+    }
+}
+
+/// Uploads one image of every type, owner kind and format a job must handle (a user's JPEG
+/// and PNG, a vendor's tagged public PNG, results for a user and for a vendor, one made from the
+/// user's photo and the vendor's dress); returns their ids in upload order.
+pub async fn upload_every_kind(app: &TestApp) -> Vec<String> {
+    let (user, user_token) = app.user();
+    let vendor = Uuid::now_v7();
+    let vendor_token = app.token(Role::Vendor, vendor);
+    let service = app.token(Role::Service, Uuid::now_v7());
+    let mut ids = Vec::new();
+    let mut upload = async |token: &str, image_type: &str, name: &str, bytes: Vec<u8>, extra: &[(&str, &str)]| {
+        let response = app.upload(token, image_type, name, bytes, extra).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "uploading {name}");
+        let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        ids.push(id.clone());
+        id
+    };
+    let photo = upload(&user_token, "user", "me.jpg", images::jpeg(64, 48), &[]).await;
+    upload(&user_token, "user", "me.png", images::png(40, 30), &[]).await;
+    let catalogue = [("tags", "summer,red"), ("is_public", "true")];
+    let dress = upload(&vendor_token, "cloth", "dress.png", images::png(50, 70), &catalogue).await;
+    let (user, vendor) = (user.to_string(), vendor.to_string());
+    let sources = format!("{photo},{dress}");
+    let extra = [("owner_id", user.as_str()), ("source_ids", &sources), ("metadata", r#"{"model":"v2"}"#)];
+    upload(&service, "result", "try-on.jpg", images::jpeg(30, 30), &extra).await;
+    let extra = [("owner_id", vendor.as_str()), ("owner_type", "vendor"), ("is_public", "true")];
+    upload(&service, "result", "lookbook.jpg", images::jpeg(20, 30), &extra).await;
+    ids
+}
