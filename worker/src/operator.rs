@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use chrono::{NaiveDate, Utc};
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use shared::backup::restore::{RestoreMode, Restorer, Selection};
 use shared::backup::{self, BackupId, BackupTrigger, verify};
@@ -60,8 +61,13 @@ pub async fn backup(config: &Config) -> anyhow::Result<()> {
     tx.commit().await?;
     let planned = storage_backups::get(&trees.db, id).await?.context("the backup row vanished")?;
     let bar = bar(planned.file_count as u64, "backing up");
-    for batch in 0..batches {
-        let report = backup::run_batch(&trees.db, &trees.storage, &trees.backups, id, batch).await?;
+    // As many batches at once as the workers would run: each archives on a blocking thread.
+    let at_once = crate::consumer::concurrency(&config.worker);
+    let mut batches = futures::stream::iter(0..batches)
+        .map(|batch| backup::run_batch(&trees.db, &trees.storage, &trees.backups, id, batch))
+        .buffer_unordered(at_once);
+    while let Some(report) = batches.next().await {
+        let report = report?;
         bar.inc((report.archived + report.failed + report.gone) as u64);
     }
     backup::finish_if_done(&trees.db, &trees.backups, id).await?;
