@@ -35,8 +35,8 @@ impl CronSchedule {
     pub fn parse(expression: &str) -> Result<Self, ScheduleError> {
         let expression = expression.trim();
         let invalid = |reason: String| ScheduleError::Invalid { expression: expression.to_owned(), reason };
-        // Counted here because croner reads six fields as seconds-first and would turn
-        // that mistake into a different error.
+        // Counted here for a plain message: croner's own for a wrong count speaks of
+        // seconds and year fields, which these expressions never have.
         let fields = expression.split_whitespace().count();
         if !expression.starts_with('@') && fields != 5 {
             return Err(invalid(format!("it has {fields} fields")));
