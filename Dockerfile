@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image with both binaries: `stayler-api` (the default command) and `stayler-worker`.
+# One image with the three binaries: `stayler-api` (the default command), `stayler-worker`
+# and `stayler-scheduler`.
 #
 #     docker build -t stayler-storage .
 #     docker run --rm stayler-storage stayler-api mint-token --role user   # with STAYLER_* env
@@ -21,11 +22,12 @@ COPY Cargo.toml Cargo.lock ./
 COPY shared/Cargo.toml shared/build.rs shared/
 COPY api/Cargo.toml api/
 COPY worker/Cargo.toml worker/
-RUN mkdir -p shared/src shared/benches api/src worker/src \
- && touch shared/src/lib.rs api/src/lib.rs worker/src/lib.rs \
- && for main in api/src/main.rs worker/src/main.rs shared/benches/thumbnails.rs; do echo 'fn main() {}' > "$main"; done \
+COPY scheduler/Cargo.toml scheduler/
+RUN mkdir -p shared/src shared/benches api/src worker/src scheduler/src \
+ && touch shared/src/lib.rs api/src/lib.rs worker/src/lib.rs scheduler/src/lib.rs \
+ && for main in api/src/main.rs worker/src/main.rs scheduler/src/main.rs shared/benches/thumbnails.rs; do echo 'fn main() {}' > "$main"; done \
  && cargo build --release --locked --bins \
- && rm -rf shared/src shared/benches api/src worker/src
+ && rm -rf shared/src shared/benches api/src worker/src scheduler/src
 
 # Then the sources. Touched so cargo rebuilds the workspace crates over the empty ones.
 COPY .sqlx .sqlx
@@ -33,9 +35,10 @@ COPY migrations migrations
 COPY shared shared
 COPY api api
 COPY worker worker
-RUN find shared api worker -name '*.rs' -exec touch {} + \
+COPY scheduler scheduler
+RUN find shared api worker scheduler -name '*.rs' -exec touch {} + \
  && cargo build --release --locked --bins \
- && cp target/release/stayler-api target/release/stayler-worker /usr/local/bin/
+ && cp target/release/stayler-api target/release/stayler-worker target/release/stayler-scheduler /usr/local/bin/
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -44,7 +47,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin stayler \
  && mkdir -p /data/storage /data/backups \
  && chown -R stayler:stayler /data
-COPY --from=builder /usr/local/bin/stayler-api /usr/local/bin/stayler-worker /usr/local/bin/
+COPY --from=builder /usr/local/bin/stayler-api /usr/local/bin/stayler-worker /usr/local/bin/stayler-scheduler /usr/local/bin/
 # The volume is this image's storage; the server's defaults are 0.0.0.0:8080.
 ENV STAYLER_STORAGE__BASE_PATH=/data/storage \
     STAYLER_STORAGE__BACKUP_PATH=/data/backups

@@ -44,15 +44,7 @@ pub async fn test_config(dir: &std::path::Path, pool: &PgPool) -> Config {
     config
 }
 
-/// The URL of the pool's database (each `sqlx::test` gets its own), for processes that
-/// connect by themselves, such as workers.
-pub async fn database_url(pool: &PgPool) -> String {
-    let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.expect("database name");
-    let server = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let base = server.split('?').next().unwrap_or(&server);
-    let base = base.rsplit_once('/').map_or(base, |(base, _)| base);
-    format!("{base}/{name}")
-}
+pub use shared::test_support::database_url;
 
 impl TestApp {
     pub async fn spawn(pool: PgPool) -> Self {

@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::imaging::ImageFormat;
 
+mod scheduler;
+pub use scheduler::SchedulerConfig;
+
 /// Environment variable naming the YAML file to read.
 pub const CONFIG_FILE_ENV: &str = "STAYLER_CONFIG";
 /// Prefix of every environment override.
@@ -67,6 +70,8 @@ pub struct Config {
     pub signed_urls: SignedUrlsConfig,
     #[serde(default)]
     pub serving: ServingConfig,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
 }
 
 /// The `storage:` section.
@@ -106,15 +111,19 @@ pub struct RetentionPolicy {
     pub keep_images_forever: bool,
     /// Backups older than this many days are removed (never the last copy of a live image).
     pub retention_days: u32,
-    /// Cron expression of the maintenance run.
+    /// Cron expression (UTC) of the maintenance run; empty disables it.
     pub cleanup_schedule: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct BackupPolicy {
+    /// Off: the scheduler requests no backups.
     pub enabled: bool,
+    /// `hourly`, `daily` or `weekly`: the schedule used when `schedule` is empty.
     pub frequency: String,
+    /// Cron expression (UTC) of scheduled backups; empty: the one `frequency` names.
+    pub schedule: String,
     /// zstd level used for backup archives whose bytes compress (see the README on what
     /// compression buys on photos).
     pub compression_level: i32,
@@ -443,7 +452,13 @@ impl Default for RetentionPolicy {
 
 impl Default for BackupPolicy {
     fn default() -> Self {
-        Self { enabled: true, frequency: "daily".to_owned(), compression_level: 6, batch_size: 500 }
+        Self {
+            enabled: true,
+            frequency: "daily".to_owned(),
+            schedule: String::new(),
+            compression_level: 6,
+            batch_size: 500,
+        }
     }
 }
 
@@ -572,6 +587,7 @@ impl Config {
         }
         self.rate_limit.validate()?;
         self.validate_serving()?;
+        self.validate_schedules()?;
         Ok(())
     }
 

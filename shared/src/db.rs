@@ -11,6 +11,7 @@ use crate::config::DatabaseConfig;
 pub mod access_logs;
 pub mod outbox;
 pub mod provenance;
+pub mod scheduled_runs;
 pub mod search;
 pub mod stats;
 pub mod storage_backups;

@@ -1,6 +1,6 @@
 //! Domain library of Stayler Storage, shared by the API, the worker and the scheduler:
-//! configuration, database access, events and broker topology, the outbox relay, the
-//! storage layout, imaging, signing and identity.
+//! configuration, database access, events and broker topology, the outbox relay, cron
+//! schedules, the storage layout, imaging, signing and identity.
 
 pub mod auth;
 pub mod backup;
@@ -11,6 +11,7 @@ pub mod events;
 pub mod images;
 pub mod imaging;
 pub mod outbox;
+pub mod schedule;
 pub mod signing;
 pub mod storage;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! What integration tests of every crate share (feature `test-support`): a configuration
-//! with a random queue prefix, a handle on the real broker to inspect queues, a TCP proxy
-//! that can cut or silence broker connections, and waiting on a condition without sleeps.
+//! with a random queue prefix, the URL of a test's own database, a handle on the real broker
+//! to inspect queues, a TCP proxy that can cut or silence broker connections, and waiting on
+//! a condition without sleeps.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,6 +51,16 @@ pub fn config() -> Config {
     let mut config: Config = serde_json::from_value(value).expect("the test configuration deserialises");
     config.rabbitmq = rabbit_config();
     config
+}
+
+/// The URL of the pool's database (each `sqlx::test` gets its own), for code under test that
+/// connects by itself from a configuration, such as workers and the scheduler.
+pub async fn database_url(pool: &sqlx::PgPool) -> String {
+    let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.expect("database name");
+    let server = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let base = server.split('?').next().unwrap_or(&server);
+    let base = base.rsplit_once('/').map_or(base, |(base, _)| base);
+    format!("{base}/{name}")
 }
 
 /// Sends `tracing` output through the test harness, so each test shows its own logs when it

@@ -1,0 +1,118 @@
+//! The job table: every job the scheduler emits, where its schedule comes from in the
+//! configuration, and what firing one of its slots writes.
+//!
+//! Only jobs whose work a worker actually does are listed: an event with no consumer would
+//! pile up unseen. The configuration already has keys for jobs whose handlers come later
+//! (`scheduler.healthCheck`, `sweep`, `signedUrlCleanup`, `metricsRollup` and
+//! `storage.retentionPolicy.cleanupSchedule`); they are validated at start-up and take effect
+//! once their job is added here. Adding one is a variant of [`Job`], its arms in
+//! [`Job::name`] and [`Job::fire`], and its line in [`jobs`].
+
+use chrono::{DateTime, Utc};
+use shared::backup::BackupTrigger;
+use shared::config::{Config, ConfigError};
+use shared::db::storage_backups;
+use shared::schedule::CronSchedule;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A kind of job, with what it needs from the configuration to be emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// A backup of every original not yet backed up: a pending `storage_backups` row and its
+    /// `backup.requested` event (`storage.backupPolicy`).
+    Backup {
+        /// zstd level of the archives.
+        compression_level: i32,
+    },
+}
+
+impl Job {
+    /// The job's name in `scheduled_runs.job` and in logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Job::Backup { .. } => "backup",
+        }
+    }
+
+    /// Writes the job's rows and outbox event for `slot` in the caller's transaction, and
+    /// returns the id recorded as the run's `event_id`.
+    pub(crate) async fn fire(&self, tx: &mut PgConnection, slot: DateTime<Utc>) -> sqlx::Result<Uuid> {
+        match *self {
+            Job::Backup { compression_level } => {
+                // The slot, not the wall clock, names the backup's day: a slot fired late
+                // (catch-up, or just after midnight) still files under the day it was due.
+                let id = storage_backups::request(tx, BackupTrigger::Scheduled, None, compression_level, slot).await?;
+                Ok(id.0)
+            }
+        }
+    }
+}
+
+/// A job and its schedule.
+#[derive(Debug, Clone)]
+pub struct ScheduledJob {
+    pub job: Job,
+    pub schedule: CronSchedule,
+}
+
+/// The enabled jobs of `config` with their schedules. A job is disabled by its own switch
+/// or by an empty schedule. The configuration was validated at start-up; an expression that
+/// does not parse here (a configuration built in code) is refused with its key all the same.
+pub fn jobs(config: &Config) -> Result<Vec<ScheduledJob>, ConfigError> {
+    let backup = &config.storage.backup_policy;
+    let table = [(
+        "storage.backupPolicy.schedule",
+        backup.enabled,
+        Job::Backup { compression_level: backup.compression_level },
+        backup.effective_schedule(),
+    )];
+    let mut jobs = Vec::new();
+    for (key, enabled, job, expression) in table {
+        let Some(expression) = expression else {
+            let reason = "no schedule (an unknown backupPolicy.frequency?)".to_owned();
+            return Err(ConfigError::BadValue { key, reason });
+        };
+        if !enabled || expression.trim().is_empty() {
+            continue;
+        }
+        let schedule = CronSchedule::parse(expression)
+            .map_err(|error| ConfigError::BadValue { key, reason: error.to_string() })?;
+        jobs.push(ScheduledJob { job, schedule });
+    }
+    Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backup_follows_its_policy() {
+        let mut config = shared::test_support::config();
+        config.storage.backup_policy.frequency = "hourly".to_owned();
+        config.storage.backup_policy.compression_level = 9;
+        let jobs = jobs(&config).unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].job, Job::Backup { compression_level: 9 });
+        assert_eq!(jobs[0].job.name(), "backup");
+        assert_eq!(jobs[0].schedule.as_str(), "0 * * * *");
+
+        config.storage.backup_policy.schedule = "15 3 * * *".to_owned();
+        assert_eq!(super::jobs(&config).unwrap()[0].schedule.as_str(), "15 3 * * *");
+
+        config.storage.backup_policy.enabled = false;
+        assert!(super::jobs(&config).unwrap().is_empty(), "a disabled backup is not scheduled");
+    }
+
+    #[test]
+    fn a_bad_backup_schedule_is_refused_with_its_key() {
+        let mut config = shared::test_support::config();
+        config.storage.backup_policy.schedule = "0 2 * *".to_owned();
+        let error = jobs(&config).unwrap_err();
+        assert!(error.to_string().contains("storage.backupPolicy.schedule"), "{error}");
+        config.storage.backup_policy.schedule = String::new();
+        config.storage.backup_policy.frequency = "monthly".to_owned();
+        assert!(jobs(&config).is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! The scheduler through its library entry point, against the real PostgreSQL and RabbitMQ:
+//! two replicas started at once fire the due slot once, their relays publish the job, and
+//! both stop promptly when cancelled.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use shared::test_support::{TopologyCleanup, database_url, eventually};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn two_replicas_fire_the_due_slot_once_relay_it_and_stop_on_shutdown(pool: PgPool) {
+    shared::test_support::init_logging();
+    let mut config = shared::test_support::config();
+    config.database.url = SecretString::from(database_url(&pool).await);
+    // Every minute: the latest slot is under a minute old, so it is due at start-up.
+    config.storage.backup_policy.schedule = "* * * * *".to_owned();
+    let _topology = TopologyCleanup::new(&config.rabbitmq);
+
+    let shutdown = CancellationToken::new();
+    let replicas = [
+        tokio::spawn(scheduler::run(config.clone(), shutdown.clone())),
+        tokio::spawn(scheduler::run(config.clone(), shutdown.clone())),
+    ];
+
+    eventually(Duration::from_secs(30), "the scheduled backup is fired and published", || async {
+        let published: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE event_type = 'backup.requested' AND published_at IS NOT NULL",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        published >= 1
+    })
+    .await;
+    // Both replicas have ticked by now; a minute boundary crossed meanwhile adds a slot, never
+    // a second backup for one slot.
+    let (runs, backups, events): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM scheduled_runs), (SELECT count(*) FROM storage_backups),
+                (SELECT count(*) FROM outbox WHERE event_type = 'backup.requested')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!((1..=2).contains(&runs), "{runs} runs");
+    assert_eq!((backups, events), (runs, runs));
+    let fired_by: String =
+        sqlx::query_scalar("SELECT fired_by FROM scheduled_runs LIMIT 1").fetch_one(&pool).await.unwrap();
+    assert!(fired_by.ends_with(&format!(":{}", std::process::id())), "{fired_by}");
+
+    shutdown.cancel();
+    for replica in replicas {
+        let stopped = tokio::time::timeout(Duration::from_secs(5), replica).await;
+        stopped.expect("the scheduler stops within 5 s").expect("no panic").expect("a clean exit");
+    }
+}
