@@ -9,6 +9,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use shared::auth::{Claims, Role};
 use shared::backup::{BackupId, BackupStatus};
 use shared::db::storage_backups::{self, Backup, Progress};
+use shared::db::{backup_retention, outbox};
+use shared::events::BackupRetentionRequested;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -80,6 +82,24 @@ pub struct BackupPage {
     pub page: u32,
     pub page_size: u32,
     pub items: Vec<BackupView>,
+}
+
+/// A retention run queued by an admin.
+#[derive(Debug, Clone, Object)]
+pub struct CleanupView {
+    /// `storage.retentionPolicy.retentionDays`.
+    pub retention_days: u32,
+    /// Finished backups older than that, still on disk: removed by the run, except those
+    /// holding the last copy of a live image, which is first carried into a new backup
+    /// (they go in a later run).
+    pub expired_backups: usize,
+}
+
+#[derive(ApiResponse)]
+pub enum CleanupAccepted {
+    /// Retention is queued for a worker.
+    #[oai(status = 202)]
+    Accepted(Json<CleanupView>),
 }
 
 #[derive(ApiResponse)]
@@ -198,6 +218,19 @@ impl BackupsApi {
         storage_backups::request_verification(&self.state.db, id).await?;
         let progress = storage_backups::progress(&self.state.db, id).await?;
         Ok(Accepted::Accepted(Json(view(backup, progress))))
+    }
+
+    /// Applies backup retention now (admins only), as the scheduled maintenance does: backups
+    /// older than `retentionDays` are removed, never the last copy of a live image.
+    #[oai(path = "/storage/backups/cleanup", method = "delete")]
+    async fn cleanup_backups(&self, auth: BearerAuth) -> Result<CleanupAccepted, ApiError> {
+        require_admin(&auth.0)?;
+        let now = Utc::now();
+        let days = self.state.config.storage.retention_policy.retention_days;
+        let expired = backup_retention::expired(&self.state.db, now - chrono::Duration::days(i64::from(days))).await?;
+        outbox::enqueue(&self.state.db, BackupRetentionRequested { requested_at: now }).await?;
+        tracing::info!(backups.expired = expired.len(), "backup retention requested");
+        Ok(CleanupAccepted::Accepted(Json(CleanupView { retention_days: days, expired_backups: expired.len() })))
     }
 
     /// One backup with its progress (admins only).

@@ -3,15 +3,15 @@
 //!
 //! Only jobs whose work a worker actually does are listed: an event with no consumer would
 //! pile up unseen. The configuration already has keys for jobs whose handlers come later
-//! (`scheduler.healthCheck`, `sweep`, `signedUrlCleanup`, `metricsRollup` and
-//! `storage.retentionPolicy.cleanupSchedule`); they are validated at start-up and take effect
-//! once their job is added here. Adding one is a variant of [`Job`], its arms in
+//! (`scheduler.healthCheck`, `sweep`, `signedUrlCleanup`, `metricsRollup`); they are
+//! validated at start-up and take effect once their job is added here. Adding one is a variant of [`Job`], its arms in
 //! [`Job::name`] and [`Job::fire`], and its line in [`jobs`].
 
 use chrono::{DateTime, Utc};
 use shared::backup::BackupTrigger;
 use shared::config::{Config, ConfigError};
-use shared::db::storage_backups;
+use shared::db::{outbox, storage_backups};
+use shared::events::BackupRetentionRequested;
 use shared::schedule::CronSchedule;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -25,6 +25,9 @@ pub enum Job {
         /// zstd level of the archives.
         compression_level: i32,
     },
+    /// Backup retention (`storage.retentionPolicy.cleanupSchedule`): its
+    /// `maintenance.backup_retention` event.
+    Maintenance,
 }
 
 impl Job {
@@ -32,6 +35,7 @@ impl Job {
     pub fn name(&self) -> &'static str {
         match self {
             Job::Backup { .. } => "backup",
+            Job::Maintenance => "maintenance",
         }
     }
 
@@ -45,6 +49,7 @@ impl Job {
                 let id = storage_backups::request(tx, BackupTrigger::Scheduled, None, compression_level, slot).await?;
                 Ok(id.0)
             }
+            Job::Maintenance => outbox::enqueue(tx, BackupRetentionRequested { requested_at: slot }).await,
         }
     }
 }
@@ -61,12 +66,20 @@ pub struct ScheduledJob {
 /// does not parse here (a configuration built in code) is refused with its key all the same.
 pub fn jobs(config: &Config) -> Result<Vec<ScheduledJob>, ConfigError> {
     let backup = &config.storage.backup_policy;
-    let table = [(
-        "storage.backupPolicy.schedule",
-        backup.enabled,
-        Job::Backup { compression_level: backup.compression_level },
-        backup.effective_schedule(),
-    )];
+    let table = [
+        (
+            "storage.backupPolicy.schedule",
+            backup.enabled,
+            Job::Backup { compression_level: backup.compression_level },
+            backup.effective_schedule(),
+        ),
+        (
+            "storage.retentionPolicy.cleanupSchedule",
+            true,
+            Job::Maintenance,
+            Some(config.storage.retention_policy.cleanup_schedule.as_str()),
+        ),
+    ];
     let mut jobs = Vec::new();
     for (key, enabled, job, expression) in table {
         let Some(expression) = expression else {
@@ -93,7 +106,7 @@ mod tests {
         config.storage.backup_policy.frequency = "hourly".to_owned();
         config.storage.backup_policy.compression_level = 9;
         let jobs = jobs(&config).unwrap();
-        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0].job, Job::Backup { compression_level: 9 });
         assert_eq!(jobs[0].job.name(), "backup");
         assert_eq!(jobs[0].schedule.as_str(), "0 * * * *");
@@ -102,7 +115,18 @@ mod tests {
         assert_eq!(super::jobs(&config).unwrap()[0].schedule.as_str(), "15 3 * * *");
 
         config.storage.backup_policy.enabled = false;
-        assert!(super::jobs(&config).unwrap().is_empty(), "a disabled backup is not scheduled");
+        let names: Vec<_> = super::jobs(&config).unwrap().iter().map(|j| j.job.name()).collect();
+        assert_eq!(names, ["maintenance"], "a disabled backup is not scheduled");
+    }
+
+    #[test]
+    fn maintenance_runs_at_the_cleanup_schedule_unless_it_is_empty() {
+        let mut config = shared::test_support::config();
+        let jobs = jobs(&config).unwrap();
+        let maintenance = jobs.iter().find(|j| j.job == Job::Maintenance).unwrap();
+        assert_eq!(maintenance.schedule.as_str(), "0 2 * * *");
+        config.storage.retention_policy.cleanup_schedule = String::new();
+        assert!(super::jobs(&config).unwrap().iter().all(|j| j.job != Job::Maintenance));
     }
 
     #[test]

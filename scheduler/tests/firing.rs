@@ -15,10 +15,11 @@ fn at(day: u32, h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, day, h, m, 0).unwrap()
 }
 
-/// The job table of a configuration whose backups run on `schedule`.
+/// The job table of a configuration whose backups run on `schedule`, and nothing else.
 fn backup_on(schedule: &str) -> Vec<ScheduledJob> {
     let mut config = shared::test_support::config();
     config.storage.backup_policy.schedule = schedule.to_owned();
+    config.storage.retention_policy.cleanup_schedule = String::new();
     jobs(&config).unwrap()
 }
 
@@ -106,7 +107,9 @@ async fn a_disabled_job_never_fires(pool: PgPool) {
     let mut config = shared::test_support::config();
     config.storage.backup_policy.enabled = false;
     config.storage.backup_policy.schedule = "* * * * *".to_owned();
+    config.storage.retention_policy.cleanup_schedule = String::new(); // empty disables
     let jobs = jobs(&config).unwrap();
+    assert!(jobs.is_empty());
     for minute in 0..10 {
         let now = at(4, 10, 0) + TimeDelta::minutes(minute);
         assert!(fire_due(&pool, &jobs, now, DAY, "replica-a").await.unwrap().is_empty());

@@ -16,6 +16,7 @@ async fn two_replicas_fire_the_due_slot_once_relay_it_and_stop_on_shutdown(pool:
     config.database.url = SecretString::from(database_url(&pool).await);
     // Every minute: the latest slot is under a minute old, so it is due at start-up.
     config.storage.backup_policy.schedule = "* * * * *".to_owned();
+    config.storage.retention_policy.cleanup_schedule = String::new();
     let _topology = TopologyCleanup::new(&config.rabbitmq);
 
     let shutdown = CancellationToken::new();

@@ -24,6 +24,7 @@ pub mod archive;
 mod batch;
 pub mod manifest;
 pub mod restore;
+pub mod retention;
 pub mod verify;
 
 pub use batch::{BackupError, BatchReport, finish_if_done, run_batch};

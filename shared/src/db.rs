@@ -9,6 +9,7 @@ use sqlx::postgres::PgPoolOptions;
 use crate::config::DatabaseConfig;
 
 pub mod access_logs;
+pub mod backup_retention;
 pub mod outbox;
 pub mod provenance;
 pub mod scheduled_runs;

@@ -109,6 +109,18 @@ impl Event for BackupVerifyRequested {
     const VERSION: u16 = 1;
 }
 
+/// Backup retention is due: remove expired backups, carrying last copies forward first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRetentionRequested {
+    /// The scheduled slot, or when an admin asked.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for BackupRetentionRequested {
+    const TYPE: &'static str = "maintenance.backup_retention";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ pub mod backups;
 pub mod checksums;
 pub mod consumer;
 pub mod deletions;
+pub mod maintenance;
 pub mod operator;
 /// Shared by the crate's integration tests.
 #[cfg(feature = "test-support")]
@@ -86,5 +87,6 @@ fn handler(queue: JobQueue, context: &Context) -> Arc<dyn Handler> {
         JobQueue::Checksums => Arc::new(checksums::Checksums::new(context.clone())),
         JobQueue::Deletions => Arc::new(deletions::Deletions::new(context.clone())),
         JobQueue::Backups => Arc::new(backups::Backups::new(context.clone())),
+        JobQueue::Maintenance => Arc::new(maintenance::Maintenance::new(context.clone())),
     }
 }

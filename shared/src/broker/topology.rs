@@ -36,7 +36,8 @@ use super::connection::{call, close_channel};
 use super::{BrokerConnection, BrokerError, Outgoing};
 use crate::config::RabbitConfig;
 use crate::events::{
-    BackupBatch, BackupRequested, BackupVerifyRequested, Event, ImageDeleted, ImageUploaded, RestoreRequested,
+    BackupBatch, BackupRequested, BackupRetentionRequested, BackupVerifyRequested, Event, ImageDeleted, ImageUploaded,
+    RestoreRequested,
 };
 
 /// Names of the headers this service sets on job messages.
@@ -101,6 +102,8 @@ job_queues! {
     Deletions => "deletions" bound to [ImageDeleted];
     /// Plans backups, archives their batches, checks their archives, and restores.
     Backups => "backups" bound to [BackupRequested, BackupBatch, BackupVerifyRequested, RestoreRequested];
+    /// Housekeeping: backup retention.
+    Maintenance => "maintenance" bound to [BackupRetentionRequested];
 }
 
 /// Why and when a job was given up, as carried by its dead-lettered copy.

@@ -1,0 +1,59 @@
+//! `stayler.maintenance`: housekeeping jobs from the scheduler (at
+//! `retentionPolicy.cleanupSchedule`) or an admin: backup retention.
+//!
+//! Idempotent: a second retention run finds the expired backups removed, or their last
+//! copies already waiting in the carry-over backup the first one requested.
+
+use chrono::Utc;
+use shared::backup::retention;
+use shared::events::{BackupRetentionRequested, Envelope, Event};
+
+use crate::Context;
+use crate::consumer::{Handler, Job, JobError};
+
+pub struct Maintenance {
+    context: Context,
+}
+
+impl Maintenance {
+    pub fn new(context: Context) -> Self {
+        Self { context }
+    }
+
+    async fn backup_retention(&self) -> Result<(), JobError> {
+        let context = &self.context;
+        let storage = &context.config.storage;
+        let report = retention::apply(
+            &context.db,
+            &context.backups,
+            &storage.retention_policy,
+            &storage.backup_policy,
+            Utc::now(),
+        )
+        .await
+        .map_err(JobError::retry)?;
+        tracing::info!(
+            backups.expired = report.expired,
+            backups.removed = report.removed.len(),
+            backups.kept = report.kept.len(),
+            images.carried = report.carried_images,
+            images.waiting = report.waiting_images,
+            "backup retention applied"
+        );
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for Maintenance {
+    async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        match job.event_type.as_str() {
+            BackupRetentionRequested::TYPE => {
+                let _: Envelope<BackupRetentionRequested> =
+                    serde_json::from_slice(&job.body).map_err(JobError::reject)?;
+                self.backup_retention().await
+            }
+            other => Err(JobError::Reject(format!("`{other}` is not a maintenance job"))),
+        }
+    }
+}
