@@ -44,8 +44,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let api = api::start(config).await?;
-            shutdown_signal().await;
-            tracing::info!("shutting down");
+            shared::shutdown::signalled().await.context("listening for SIGTERM")?;
             api.stop().await
         }
         Command::MintToken { role, sub, ttl } => {
@@ -53,14 +52,5 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", keys.mint(sub.unwrap_or_else(Uuid::now_v7), role, chrono::Duration::seconds(ttl)));
             Ok(())
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
     }
 }

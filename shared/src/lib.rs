@@ -12,6 +12,7 @@ pub mod images;
 pub mod imaging;
 pub mod outbox;
 pub mod schedule;
+pub mod shutdown;
 pub mod signing;
 pub mod storage;
 pub mod telemetry;

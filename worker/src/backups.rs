@@ -97,11 +97,8 @@ impl Backups {
             return Ok(()); // finished before: a duplicate job
         }
         let selection: Selection = serde_json::from_value(request.selection).map_err(JobError::reject)?;
-        let mode = if request.mode == RestoreMode::Overwrite.as_str() {
-            RestoreMode::Overwrite
-        } else {
-            RestoreMode::MissingOnly
-        };
+        let mode: RestoreMode =
+            serde_json::from_value(serde_json::Value::String(request.mode)).map_err(JobError::reject)?;
         let context = &self.context;
         let restorer =
             Restorer { db, storage: &context.storage, backups: &context.backups, quota: &context.config.quota };

@@ -6,8 +6,6 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use shared::backup::restore::RestoreMode;
 use shared::config::Config;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use worker::operator::{self, RestoreTarget};
 
@@ -69,16 +67,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutdown requested");
-        on_signal.cancel();
-    });
+    let shutdown = shared::shutdown::token().context("listening for SIGTERM")?;
     worker::run(config, shutdown).await
 }
