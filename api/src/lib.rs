@@ -136,18 +136,31 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
     Ok(RunningApi { addr, shutdown, server, relay, access_log, invalidation })
 }
 
+/// How often a topology the broker refused is declared again.
+const REFUSED_TOPOLOGY_RETRY: Duration = Duration::from_secs(30);
+
 /// Publishes committed events until shut down. The API serves uploads whether or not
 /// RabbitMQ is up: events wait in the outbox and this task delivers them once it is back.
 async fn relay(db: PgPool, config: Arc<Config>, shutdown: CancellationToken) {
     let topology = Topology::new(&config.rabbitmq);
-    match topology.declare_when_ready(&config.rabbitmq, &shutdown).await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(error) => {
-            // The broker refused the topology (e.g. queues declared with other arguments):
-            // an operator must act; uploads still succeed and their events stay queued.
-            tracing::error!(error = %error, "cannot declare the RabbitMQ topology; events stay in the outbox");
-            return;
+    loop {
+        match topology.declare_when_ready(&config.rabbitmq, &shutdown).await {
+            Ok(true) => break,
+            Ok(false) => return,
+            Err(error) => {
+                // The broker refused the topology (e.g. queues declared with other arguments):
+                // an operator must act. Uploads still succeed, their events wait in the outbox,
+                // and the relay starts by itself once the declaration goes through.
+                tracing::error!(
+                    error = %error,
+                    broker.retry_in_secs = REFUSED_TOPOLOGY_RETRY.as_secs(),
+                    "RabbitMQ refused the topology; events wait in the outbox"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(REFUSED_TOPOLOGY_RETRY) => {}
+                }
+            }
         }
     }
     let publisher = Publisher::new(&config.rabbitmq, "stayler-api relay");

@@ -53,6 +53,7 @@ impl TestApp {
 
     /// Spawns with changes to the test configuration.
     pub async fn spawn_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> Self {
+        shared::test_support::init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path(), &pool).await;
         adjust(&mut config);

@@ -23,7 +23,7 @@ pub const BATCH_SIZE: i64 = 100;
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Back-off after a failed pass, doubled per consecutive failure up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The channel the insert trigger notifies.
 const CHANNEL: &str = "outbox";
 

@@ -18,6 +18,7 @@ pub struct TestWorker {
 
 impl TestWorker {
     pub fn start(config: &Config) -> Self {
+        shared::test_support::init_logging();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(crate::run(config.clone(), shutdown.clone()));
         Self { shutdown, task }

@@ -32,13 +32,28 @@ async fn image_view(app: &TestApp, token: &str, id: &str) -> Value {
 }
 
 /// Waits until an image has its thumbnails and a verified checksum, and returns its view.
+/// On time-out it fails with the last view and the outbox, which tell a stalled relay from a
+/// failing job.
 async fn processed(app: &TestApp, token: &str, id: &str) -> Value {
-    eventually(PROCESSING_TIMEOUT, &format!("image {id} is processed"), || async {
+    let deadline = tokio::time::Instant::now() + PROCESSING_TIMEOUT;
+    loop {
         let view = image_view(app, token, id).await;
-        view["thumbnails"]["status"] == "ready" && view["checksum"]["status"] == "verified"
-    })
-    .await;
-    image_view(app, token, id).await
+        if view["thumbnails"]["status"] == "ready" && view["checksum"]["status"] == "verified" {
+            return view;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let outbox: Vec<(String, i32, Option<String>, bool)> = sqlx::query_as(
+                "SELECT event_type, attempts, last_error, published_at IS NOT NULL FROM outbox ORDER BY id",
+            )
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+            panic!(
+                "image {id} not processed after {PROCESSING_TIMEOUT:?}: {view}\noutbox (type, attempts, error, published): {outbox:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Checks each thumbnail: inside its box, aspect ratio kept, never upscaled, on disk with the
