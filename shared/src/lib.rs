@@ -8,6 +8,7 @@ pub mod broker;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod health;
 pub mod images;
 pub mod imaging;
 pub mod outbox;
