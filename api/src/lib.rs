@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod auth;
 pub mod backups;
 pub mod error;
+pub mod health;
 pub mod images;
 pub mod rate_limit;
 pub mod restores;
@@ -56,7 +57,14 @@ impl AppState {
 pub fn openapi(
     state: AppState,
 ) -> OpenApiService<
-    (images::ImagesApi, access::AccessApi, stats::StatsApi, backups::BackupsApi, restores::RestoresApi),
+    (
+        images::ImagesApi,
+        access::AccessApi,
+        stats::StatsApi,
+        backups::BackupsApi,
+        restores::RestoresApi,
+        health::HealthApi,
+    ),
     (),
 > {
     let apis = (
@@ -64,7 +72,8 @@ pub fn openapi(
         access::AccessApi { state: state.clone() },
         stats::StatsApi { state: state.clone() },
         backups::BackupsApi { state: state.clone() },
-        restores::RestoresApi { state },
+        restores::RestoresApi { state: state.clone() },
+        health::HealthApi { state },
     );
     OpenApiService::new(apis, "Stayler Storage", env!("CARGO_PKG_VERSION"))
 }

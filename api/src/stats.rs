@@ -17,6 +17,8 @@ use crate::error::ApiError;
 
 /// Longest per-day history one request may ask for.
 const MAX_DAYS: u32 = 366;
+/// Longest metric history one request may ask for: 90 days.
+const MAX_METRIC_HOURS: u32 = 90 * 24;
 /// Images listed as most accessed, and as most used in try-ons.
 const TOP_IMAGES: i64 = 10;
 
@@ -210,8 +212,76 @@ impl StatsApi {
             },
         }))
     }
+
+    /// One metric's rolled-up series over the last `hours` (default 24, at most 2160), for
+    /// charting (admins only). Metrics: `uploads`, `upload_bytes` (total and per
+    /// `image_type`), `thumbnail_latency_ms` (per `quantile`), `job_failures` (total and per
+    /// `queue` and `final`), `queue_depth` and `dead_letters` (per `queue`). Points come from
+    /// the scheduled roll-up, one per period of `metrics.periodSecs` and labels.
+    #[oai(path = "/storage/stats/metrics", method = "get")]
+    async fn metrics(
+        &self,
+        auth: BearerAuth,
+        name: Query<String>,
+        #[oai(default = "default_hours")] hours: Query<u32>,
+    ) -> Result<Json<MetricSeries>, ApiError> {
+        if auth.0.role != Role::Admin {
+            return Err(ApiError::forbidden("metrics are for admins"));
+        }
+        if !shared::metrics::METRICS.contains(&name.0.as_str()) {
+            let known = shared::metrics::METRICS.join(", ");
+            return Err(ApiError::bad_request("invalid_field", format!("name must be one of {known}")));
+        }
+        if hours.0 == 0 || hours.0 > MAX_METRIC_HOURS {
+            let message = format!("hours must be between 1 and {MAX_METRIC_HOURS}");
+            return Err(ApiError::bad_request("invalid_field", message));
+        }
+        let to = Utc::now();
+        let from = to - Duration::hours(i64::from(hours.0));
+        let points = shared::db::metrics::series(&self.state.db, &name.0, from, to).await?;
+        Ok(Json(MetricSeries {
+            name: name.0,
+            period_secs: self.state.config.metrics.period_secs,
+            from,
+            to,
+            points: points
+                .into_iter()
+                .map(|p| MetricPoint {
+                    period_start: p.period_start,
+                    period_end: p.period_end,
+                    value: p.value,
+                    labels: p.labels,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// A metric over time.
+#[derive(Debug, Clone, Object)]
+pub struct MetricSeries {
+    pub name: String,
+    /// Length of each point's period.
+    pub period_secs: u64,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Oldest first; one point per period and label set (a period without data has none).
+    pub points: Vec<MetricPoint>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct MetricPoint {
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub value: f64,
+    /// What the point is about (`{}` for the total): e.g. `{"image_type": "user"}`.
+    pub labels: serde_json::Value,
 }
 
 fn default_days() -> u32 {
     30
+}
+
+fn default_hours() -> u32 {
+    24
 }

@@ -3,15 +3,15 @@
 //!
 //! Only jobs whose work a worker actually does are listed: an event with no consumer would
 //! pile up unseen. The configuration already has keys for jobs whose handlers come later
-//! (`scheduler.healthCheck`, `sweep`, `signedUrlCleanup`, `metricsRollup`); they are
-//! validated at start-up and take effect once their job is added here. Adding one is a variant of [`Job`], its arms in
+//! (`scheduler.sweep`, `signedUrlCleanup`); they are validated at start-up and take effect
+//! once their job is added here. Adding one is a variant of [`Job`], its arms in
 //! [`Job::name`] and [`Job::fire`], and its line in [`jobs`].
 
 use chrono::{DateTime, Utc};
 use shared::backup::BackupTrigger;
 use shared::config::{Config, ConfigError};
 use shared::db::{outbox, storage_backups};
-use shared::events::BackupRetentionRequested;
+use shared::events::{BackupRetentionRequested, HealthCheckRequested, MetricsRollupRequested};
 use shared::schedule::CronSchedule;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -28,6 +28,10 @@ pub enum Job {
     /// Backup retention (`storage.retentionPolicy.cleanupSchedule`): its
     /// `maintenance.backup_retention` event.
     Maintenance,
+    /// A health check run (`scheduler.healthCheck`): its `health.check` event.
+    HealthCheck,
+    /// A roll-up of `storage_metrics` (`scheduler.metricsRollup`): its `metrics.rollup` event.
+    MetricsRollup,
 }
 
 impl Job {
@@ -36,6 +40,8 @@ impl Job {
         match self {
             Job::Backup { .. } => "backup",
             Job::Maintenance => "maintenance",
+            Job::HealthCheck => "health_check",
+            Job::MetricsRollup => "metrics_rollup",
         }
     }
 
@@ -50,6 +56,8 @@ impl Job {
                 Ok(id.0)
             }
             Job::Maintenance => outbox::enqueue(tx, BackupRetentionRequested { requested_at: slot }).await,
+            Job::HealthCheck => outbox::enqueue(tx, HealthCheckRequested { requested_at: slot }).await,
+            Job::MetricsRollup => outbox::enqueue(tx, MetricsRollupRequested { requested_at: slot }).await,
         }
     }
 }
@@ -79,6 +87,8 @@ pub fn jobs(config: &Config) -> Result<Vec<ScheduledJob>, ConfigError> {
             Job::Maintenance,
             Some(config.storage.retention_policy.cleanup_schedule.as_str()),
         ),
+        ("scheduler.healthCheck", true, Job::HealthCheck, Some(config.scheduler.health_check.as_str())),
+        ("scheduler.metricsRollup", true, Job::MetricsRollup, Some(config.scheduler.metrics_rollup.as_str())),
     ];
     let mut jobs = Vec::new();
     for (key, enabled, job, expression) in table {
@@ -106,7 +116,6 @@ mod tests {
         config.storage.backup_policy.frequency = "hourly".to_owned();
         config.storage.backup_policy.compression_level = 9;
         let jobs = jobs(&config).unwrap();
-        assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[0].job, Job::Backup { compression_level: 9 });
         assert_eq!(jobs[0].job.name(), "backup");
         assert_eq!(jobs[0].schedule.as_str(), "0 * * * *");
@@ -116,7 +125,22 @@ mod tests {
 
         config.storage.backup_policy.enabled = false;
         let names: Vec<_> = super::jobs(&config).unwrap().iter().map(|j| j.job.name()).collect();
-        assert_eq!(names, ["maintenance"], "a disabled backup is not scheduled");
+        assert!(!names.contains(&"backup"), "a disabled backup is not scheduled: {names:?}");
+    }
+
+    #[test]
+    fn health_checks_and_rollups_follow_their_keys() {
+        let mut config = shared::test_support::config();
+        let schedule_of = |config: &Config, job: Job| {
+            super::jobs(config).unwrap().into_iter().find(|j| j.job == job).map(|j| j.schedule.as_str().to_owned())
+        };
+        assert_eq!(schedule_of(&config, Job::HealthCheck).as_deref(), Some("* * * * *"));
+        assert_eq!(schedule_of(&config, Job::MetricsRollup).as_deref(), Some("*/5 * * * *"));
+        config.scheduler.health_check = String::new();
+        config.scheduler.metrics_rollup = "*/15 * * * *".to_owned();
+        assert_eq!(schedule_of(&config, Job::HealthCheck), None, "an empty schedule disables the job");
+        assert_eq!(schedule_of(&config, Job::MetricsRollup).as_deref(), Some("*/15 * * * *"));
+        assert_eq!(Job::HealthCheck.name(), "health_check");
     }
 
     #[test]

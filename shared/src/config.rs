@@ -16,7 +16,9 @@ use serde::Deserialize;
 
 use crate::imaging::ImageFormat;
 
+mod health;
 mod scheduler;
+pub use health::{HealthConfig, MetricsConfig};
 pub use scheduler::SchedulerConfig;
 
 /// Environment variable naming the YAML file to read.
@@ -62,6 +64,10 @@ pub struct Config {
     pub quota: QuotaConfig,
     #[serde(default)]
     pub worker: WorkerConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default)]
     pub access_log: AccessLogConfig,
     #[serde(default)]
@@ -586,6 +592,8 @@ impl Config {
             return bad("rabbitmq.prefix", "must be a plain name");
         }
         self.rate_limit.validate()?;
+        self.health.validate()?;
+        self.metrics.validate()?;
         self.validate_serving()?;
         self.validate_schedules()?;
         Ok(())

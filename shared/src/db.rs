@@ -11,6 +11,7 @@ use crate::config::DatabaseConfig;
 pub mod access_logs;
 pub mod backup_retention;
 pub mod health_checks;
+pub mod metrics;
 pub mod outbox;
 pub mod provenance;
 pub mod scheduled_runs;

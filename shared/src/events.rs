@@ -121,6 +121,31 @@ impl Event for BackupRetentionRequested {
     const VERSION: u16 = 1;
 }
 
+/// A health check run is due: measure, record in `storage_health_checks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheckRequested {
+    /// The scheduled slot; a run that waited in the queue past the staleness limit is skipped
+    /// (a newer one is behind it).
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for HealthCheckRequested {
+    const TYPE: &'static str = "health.check";
+    const VERSION: u16 = 1;
+}
+
+/// A roll-up of recent periods into `storage_metrics` is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsRollupRequested {
+    /// The scheduled slot: periods ending at or before it are rolled up.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for MetricsRollupRequested {
+    const TYPE: &'static str = "metrics.rollup";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,23 @@
 //! Health of the deployment: the status scale every check reports on, the checks a
 //! `health.check` job runs, and how the latest results add up to one answer.
 
+mod check;
+pub mod integrity;
+pub mod probes;
+mod summary;
+
+use std::path::Path;
+
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+pub use check::CheckResult;
+pub use summary::{RUN_CHECKS, Summary, summarize};
+
+use crate::config::Config;
+use crate::db::health_checks;
+use crate::storage::Storage;
 
 /// How well a part of the service is doing, from best to worst; the overall status is the
 /// worst of its parts.
@@ -34,6 +50,30 @@ impl HealthStatus {
             _ => Self::Degraded,
         }
     }
+}
+
+/// Runs every check of a `health.check` job: the quick ones side by side, then the
+/// integrity sample, which reads files.
+pub async fn run_checks(db: &PgPool, storage: &Storage, backup_root: &Path, config: &Config) -> Vec<CheckResult> {
+    let health = &config.health;
+    let (database, broker, outbox, backup) = tokio::join!(
+        probes::database(db, health),
+        probes::broker(&config.rabbitmq, health),
+        probes::outbox(db, health),
+        probes::backup(db, &config.storage.backup_policy, health, Utc::now()),
+    );
+    let disk = probes::disk(storage.root(), backup_root, health);
+    let integrity = integrity::sample(db, storage, health.integrity_sample_size, Utc::now()).await;
+    vec![database, broker, disk, outbox, backup, integrity]
+}
+
+/// Stores the results of one run together, so that a reader never sees half a run.
+pub async fn record(db: &PgPool, results: &[CheckResult]) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    for result in results {
+        health_checks::record(&mut *tx, result.check_type, result.status, &result.details()).await?;
+    }
+    tx.commit().await
 }
 
 #[cfg(test)]

@@ -375,11 +375,36 @@ async fn sync_dir(directory: &Path) -> io::Result<()> {
     File::open(directory).await?.sync_all().await
 }
 
+/// Read size while hashing a stored file.
+const HASH_READ_BYTES: usize = 256 * 1024;
+
+/// Lower-case hex SHA-256 of everything `reader` yields, read in fixed-size chunks (memory
+/// stays constant whatever the file size). Blocking: call it on a blocking thread.
+pub fn sha256_hex(mut reader: impl std::io::Read) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; HASH_READ_BYTES];
+    loop {
+        match reader.read(&mut buffer)? {
+            0 => return Ok(hex::encode(hasher.finalize())),
+            n => hasher.update(&buffer[..n]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use uuid::Uuid;
 
     use super::*;
+
+    #[test]
+    fn hashes_match_the_known_vector() {
+        assert_eq!(
+            sha256_hex(&b"abc"[..]).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
     use crate::images::OwnerId;
 
     fn owner(kind: OwnerType) -> Owner {

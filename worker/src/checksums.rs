@@ -5,18 +5,13 @@
 //! a transient read error can still clear it; a job for a verified or deleted image does
 //! nothing.
 
-use std::io::Read;
-
-use sha2::{Digest, Sha256};
 use shared::db::storage_files;
+use shared::storage::sha256_hex;
 use tokio::task::spawn_blocking;
 
 use crate::Context;
 use crate::consumer::{Handler, Job, JobError};
 use crate::thumbnails::image_id;
-
-/// Read size while hashing.
-const READ_BYTES: usize = 256 * 1024;
 
 pub struct Checksums {
     context: Context,
@@ -59,29 +54,5 @@ impl Handler for Checksums {
         if let Err(error) = storage_files::mark_corrupt(&self.context.db, id, &reason).await {
             tracing::error!(image.id = %id, error = %error, "could not record the verification failure");
         }
-    }
-}
-
-fn sha256_hex(mut reader: impl Read) -> std::io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; READ_BYTES];
-    loop {
-        match reader.read(&mut buffer)? {
-            0 => return Ok(hex::encode(hasher.finalize())),
-            n => hasher.update(&buffer[..n]),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_match_the_known_vector() {
-        assert_eq!(
-            sha256_hex(&b"abc"[..]).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }

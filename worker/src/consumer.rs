@@ -25,6 +25,8 @@ use shared::broker::{
     BrokerConnection, BrokerError, DeadLetter, JobQueue, Publisher, Topology, attempt_of, call, reconnect_delay,
 };
 use shared::config::{Config, RabbitConfig, WorkerConfig};
+use shared::db::metrics;
+use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -103,6 +105,8 @@ pub struct Consumer {
     publisher: Publisher,
     permits: Arc<Semaphore>,
     shutdown_grace: Duration,
+    /// Where failed attempts are recorded (`job_failures`), if anywhere.
+    failure_log: Option<PgPool>,
 }
 
 /// Only the envelope field the runtime needs; the handler parses the rest.
@@ -126,7 +130,15 @@ impl Consumer {
             publisher,
             permits: Arc::new(Semaphore::new(concurrency(&config.worker))),
             shutdown_grace: Duration::from_secs(config.worker.shutdown_grace_secs),
+            failure_log: None,
         }
+    }
+
+    /// Records every failed attempt in `job_failures`, for the metrics roll-up and for
+    /// operators who want the reasons without opening the broker.
+    pub fn with_failure_log(mut self, db: PgPool) -> Self {
+        self.failure_log = Some(db);
+        self
     }
 
     pub fn with_publisher(mut self, publisher: Publisher) -> Self {
@@ -273,9 +285,11 @@ impl Consumer {
                     ack(&delivery, timeout).await;
                 }
                 Err(JobError::Retry(error)) if attempt < self.topology.max_attempts() => {
+                    self.log_failure(&job, false, &error).await;
                     self.retry(&delivery, &job, &error, timeout).await;
                 }
                 Err(JobError::Retry(error) | JobError::Reject(error)) => {
+                    self.log_failure(&job, true, &error).await;
                     self.dead_letter(&delivery, &job, &error, timeout).await;
                 }
             }
@@ -289,6 +303,19 @@ impl Consumer {
         match AssertUnwindSafe(self.handler.handle(job)).catch_unwind().await {
             Ok(outcome) => outcome,
             Err(panic) => Err(JobError::Retry(format!("handler panicked: {}", panic_message(&*panic)))),
+        }
+    }
+
+    /// Best effort: a failure that cannot be recorded (the database is what failed) is
+    /// still retried or dead-lettered as usual.
+    async fn log_failure(&self, job: &Job, last: bool, error: &str) {
+        let Some(db) = &self.failure_log else { return };
+        let queue = self.queue.name();
+        let message_id = job.message_id.as_deref();
+        let recorded =
+            metrics::record_job_failure(db, queue, &job.event_type, message_id, job.attempt, last, error).await;
+        if let Err(log_error) = recorded {
+            tracing::warn!(error = %log_error, "could not record the failed attempt in job_failures");
         }
     }
 

@@ -18,6 +18,7 @@ pub mod backups;
 pub mod checksums;
 pub mod consumer;
 pub mod deletions;
+pub mod health;
 pub mod maintenance;
 pub mod operator;
 /// Shared by the crate's integration tests.
@@ -55,7 +56,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for &queue in JobQueue::ALL {
         let consumer = Consumer::new(&config, queue, handler(queue, &context))
             .with_publisher(publisher.clone())
-            .with_permits(Arc::clone(&permits));
+            .with_permits(Arc::clone(&permits))
+            .with_failure_log(db.clone());
         let shutdown = shutdown.clone();
         consumers
             .spawn(async move { consumer.run(shutdown).await.with_context(|| format!("consuming {}", queue.name())) });
@@ -88,5 +90,6 @@ fn handler(queue: JobQueue, context: &Context) -> Arc<dyn Handler> {
         JobQueue::Deletions => Arc::new(deletions::Deletions::new(context.clone())),
         JobQueue::Backups => Arc::new(backups::Backups::new(context.clone())),
         JobQueue::Maintenance => Arc::new(maintenance::Maintenance::new(context.clone())),
+        JobQueue::Health => Arc::new(health::Health::new(context.clone())),
     }
 }

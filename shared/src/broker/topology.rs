@@ -36,8 +36,8 @@ use super::connection::{call, close_channel};
 use super::{BrokerConnection, BrokerError, Outgoing};
 use crate::config::RabbitConfig;
 use crate::events::{
-    BackupBatch, BackupRequested, BackupRetentionRequested, BackupVerifyRequested, Event, ImageDeleted, ImageUploaded,
-    RestoreRequested,
+    BackupBatch, BackupRequested, BackupRetentionRequested, BackupVerifyRequested, Event, HealthCheckRequested,
+    ImageDeleted, ImageUploaded, MetricsRollupRequested, RestoreRequested,
 };
 
 /// Names of the headers this service sets on job messages.
@@ -104,6 +104,8 @@ job_queues! {
     Backups => "backups" bound to [BackupRequested, BackupBatch, BackupVerifyRequested, RestoreRequested];
     /// Housekeeping: backup retention.
     Maintenance => "maintenance" bound to [BackupRetentionRequested];
+    /// Health checks and metric roll-ups.
+    Health => "health" bound to [HealthCheckRequested, MetricsRollupRequested];
 }
 
 /// Why and when a job was given up, as carried by its dead-lettered copy.

@@ -35,11 +35,27 @@ pub async fn record(
     Ok(())
 }
 
-/// The latest row of every check type, by type name.
+/// The latest row of every check type, by type name. A loose index scan (one index probe
+/// per type) rather than `DISTINCT ON` over the whole history, since load balancers may
+/// poll the health endpoint every few seconds.
 pub async fn latest(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<CheckRow>> {
     let rows = sqlx::query!(
-        "SELECT DISTINCT ON (check_type) check_type, status, details, checked_at
-         FROM storage_health_checks ORDER BY check_type, checked_at DESC"
+        r#"WITH RECURSIVE types (check_type) AS (
+               (SELECT check_type FROM storage_health_checks ORDER BY check_type LIMIT 1)
+               UNION ALL
+               SELECT (SELECT h.check_type FROM storage_health_checks h
+                       WHERE h.check_type > types.check_type ORDER BY h.check_type LIMIT 1)
+               FROM types WHERE types.check_type IS NOT NULL
+           )
+           SELECT latest.check_type AS "check_type!", latest.status AS "status!", latest.details AS "details!",
+                  latest.checked_at AS "checked_at!"
+           FROM types
+           CROSS JOIN LATERAL (
+               SELECT check_type, status, details, checked_at FROM storage_health_checks h
+               WHERE h.check_type = types.check_type ORDER BY h.checked_at DESC LIMIT 1
+           ) AS latest
+           WHERE types.check_type IS NOT NULL
+           ORDER BY latest.check_type"#
     )
     .fetch_all(db)
     .await?;

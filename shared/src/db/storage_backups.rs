@@ -484,3 +484,33 @@ pub async fn request_verification(db: impl PgExecutor<'_>, id: BackupId) -> sqlx
     outbox::enqueue(db, crate::events::BackupVerifyRequested { backup_id: id }).await?;
     Ok(())
 }
+
+/// What the backup health check needs: the last completed backup, the latest backup of
+/// any status, and the oldest live original still waiting for its first backup.
+#[derive(Debug, Clone, Default)]
+pub struct BackupHealth {
+    pub last_completed_at: Option<DateTime<Utc>>,
+    pub latest_status: Option<String>,
+    pub latest_error: Option<String>,
+    pub oldest_not_backed_up: Option<DateTime<Utc>>,
+}
+
+pub async fn health(conn: &mut PgConnection) -> sqlx::Result<BackupHealth> {
+    let last_completed_at =
+        sqlx::query_scalar!("SELECT max(completed_at) FROM storage_backups WHERE status = 'completed'")
+            .fetch_one(&mut *conn)
+            .await?;
+    let latest = sqlx::query!("SELECT status, error FROM storage_backups ORDER BY created_at DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let oldest_not_backed_up =
+        sqlx::query_scalar!("SELECT min(created_at) FROM storage_files WHERE deleted_at IS NULL AND NOT is_backed_up")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(BackupHealth {
+        last_completed_at,
+        latest_status: latest.as_ref().map(|row| row.status.clone()),
+        latest_error: latest.and_then(|row| row.error),
+        oldest_not_backed_up,
+    })
+}

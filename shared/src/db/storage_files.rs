@@ -345,3 +345,56 @@ pub async fn reset_after_restore(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::
     .await?;
     Ok(())
 }
+
+/// A verified original due for its periodic re-check.
+#[derive(Debug, Clone)]
+pub struct IntegrityCandidate {
+    pub id: ImageId,
+    pub key: StorageKey,
+    pub checksum: String,
+    pub file_size: i64,
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+/// The `limit` verified live originals checked longest ago (never re-checked first), so
+/// that repeated samples walk through every stored file.
+pub async fn integrity_sample(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<IntegrityCandidate>> {
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
+                  image_type AS "image_type: ImageType", format AS "format: ImageFormat", checksum, file_size, verified_at
+           FROM storage_files
+           WHERE deleted_at IS NULL AND checksum_status = 'verified'
+           ORDER BY verified_at NULLS FIRST LIMIT $1"#,
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| IntegrityCandidate {
+            id: row.id,
+            key: StorageKey::Original {
+                image_type: row.image_type,
+                owner: Owner { id: row.owner_id, kind: row.owner_type },
+                image_id: row.id,
+                format: row.format,
+            },
+            checksum: row.checksum,
+            file_size: row.file_size,
+            verified_at: row.verified_at,
+        })
+        .collect())
+}
+
+/// Records that verified originals still match their checksums (a passed re-check).
+pub async fn touch_verified(db: impl PgExecutor<'_>, ids: &[ImageId]) -> sqlx::Result<()> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    sqlx::query!(
+        "UPDATE storage_files SET verified_at = now()
+         WHERE id = ANY($1) AND deleted_at IS NULL AND checksum_status = 'verified'",
+        &ids,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

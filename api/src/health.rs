@@ -1,0 +1,140 @@
+//! `GET /storage/health`: one answer for load balancers and dashboards, `ok`, `degraded` or
+//! `down` (200, 200, 503). Everyone gets the status; an admin token adds why, the latest
+//! result of every check type, and checks made live for this request.
+//!
+//! The answer is the worst of the latest recorded checks (written by `health.check` jobs
+//! and maintenance) and of live checks of the database and disks, so a dead database is
+//! `down` at once, not at the next scheduled run.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
+use shared::auth::Role;
+use shared::db::health_checks::{self, CheckRow};
+use shared::health::{self, CheckResult, HealthStatus};
+
+use crate::AppState;
+use crate::auth::BearerAuth;
+
+pub struct HealthApi {
+    pub state: AppState,
+}
+
+/// A bearer token if one is given and valid; anyone may ask for the health summary.
+#[derive(SecurityScheme)]
+pub enum MaybeAuth {
+    Bearer(BearerAuth),
+    #[oai(fallback)]
+    Anonymous,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct HealthView {
+    /// `ok`, `degraded` (serving, but an operator should look) or `down` (not serving).
+    pub status: String,
+    /// When the scheduled health checks last ran.
+    pub last_check_at: Option<DateTime<Utc>>,
+    /// For admins only.
+    #[oai(skip_serializing_if_is_none)]
+    pub details: Option<HealthDetails>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct HealthDetails {
+    /// Every problem behind the status, prefixed with its check type.
+    pub problems: Vec<String>,
+    /// The latest result of every check type.
+    pub checks: Vec<CheckView>,
+    /// Checks made for this request: database, disks and broker.
+    pub live: Vec<CheckView>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct CheckView {
+    pub check_type: String,
+    pub status: String,
+    /// The check's figures and, under `problems`, what made it less than `ok`.
+    pub details: serde_json::Value,
+    pub checked_at: DateTime<Utc>,
+}
+
+#[derive(ApiResponse)]
+pub enum HealthResponse {
+    /// `ok` or `degraded`.
+    #[oai(status = 200)]
+    Serving(Json<HealthView>),
+    /// `down`.
+    #[oai(status = 503)]
+    Down(Json<HealthView>),
+}
+
+impl From<CheckRow> for CheckView {
+    fn from(row: CheckRow) -> Self {
+        Self {
+            check_type: row.check_type,
+            status: row.status.as_str().to_owned(),
+            details: row.details,
+            checked_at: row.checked_at,
+        }
+    }
+}
+
+fn live_view(check: &CheckResult, at: DateTime<Utc>) -> CheckView {
+    CheckView {
+        check_type: check.check_type.to_owned(),
+        status: check.status.as_str().to_owned(),
+        details: check.details(),
+        checked_at: at,
+    }
+}
+
+#[OpenApi]
+impl HealthApi {
+    /// Health of the service: `ok` or `degraded` with 200, `down` with 503. Admins also get
+    /// the reasons, the latest result of every check and live checks.
+    #[oai(path = "/storage/health", method = "get")]
+    async fn health(&self, auth: MaybeAuth) -> HealthResponse {
+        let admin = matches!(&auth, MaybeAuth::Bearer(bearer) if bearer.0.role == Role::Admin);
+        let config = &self.state.config;
+        let now = Utc::now();
+        let mut live = vec![
+            health::probes::database(&self.state.db, &config.health).await,
+            health::probes::disk(self.state.storage.root(), &config.storage.backup_path, &config.health),
+        ];
+        if admin {
+            live.push(health::probes::broker(&config.rabbitmq, &config.health).await);
+        }
+        // The broker's live state is for the admin's eyes: the recorded checks already rate it,
+        // and the public answer must not depend on a connection per request.
+        let live_status = live.iter().take(2).map(|c| c.status).max().unwrap_or(HealthStatus::Ok);
+        let (mut status, last_check_at, mut problems, checks) = match health_checks::latest(&self.state.db).await {
+            Ok(mut rows) => {
+                // What was just measured live replaces what a run recorded earlier.
+                rows.retain(|row| !live.iter().take(2).any(|check| check.check_type == row.check_type));
+                let summary = health::summarize(rows, now, &config.health);
+                (summary.status, summary.last_run, summary.problems, summary.checks)
+            }
+            Err(error) => {
+                let problem = format!("cannot read the recorded health checks: {error}");
+                (HealthStatus::Down, None, vec![problem], Vec::new())
+            }
+        };
+        status = status.max(live_status);
+        for check in &live {
+            problems.extend(check.problems().iter().map(|p| format!("live {}: {p}", check.check_type)));
+        }
+        if status != HealthStatus::Ok {
+            tracing::debug!(health.status = status.as_str(), health.problems = ?problems, "health asked");
+        }
+        let details = admin.then(|| HealthDetails {
+            problems,
+            checks: checks.into_iter().map(CheckView::from).collect(),
+            live: live.iter().map(|check| live_view(check, now)).collect(),
+        });
+        let view = HealthView { status: status.as_str().to_owned(), last_check_at, details };
+        match status {
+            HealthStatus::Down => HealthResponse::Down(Json(view)),
+            HealthStatus::Ok | HealthStatus::Degraded => HealthResponse::Serving(Json(view)),
+        }
+    }
+}
