@@ -15,11 +15,21 @@ fn at(day: u32, h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, day, h, m, 0).unwrap()
 }
 
+/// A test configuration with every job but the backup disabled (an empty schedule).
+fn backups_only() -> shared::config::Config {
+    let mut config = shared::test_support::config();
+    config.storage.retention_policy.cleanup_schedule = String::new();
+    let scheduler = &mut config.scheduler;
+    for schedule in [&mut scheduler.health_check, &mut scheduler.metrics_rollup] {
+        schedule.clear();
+    }
+    config
+}
+
 /// The job table of a configuration whose backups run on `schedule`, and nothing else.
 fn backup_on(schedule: &str) -> Vec<ScheduledJob> {
-    let mut config = shared::test_support::config();
+    let mut config = backups_only();
     config.storage.backup_policy.schedule = schedule.to_owned();
-    config.storage.retention_policy.cleanup_schedule = String::new();
     jobs(&config).unwrap()
 }
 
@@ -104,10 +114,9 @@ async fn a_scheduler_down_for_three_days_fires_one_backup_not_three(pool: PgPool
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_disabled_job_never_fires(pool: PgPool) {
     shared::test_support::init_logging();
-    let mut config = shared::test_support::config();
+    let mut config = backups_only();
     config.storage.backup_policy.enabled = false;
     config.storage.backup_policy.schedule = "* * * * *".to_owned();
-    config.storage.retention_policy.cleanup_schedule = String::new(); // empty disables
     let jobs = jobs(&config).unwrap();
     assert!(jobs.is_empty());
     for minute in 0..10 {
