@@ -62,7 +62,7 @@ pub async fn run_checks(db: &PgPool, storage: &Storage, backup_root: &Path, conf
         probes::outbox(db, health),
         probes::backup(db, &config.storage.backup_policy, health, Utc::now()),
     );
-    let disk = probes::disk(storage.root(), backup_root, health);
+    let disk = probes::disk(storage.root(), Some(backup_root), health);
     let integrity = integrity::sample(db, storage, health.integrity_sample_size, Utc::now()).await;
     vec![database, broker, disk, outbox, backup, integrity]
 }

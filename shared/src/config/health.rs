@@ -93,3 +93,29 @@ impl MetricsConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const VALID: &str = "storage:\n  signedURLKey: dev-key\ndatabase:\n  url: postgres://x\nrabbitmq:\n  url: amqp://x\nauth:\n  jwtSecret: dev-secret\n";
+
+    fn error_of(extra: &str) -> String {
+        Config::from_yaml(&format!("{VALID}{extra}")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn thresholds_out_of_range_are_refused_with_their_key() {
+        assert!(Config::from_yaml(VALID).is_ok());
+        assert!(error_of("health:\n  diskMinFreePercent: 120\n").contains("health.diskMinFreePercent"));
+        assert!(error_of("health:\n  diskDownFreePercent: 20\n").contains("health.diskDownFreePercent"));
+        assert!(error_of("health:\n  staleAfterSecs: 10\n").contains("health.staleAfterSecs"));
+        assert!(error_of("metrics:\n  periodSecs: 7\n").contains("metrics.periodSecs"));
+        assert!(
+            error_of("metrics:\n  periodSecs: 420\n").contains("metrics.periodSecs"),
+            "7 minutes do not divide a day"
+        );
+        assert!(error_of("metrics:\n  recomputePeriods: 0\n").contains("metrics.recomputePeriods"));
+        assert!(error_of("health:\n  sampleSize: 3\n").contains("sampleSize"), "unknown keys are refused");
+    }
+}

@@ -87,11 +87,13 @@ pub async fn broker(rabbit: &RabbitConfig, config: &HealthConfig) -> CheckResult
     check
 }
 
-/// Free space on the storage and backup disks. Too little on the storage disk is `down`:
-/// uploads fail there first.
-pub fn disk(storage_root: &Path, backup_root: &Path, config: &HealthConfig) -> CheckResult {
+/// Free space on the storage disk and, where this process sees it, the backup disk (the API
+/// does not mount the backup tree). Too little on the storage disk is `down`: uploads fail
+/// there first.
+pub fn disk(storage_root: &Path, backup_root: Option<&Path>, config: &HealthConfig) -> CheckResult {
     let mut check = CheckResult::new("disk");
-    for (name, path, can_stop_uploads) in [("storage", storage_root, true), ("backups", backup_root, false)] {
+    let disks = [("storage", Some(storage_root), true), ("backups", backup_root, false)];
+    for (name, path, can_stop_uploads) in disks.into_iter().filter_map(|(n, p, s)| Some((n, p?, s))) {
         match disk_space(path) {
             Ok((free, total)) => {
                 let free_percent = if total == 0 { 0.0 } else { free as f64 * 100.0 / total as f64 };
