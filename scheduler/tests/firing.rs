@@ -20,6 +20,7 @@ fn backup_on(schedule: &str) -> Vec<ScheduledJob> {
     let mut config = shared::test_support::config();
     config.storage.backup_policy.schedule = schedule.to_owned();
     config.storage.retention_policy.cleanup_schedule = String::new();
+    (config.scheduler.sweep, config.scheduler.signed_url_cleanup, config.scheduler.file_audit) = Default::default();
     jobs(&config).unwrap()
 }
 
@@ -108,6 +109,7 @@ async fn a_disabled_job_never_fires(pool: PgPool) {
     config.storage.backup_policy.enabled = false;
     config.storage.backup_policy.schedule = "* * * * *".to_owned();
     config.storage.retention_policy.cleanup_schedule = String::new(); // empty disables
+    (config.scheduler.sweep, config.scheduler.signed_url_cleanup, config.scheduler.file_audit) = Default::default();
     let jobs = jobs(&config).unwrap();
     assert!(jobs.is_empty());
     for minute in 0..10 {

@@ -17,6 +17,7 @@ async fn two_replicas_fire_the_due_slot_once_relay_it_and_stop_on_shutdown(pool:
     // Every minute: the latest slot is under a minute old, so it is due at start-up.
     config.storage.backup_policy.schedule = "* * * * *".to_owned();
     config.storage.retention_policy.cleanup_schedule = String::new();
+    (config.scheduler.sweep, config.scheduler.signed_url_cleanup, config.scheduler.file_audit) = Default::default();
     let _topology = TopologyCleanup::new(&config.rabbitmq);
 
     let shutdown = CancellationToken::new();

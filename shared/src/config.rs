@@ -16,7 +16,9 @@ use serde::Deserialize;
 
 use crate::imaging::ImageFormat;
 
+mod maintenance;
 mod scheduler;
+pub use maintenance::MaintenanceConfig;
 pub use scheduler::SchedulerConfig;
 
 /// Environment variable naming the YAML file to read.
@@ -72,6 +74,8 @@ pub struct Config {
     pub serving: ServingConfig,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
 }
 
 /// The `storage:` section.
@@ -588,6 +592,7 @@ impl Config {
         self.rate_limit.validate()?;
         self.validate_serving()?;
         self.validate_schedules()?;
+        self.validate_maintenance()?;
         Ok(())
     }
 
