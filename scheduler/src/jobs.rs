@@ -2,16 +2,17 @@
 //! configuration, and what firing one of its slots writes.
 //!
 //! Only jobs whose work a worker actually does are listed: an event with no consumer would
-//! pile up unseen. The configuration already has keys for jobs whose handlers come later
-//! (`scheduler.sweep`, `signedUrlCleanup`); they are validated at start-up and take effect
-//! once their job is added here. Adding one is a variant of [`Job`], its arms in
-//! [`Job::name`] and [`Job::fire`], and its line in [`jobs`].
+//! pile up unseen. Adding one is a variant of [`Job`], its arms in [`Job::name`] and
+//! [`Job::fire`], its line in [`jobs`], and its schedule key in the configuration.
 
 use chrono::{DateTime, Utc};
 use shared::backup::BackupTrigger;
 use shared::config::{Config, ConfigError};
 use shared::db::{outbox, storage_backups};
-use shared::events::{BackupRetentionRequested, HealthCheckRequested, MetricsRollupRequested};
+use shared::events::{
+    BackupRetentionRequested, FileAuditRequested, HealthCheckRequested, MetricsRollupRequested, PurgeRequested,
+    SweepRequested,
+};
 use shared::schedule::CronSchedule;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -32,6 +33,13 @@ pub enum Job {
     HealthCheck,
     /// A roll-up of `storage_metrics` (`scheduler.metricsRollup`): its `metrics.rollup` event.
     MetricsRollup,
+    /// The sweeper (`scheduler.sweep`): its `maintenance.sweep` event.
+    Sweep,
+    /// Expired signed URLs and old bookkeeping rows (`scheduler.signedUrlCleanup`): its
+    /// `maintenance.purge` event.
+    Purge,
+    /// Orphan and missing files (`scheduler.fileAudit`): its `maintenance.file_audit` event.
+    FileAudit,
 }
 
 impl Job {
@@ -42,6 +50,9 @@ impl Job {
             Job::Maintenance => "maintenance",
             Job::HealthCheck => "health_check",
             Job::MetricsRollup => "metrics_rollup",
+            Job::Sweep => "sweep",
+            Job::Purge => "purge",
+            Job::FileAudit => "file_audit",
         }
     }
 
@@ -58,6 +69,9 @@ impl Job {
             Job::Maintenance => outbox::enqueue(tx, BackupRetentionRequested { requested_at: slot }).await,
             Job::HealthCheck => outbox::enqueue(tx, HealthCheckRequested { requested_at: slot }).await,
             Job::MetricsRollup => outbox::enqueue(tx, MetricsRollupRequested { requested_at: slot }).await,
+            Job::Sweep => outbox::enqueue(tx, SweepRequested { requested_at: slot }).await,
+            Job::Purge => outbox::enqueue(tx, PurgeRequested { requested_at: slot }).await,
+            Job::FileAudit => outbox::enqueue(tx, FileAuditRequested { requested_at: slot }).await,
         }
     }
 }
@@ -89,6 +103,9 @@ pub fn jobs(config: &Config) -> Result<Vec<ScheduledJob>, ConfigError> {
         ),
         ("scheduler.healthCheck", true, Job::HealthCheck, Some(config.scheduler.health_check.as_str())),
         ("scheduler.metricsRollup", true, Job::MetricsRollup, Some(config.scheduler.metrics_rollup.as_str())),
+        ("scheduler.sweep", true, Job::Sweep, Some(config.scheduler.sweep.as_str())),
+        ("scheduler.signedUrlCleanup", true, Job::Purge, Some(config.scheduler.signed_url_cleanup.as_str())),
+        ("scheduler.fileAudit", true, Job::FileAudit, Some(config.scheduler.file_audit.as_str())),
     ];
     let mut jobs = Vec::new();
     for (key, enabled, job, expression) in table {
@@ -126,6 +143,7 @@ mod tests {
         config.storage.backup_policy.enabled = false;
         let names: Vec<_> = super::jobs(&config).unwrap().iter().map(|j| j.job.name()).collect();
         assert!(!names.contains(&"backup"), "a disabled backup is not scheduled: {names:?}");
+        assert_eq!(names, ["maintenance", "health_check", "metrics_rollup", "sweep", "purge", "file_audit"]);
     }
 
     #[test]
@@ -151,6 +169,26 @@ mod tests {
         assert_eq!(maintenance.schedule.as_str(), "0 2 * * *");
         config.storage.retention_policy.cleanup_schedule = String::new();
         assert!(super::jobs(&config).unwrap().iter().all(|j| j.job != Job::Maintenance));
+    }
+
+    #[test]
+    fn the_sweep_purge_and_file_audit_follow_their_schedules_unless_empty() {
+        let mut config = shared::test_support::config();
+        let schedule_of = |config: &Config, job: Job| {
+            super::jobs(config).unwrap().into_iter().find(|j| j.job == job).map(|j| j.schedule.as_str().to_owned())
+        };
+        assert_eq!(schedule_of(&config, Job::Sweep).as_deref(), Some("*/5 * * * *"));
+        assert_eq!(schedule_of(&config, Job::Purge).as_deref(), Some("0 * * * *"));
+        assert_eq!(schedule_of(&config, Job::FileAudit).as_deref(), Some("30 3 * * *"));
+        assert_eq!((Job::Sweep.name(), Job::Purge.name(), Job::FileAudit.name()), ("sweep", "purge", "file_audit"));
+        config.scheduler.sweep = String::new();
+        config.scheduler.signed_url_cleanup = " ".to_owned();
+        config.scheduler.file_audit = String::new();
+        let names: Vec<_> = super::jobs(&config).unwrap().iter().map(|j| j.job.name()).collect();
+        assert_eq!(names, ["backup", "maintenance"]);
+        config.scheduler.file_audit = "30 3 * *".to_owned();
+        let error = super::jobs(&config).unwrap_err();
+        assert!(error.to_string().contains("scheduler.fileAudit"), "{error}");
     }
 
     #[test]

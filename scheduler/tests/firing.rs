@@ -20,7 +20,13 @@ fn backups_only() -> shared::config::Config {
     let mut config = shared::test_support::config();
     config.storage.retention_policy.cleanup_schedule = String::new();
     let scheduler = &mut config.scheduler;
-    for schedule in [&mut scheduler.health_check, &mut scheduler.metrics_rollup] {
+    for schedule in [
+        &mut scheduler.health_check,
+        &mut scheduler.metrics_rollup,
+        &mut scheduler.sweep,
+        &mut scheduler.signed_url_cleanup,
+        &mut scheduler.file_audit,
+    ] {
         schedule.clear();
     }
     config

@@ -19,6 +19,7 @@ async fn two_replicas_fire_the_due_slot_once_relay_it_and_stop_on_shutdown(pool:
     config.storage.retention_policy.cleanup_schedule = String::new();
     config.scheduler.health_check.clear();
     config.scheduler.metrics_rollup.clear();
+    (config.scheduler.sweep, config.scheduler.signed_url_cleanup, config.scheduler.file_audit) = Default::default();
     let _topology = TopologyCleanup::new(&config.rabbitmq);
 
     let shutdown = CancellationToken::new();

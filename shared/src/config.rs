@@ -17,8 +17,10 @@ use serde::Deserialize;
 use crate::imaging::ImageFormat;
 
 mod health;
+mod maintenance;
 mod scheduler;
 pub use health::{HealthConfig, MetricsConfig};
+pub use maintenance::MaintenanceConfig;
 pub use scheduler::SchedulerConfig;
 
 /// Environment variable naming the YAML file to read.
@@ -78,6 +80,8 @@ pub struct Config {
     pub serving: ServingConfig,
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
 }
 
 /// The `storage:` section.
@@ -596,6 +600,7 @@ impl Config {
         self.metrics.validate()?;
         self.validate_serving()?;
         self.validate_schedules()?;
+        self.validate_maintenance()?;
         Ok(())
     }
 

@@ -10,10 +10,12 @@ use crate::config::DatabaseConfig;
 
 pub mod access_logs;
 pub mod backup_retention;
+pub mod file_audit;
 pub mod health_checks;
 pub mod metrics;
 pub mod outbox;
 pub mod provenance;
+pub mod purge;
 pub mod scheduled_runs;
 pub mod search;
 pub mod stats;
@@ -23,6 +25,7 @@ pub mod storage_quotas;
 pub mod storage_restores;
 pub mod storage_signed_urls;
 pub mod storage_thumbnails;
+pub mod sweep;
 pub mod upload_idempotency;
 
 /// The SQL migrations in `migrations/`, embedded at build time.

@@ -146,6 +146,43 @@ impl Event for MetricsRollupRequested {
     const VERSION: u16 = 1;
 }
 
+/// The sweeper is due: re-queue images left waiting for thumbnails or verification, and the
+/// unfinished batches of stalled backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRequested {
+    /// The scheduled slot, or when an admin asked.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for SweepRequested {
+    const TYPE: &'static str = "maintenance.sweep";
+    const VERSION: u16 = 1;
+}
+
+/// The purge is due: expired signed URLs and old bookkeeping rows are deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeRequested {
+    /// The scheduled slot, or when an admin asked.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for PurgeRequested {
+    const TYPE: &'static str = "maintenance.purge";
+    const VERSION: u16 = 1;
+}
+
+/// The file audit is due: orphan files are quarantined, missing originals reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAuditRequested {
+    /// The scheduled slot, or when an admin asked.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for FileAuditRequested {
+    const TYPE: &'static str = "maintenance.file_audit";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

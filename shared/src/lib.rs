@@ -11,6 +11,7 @@ pub mod events;
 pub mod health;
 pub mod images;
 pub mod imaging;
+pub mod maintenance;
 pub mod metrics;
 pub mod outbox;
 pub mod schedule;

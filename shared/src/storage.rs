@@ -18,7 +18,9 @@ use uuid::Uuid;
 use crate::images::{ImageId, ImageType, Owner, OwnerType};
 use crate::imaging::ImageFormat;
 
+mod audit;
 mod backup_tree;
+pub use audit::{FileWalk, QUARANTINE_DIR, ScannedFile};
 pub use backup_tree::{BackupTree, StagedArchive, disk_space};
 
 /// Folder under the root holding uploads and thumbnails still being written.

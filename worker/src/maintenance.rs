@@ -1,12 +1,17 @@
-//! `stayler.maintenance`: housekeeping jobs from the scheduler (at
-//! `retentionPolicy.cleanupSchedule`) or an admin: backup retention.
+//! `stayler.maintenance`: housekeeping jobs from the scheduler or an admin: backup
+//! retention (`retentionPolicy.cleanupSchedule`), the sweeper (`scheduler.sweep`), the purge
+//! of expired signed URLs and old bookkeeping rows (`scheduler.signedUrlCleanup`) and the
+//! file audit (`scheduler.fileAudit`); the last three live in `shared::maintenance`.
 //!
 //! Idempotent: a second retention run finds the expired backups removed, or their last
-//! copies already waiting in the carry-over backup the first one requested.
+//! copies already waiting in the carry-over backup the first one requested; a second sweep
+//! finds the images it would re-queue already waiting out their back-off; a second purge or
+//! audit finds nothing left to do.
 
 use chrono::Utc;
 use shared::backup::retention;
-use shared::events::{BackupRetentionRequested, Envelope, Event};
+use shared::events::{BackupRetentionRequested, Envelope, Event, FileAuditRequested, PurgeRequested, SweepRequested};
+use shared::maintenance::{file_audit, purge, sweep};
 
 use crate::Context;
 use crate::consumer::{Handler, Job, JobError};
@@ -52,6 +57,25 @@ impl Handler for Maintenance {
                 let _: Envelope<BackupRetentionRequested> =
                     serde_json::from_slice(&job.body).map_err(JobError::reject)?;
                 self.backup_retention().await
+            }
+            SweepRequested::TYPE => {
+                let _: Envelope<SweepRequested> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
+                let context = &self.context;
+                sweep::run(&context.db, &context.config.maintenance, Utc::now()).await.map_err(JobError::retry)?;
+                Ok(())
+            }
+            PurgeRequested::TYPE => {
+                let _: Envelope<PurgeRequested> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
+                let context = &self.context;
+                purge::run(&context.db, &context.config.maintenance, Utc::now()).await.map_err(JobError::retry)?;
+                Ok(())
+            }
+            FileAuditRequested::TYPE => {
+                let _: Envelope<FileAuditRequested> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
+                let context = &self.context;
+                let config = &context.config.maintenance;
+                file_audit::run(&context.db, &context.storage, config, Utc::now()).await.map_err(JobError::retry)?;
+                Ok(())
             }
             other => Err(JobError::Reject(format!("`{other}` is not a maintenance job"))),
         }

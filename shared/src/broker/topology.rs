@@ -39,6 +39,7 @@ use crate::events::{
     BackupBatch, BackupRequested, BackupRetentionRequested, BackupVerifyRequested, Event, HealthCheckRequested,
     ImageDeleted, ImageUploaded, MetricsRollupRequested, RestoreRequested,
 };
+use crate::events::{FileAuditRequested, PurgeRequested, SweepRequested};
 
 /// Names of the headers this service sets on job messages.
 pub mod headers {
@@ -102,8 +103,8 @@ job_queues! {
     Deletions => "deletions" bound to [ImageDeleted];
     /// Plans backups, archives their batches, checks their archives, and restores.
     Backups => "backups" bound to [BackupRequested, BackupBatch, BackupVerifyRequested, RestoreRequested];
-    /// Housekeeping: backup retention.
-    Maintenance => "maintenance" bound to [BackupRetentionRequested];
+    /// Housekeeping: backup retention, the sweeper, the purge of old rows, the file audit.
+    Maintenance => "maintenance" bound to [BackupRetentionRequested, SweepRequested, PurgeRequested, FileAuditRequested];
     /// Health checks and metric roll-ups.
     Health => "health" bound to [HealthCheckRequested, MetricsRollupRequested];
 }

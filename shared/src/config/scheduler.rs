@@ -20,10 +20,13 @@ pub struct SchedulerConfig {
     pub health_check: String,
     /// The sweeper: re-queues images left waiting for thumbnails or verification.
     pub sweep: String,
-    /// Removal of expired signed URL records.
+    /// The purge: expired signed URLs and old bookkeeping rows (published outbox rows,
+    /// health check results, job failures).
     pub signed_url_cleanup: String,
     /// Roll-up of `storage_metrics`.
     pub metrics_rollup: String,
+    /// The file audit: orphan files quarantined, originals missing from disk reported.
+    pub file_audit: String,
 }
 
 impl Default for SchedulerConfig {
@@ -34,6 +37,7 @@ impl Default for SchedulerConfig {
             sweep: "*/5 * * * *".to_owned(),
             signed_url_cleanup: "0 * * * *".to_owned(),
             metrics_rollup: "*/5 * * * *".to_owned(),
+            file_audit: "30 3 * * *".to_owned(),
         }
     }
 }
@@ -63,7 +67,7 @@ impl BackupPolicy {
 impl Config {
     /// Every job schedule by configuration key, as written; an empty one is a disabled job.
     /// The backup schedule is the effective one (empty only if its frequency is unknown).
-    fn schedules(&self) -> [(&'static str, &str); 6] {
+    fn schedules(&self) -> [(&'static str, &str); 7] {
         let scheduler = &self.scheduler;
         [
             ("storage.backupPolicy.schedule", self.storage.backup_policy.effective_schedule().unwrap_or("")),
@@ -72,6 +76,7 @@ impl Config {
             ("scheduler.sweep", &scheduler.sweep),
             ("scheduler.signedUrlCleanup", &scheduler.signed_url_cleanup),
             ("scheduler.metricsRollup", &scheduler.metrics_rollup),
+            ("scheduler.fileAudit", &scheduler.file_audit),
         ]
     }
 
@@ -129,6 +134,7 @@ mod tests {
         assert_eq!(schedules[3], ("scheduler.sweep", "*/5 * * * *"));
         assert_eq!(schedules[4], ("scheduler.signedUrlCleanup", "0 * * * *"));
         assert_eq!(schedules[5], ("scheduler.metricsRollup", "*/5 * * * *"));
+        assert_eq!(schedules[6], ("scheduler.fileAudit", "30 3 * * *"));
     }
 
     #[test]
@@ -157,6 +163,7 @@ mod tests {
             ("scheduler:\n  sweep: \"*/5 * * * * *\"\n", "scheduler.sweep"),
             ("scheduler:\n  signedUrlCleanup: hourly\n", "scheduler.signedUrlCleanup"),
             ("scheduler:\n  metricsRollup: \"0 0 30 2 *\"\n", "scheduler.metricsRollup"),
+            ("scheduler:\n  fileAudit: daily\n", "scheduler.fileAudit"),
             ("storage:\n  backupPolicy:\n    schedule: \"0 24 * * *\"\n", "storage.backupPolicy.schedule"),
             (
                 "storage:\n  retentionPolicy:\n    cleanupSchedule: \"2 * *\"\n",

@@ -333,11 +333,11 @@ pub async fn insert_restored(db: impl PgExecutor<'_>, entry: &crate::backup::man
 }
 
 /// After a live image's original was put back: its bytes are verified, and its thumbnails
-/// (likely lost with it) are made again by the normal pipeline.
+/// (likely lost with it) are made again by the normal pipeline, swept from scratch if lost.
 pub async fn reset_after_restore(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE storage_files SET checksum_status = 'verified', verified_at = now(), thumbnail_status = 'pending',
-                processing_error = NULL
+                processing_error = NULL, requeue_count = 0, last_requeued_at = NULL, sweep_gave_up_at = NULL
          WHERE id = $1 AND deleted_at IS NULL",
         id as _,
     )

@@ -1,0 +1,129 @@
+//! The `maintenance:` section: thresholds and retention times of the sweeper, the purge of
+//! old bookkeeping rows and the file audit. Their schedules are in `scheduler:`.
+
+use serde::Deserialize;
+
+use super::{Config, ConfigError};
+
+/// The `maintenance:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// An image still waiting for thumbnails or verification this many seconds after its
+    /// upload is re-queued by the sweeper; each further re-queue waits twice as long.
+    pub pending_after_secs: u64,
+    /// Re-queues of one image before the sweeper gives up on it and reports it.
+    pub max_requeues: u32,
+    /// Images the sweeper re-queues in one run at most, so that a long legitimate backlog is
+    /// not doubled all at once.
+    pub max_requeues_per_run: u32,
+    /// A running backup with no batch finished for this many seconds gets its unfinished
+    /// batches published again (at most once per this period).
+    pub backup_stall_secs: u64,
+    /// Signed URL records are deleted this many days after they expired.
+    pub signed_url_grace_days: u32,
+    /// Published outbox rows are deleted after this many days.
+    pub outbox_retention_days: u32,
+    /// Health check results are deleted after this many days.
+    pub health_check_retention_days: u32,
+    /// Job failure records are deleted after this many days.
+    pub job_failure_retention_days: u32,
+    /// A file no row refers to is quarantined by the file audit only once it is this many
+    /// seconds old (by modification time), so that a write in flight is never touched; a
+    /// staged file this old is removed.
+    pub orphan_grace_secs: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            pending_after_secs: 900,
+            max_requeues: 5,
+            max_requeues_per_run: 10_000,
+            backup_stall_secs: 3600,
+            signed_url_grace_days: 7,
+            outbox_retention_days: 7,
+            health_check_retention_days: 30,
+            job_failure_retention_days: 30,
+            orphan_grace_secs: 3600,
+        }
+    }
+}
+
+/// Shortest orphan grace: an upload's file is renamed into place just before its row
+/// commits, so a much shorter grace could quarantine a file whose row is a moment away.
+const MIN_ORPHAN_GRACE_SECS: u64 = 300;
+/// Re-queues of one image at most.
+const MAX_REQUEUES: u32 = 20;
+/// Longest wait or age a key may give, in seconds (30 days), and longest retention in days
+/// (100 years): beyond them the times computed from them would leave the calendar.
+const MAX_WAIT_SECS: u64 = 30 * 86_400;
+const MAX_DAYS: u32 = 36_500;
+
+impl Config {
+    /// Checks the `maintenance:` section, naming the key at fault.
+    pub(super) fn validate_maintenance(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: String| Err(ConfigError::BadValue { key, reason });
+        let maintenance = &self.maintenance;
+        if !(60..=MAX_WAIT_SECS).contains(&maintenance.pending_after_secs) {
+            return bad("maintenance.pendingAfterSecs", format!("must be between 60 and {MAX_WAIT_SECS}"));
+        }
+        if maintenance.max_requeues > MAX_REQUEUES {
+            return bad("maintenance.maxRequeues", format!("must be at most {MAX_REQUEUES}"));
+        }
+        if maintenance.max_requeues_per_run == 0 {
+            return bad("maintenance.maxRequeuesPerRun", "must be at least 1".to_owned());
+        }
+        if !(60..=MAX_WAIT_SECS).contains(&maintenance.backup_stall_secs) {
+            return bad("maintenance.backupStallSecs", format!("must be between 60 and {MAX_WAIT_SECS}"));
+        }
+        for (key, days) in [
+            ("maintenance.signedUrlGraceDays", maintenance.signed_url_grace_days),
+            ("maintenance.outboxRetentionDays", maintenance.outbox_retention_days),
+            ("maintenance.healthCheckRetentionDays", maintenance.health_check_retention_days),
+            ("maintenance.jobFailureRetentionDays", maintenance.job_failure_retention_days),
+        ] {
+            if !(1..=MAX_DAYS).contains(&days) {
+                return bad(key, format!("must be between 1 and {MAX_DAYS} days"));
+            }
+        }
+        if !(MIN_ORPHAN_GRACE_SECS..=MAX_WAIT_SECS).contains(&maintenance.orphan_grace_secs) {
+            let reason = format!("must be between {MIN_ORPHAN_GRACE_SECS} and {MAX_WAIT_SECS}");
+            return bad("maintenance.orphanGraceSecs", reason);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "storage:\n  signedURLKey: dev-key\ndatabase:\n  url: postgres://x\nrabbitmq:\n  url: amqp://x\nauth:\n  jwtSecret: dev-secret\n";
+
+    #[test]
+    fn maintenance_has_its_defaults() {
+        let config = Config::from_yaml(VALID).unwrap();
+        let maintenance = &config.maintenance;
+        assert_eq!((maintenance.pending_after_secs, maintenance.max_requeues), (900, 5));
+        assert_eq!((maintenance.orphan_grace_secs, maintenance.outbox_retention_days), (3600, 7));
+    }
+
+    #[test]
+    fn bad_maintenance_values_stop_start_up_naming_their_key() {
+        let cases = [
+            ("maintenance:\n  pendingAfterSecs: 5\n", "maintenance.pendingAfterSecs"),
+            ("maintenance:\n  maxRequeues: 50\n", "maintenance.maxRequeues"),
+            ("maintenance:\n  maxRequeuesPerRun: 0\n", "maintenance.maxRequeuesPerRun"),
+            ("maintenance:\n  backupStallSecs: 1\n", "maintenance.backupStallSecs"),
+            ("maintenance:\n  outboxRetentionDays: 0\n", "maintenance.outboxRetentionDays"),
+            ("maintenance:\n  jobFailureRetentionDays: 4000000000\n", "maintenance.jobFailureRetentionDays"),
+            ("maintenance:\n  orphanGraceSecs: 10\n", "maintenance.orphanGraceSecs"),
+            ("maintenance:\n  orphanGrace: 10\n", "orphanGrace"),
+        ];
+        for (yaml, key) in cases {
+            let err = Config::from_yaml(&format!("{VALID}{yaml}")).unwrap_err();
+            assert!(err.to_string().contains(key), "{yaml}: {err}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The purge's deletions: expired signed URLs and old bookkeeping rows. Each call deletes at
+//! most `limit` rows in its own statement, so that a table with millions of old rows is
+//! emptied by many short transactions instead of one long lock; callers loop until a call
+//! deletes fewer than `limit`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+/// Signed URL records (and, by cascade, their client addresses) that expired before `cutoff`.
+pub async fn signed_urls_expired_before(
+    db: impl PgExecutor<'_>,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM storage_signed_urls WHERE id IN
+             (SELECT id FROM storage_signed_urls WHERE expires_at < $1 LIMIT $2)",
+        cutoff,
+        limit,
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// Outbox rows published before `cutoff`; unpublished rows are never touched.
+pub async fn outbox_published_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM outbox WHERE id IN
+             (SELECT id FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 LIMIT $2)",
+        cutoff,
+        limit,
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// Health check results recorded before `cutoff`.
+pub async fn health_checks_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM storage_health_checks WHERE id IN
+             (SELECT id FROM storage_health_checks WHERE checked_at < $1 LIMIT $2)",
+        cutoff,
+        limit,
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// Job failure records older than `cutoff`.
+pub async fn job_failures_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM job_failures WHERE id IN (SELECT id FROM job_failures WHERE failed_at < $1 LIMIT $2)",
+        cutoff,
+        limit,
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}

@@ -1,0 +1,168 @@
+//! The sweeper: images left waiting for thumbnails or verification are re-queued, so a job
+//! RabbitMQ lost or dead-lettered (by delivery limit, which skips the worker's failure hook)
+//! never leaves an image half-processed unnoticed; stalled backups get their unfinished
+//! batches published again.
+//!
+//! Re-publishing `image.uploaded` is safe: the thumbnail and checksum handlers skip work
+//! already done. To keep a long but healthy backlog from being doubled, each image waits
+//! twice as long before every further re-queue, a run re-queues at most
+//! `maintenance.maxRequeuesPerRun` images, and after `maintenance.maxRequeues` the sweeper
+//! gives up on the image and reports it.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+
+use super::{MaintenanceError, REPORT_SAMPLE, SWEEP_CHECK};
+use crate::backup::{BackupId, BackupStatus};
+use crate::config::MaintenanceConfig;
+use crate::db::{health_checks, outbox, sweep};
+use crate::events::{BackupBatch, BackupRequested, ImageUploaded};
+use crate::health::HealthStatus;
+use crate::images::ImageId;
+
+/// Images looked at per page (one transaction of re-queues each).
+const PAGE: i64 = 500;
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SweepReport {
+    /// Images re-queued while waiting for thumbnails.
+    pub requeued_thumbnails: u64,
+    /// Images re-queued while waiting for verification.
+    pub requeued_checksums: u64,
+    /// Images given up on in this run.
+    pub given_up: u64,
+    /// The first of them.
+    pub given_up_sample: Vec<ImageId>,
+    /// The longest wait of an image still swept, in seconds since its upload.
+    pub oldest_pending_secs: Option<f64>,
+    /// The run stopped at `maintenance.maxRequeuesPerRun`; the rest waits for the next one.
+    pub requeue_limit_reached: bool,
+    /// Stalled backups whose work was published again.
+    pub stalled_backups: Vec<BackupId>,
+    /// Batch (and planning) events published again for them.
+    pub requeued_backup_jobs: u64,
+}
+
+impl SweepReport {
+    /// Degraded once an image was given up: an operator should look at it.
+    pub fn status(&self) -> HealthStatus {
+        if self.given_up > 0 { HealthStatus::Degraded } else { HealthStatus::Ok }
+    }
+}
+
+/// Sweeps once as of `now` and records the report as a `sweep` health check.
+pub async fn run(db: &PgPool, config: &MaintenanceConfig, now: DateTime<Utc>) -> Result<SweepReport, MaintenanceError> {
+    let mut report = SweepReport::default();
+    sweep_images(db, config, now, &mut report).await?;
+    sweep_backups(db, config, now, &mut report).await?;
+    report.oldest_pending_secs = sweep::oldest_pending_secs(db, now).await?;
+    let details = json!({
+        "requeued_thumbnails": report.requeued_thumbnails,
+        "requeued_checksums": report.requeued_checksums,
+        "given_up": report.given_up,
+        "given_up_sample": report.given_up_sample,
+        "oldest_pending_secs": report.oldest_pending_secs,
+        "requeue_limit_reached": report.requeue_limit_reached,
+        "stalled_backups": report.stalled_backups,
+        "requeued_backup_jobs": report.requeued_backup_jobs,
+    });
+    health_checks::record(db, SWEEP_CHECK, report.status(), &details).await?;
+    tracing::info!(
+        sweep.requeued_thumbnails = report.requeued_thumbnails,
+        sweep.requeued_checksums = report.requeued_checksums,
+        sweep.given_up = report.given_up,
+        sweep.oldest_pending_secs = report.oldest_pending_secs,
+        sweep.stalled_backups = report.stalled_backups.len(),
+        "sweep done"
+    );
+    Ok(report)
+}
+
+async fn sweep_images(
+    db: &PgPool,
+    config: &MaintenanceConfig,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(), MaintenanceError> {
+    let pending_after = config.pending_after_secs as f64;
+    let max_requeues = i32::try_from(config.max_requeues).unwrap_or(i32::MAX);
+    let mut budget = config.max_requeues_per_run as usize;
+    let mut after = None;
+    loop {
+        let page = sweep::due_page(db, now, pending_after, after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.id));
+        let (exhausted, mut due): (Vec<_>, Vec<_>) = page.iter().partition(|image| image.requeue_count >= max_requeues);
+        if !exhausted.is_empty() {
+            let ids: Vec<ImageId> = exhausted.iter().map(|image| image.id).collect();
+            let given_up = sweep::give_up(db, &ids, now, pending_after, max_requeues).await?;
+            for id in &given_up {
+                tracing::warn!(image.id = %id, "the sweeper gave up on {id} after {max_requeues} re-queues");
+            }
+            report.given_up += given_up.len() as u64;
+            let room = REPORT_SAMPLE.saturating_sub(report.given_up_sample.len());
+            report.given_up_sample.extend(given_up.into_iter().take(room));
+        }
+        due.truncate(budget);
+        if !due.is_empty() {
+            let ids: Vec<ImageId> = due.iter().map(|image| image.id).collect();
+            let mut tx = db.begin().await?;
+            let requeued = sweep::mark_requeued(&mut tx, &ids, now, pending_after, max_requeues).await?;
+            for image in &requeued {
+                outbox::enqueue(&mut *tx, ImageUploaded { image_id: image.id }).await?;
+            }
+            tx.commit().await?;
+            budget -= requeued.len().min(budget);
+            report.requeued_thumbnails += requeued.iter().filter(|image| image.thumbnails).count() as u64;
+            report.requeued_checksums += requeued.iter().filter(|image| image.checksum).count() as u64;
+        }
+        if budget == 0 {
+            report.requeue_limit_reached = true;
+            break;
+        }
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Publishes again the work of backups with no progress for `maintenance.backupStallSecs`:
+/// planning for a pending one, its unfinished batches for a running one (or batch 0 when
+/// none is left, which finishes it). Planning and batches skip what is done, so a duplicate
+/// is harmless; the claim keeps this to once per stall period.
+async fn sweep_backups(
+    db: &PgPool,
+    config: &MaintenanceConfig,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(), MaintenanceError> {
+    let stall = TimeDelta::seconds(i64::try_from(config.backup_stall_secs).unwrap_or(i64::MAX / 1000));
+    let mut tx = db.begin().await?;
+    let stalled = sweep::claim_stalled_backups(&mut tx, now - stall, now).await?;
+    for backup in &stalled {
+        match backup.status {
+            BackupStatus::Pending => {
+                outbox::enqueue(&mut *tx, BackupRequested { backup_id: backup.id }).await?;
+                report.requeued_backup_jobs += 1;
+            }
+            _ => {
+                let mut batches = sweep::unfinished_batches(&mut *tx, backup.id).await?;
+                if batches.is_empty() {
+                    batches.push(0);
+                }
+                for batch in batches {
+                    outbox::enqueue(&mut *tx, BackupBatch { backup_id: backup.id, batch }).await?;
+                    report.requeued_backup_jobs += 1;
+                }
+            }
+        }
+        tracing::warn!(backup.id = %backup.id, status = ?backup.status, "backup {} stalled: its work is published again", backup.id);
+        report.stalled_backups.push(backup.id);
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! The sweeper, the purge and the file audit against the real PostgreSQL, RabbitMQ and a
+//! storage folder: lost jobs are re-queued (once, even when the sweep is delivered twice)
+//! and finally given up and reported, old rows go in batches while recent ones stay, orphan
+//! files are quarantined, missing originals reported, and nothing live is ever moved.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use api::test_support::{TestApp, images};
+use chrono::{TimeDelta, Utc};
+use reqwest::StatusCode;
+use serde_json::Value;
+use shared::backup::BackupTrigger;
+use shared::broker::JobQueue;
+use shared::config::MaintenanceConfig;
+use shared::db::{outbox, storage_backups};
+use shared::events::SweepRequested;
+use shared::health::HealthStatus;
+use shared::images::ImageId;
+use shared::maintenance::{file_audit, purge, sweep};
+use shared::storage::{QUARANTINE_DIR, Storage};
+use shared::test_support::{TestBroker, eventually};
+use sqlx::PgPool;
+use uuid::Uuid;
+use worker::test_support::{TestWorker, upload_every_kind};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+const TWO_HOURS: Duration = Duration::from_secs(2 * 3600);
+
+/// Inserts a live image row (no file) uploaded at `created_at`; returns its id.
+async fn insert_image(pool: &PgPool, created_at: chrono::DateTime<Utc>) -> Uuid {
+    let id = Uuid::now_v7();
+    let owner = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO storage_files (id, owner_id, owner_type, image_type, original_name, file_path, file_size,
+                                    mime_type, format, width, height, checksum, created_at)
+         VALUES ($1, $2, 'user', 'user', 'me.jpg', 'images/user/' || $2 || '/images/' || $1 || '.jpg', 10,
+                 'image/jpeg', 'jpeg', 1, 1, repeat('a', 64), $3)",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(created_at)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+async fn latest_check(pool: &PgPool, check_type: &str) -> (String, Value) {
+    sqlx::query_as(
+        "SELECT status, details FROM storage_health_checks WHERE check_type = $1 ORDER BY checked_at DESC, id DESC
+         LIMIT 1",
+    )
+    .bind(check_type)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_image_whose_jobs_were_lost_is_processed_after_a_sweep_delivered_twice(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let broker = TestBroker::start(&app.config.rabbitmq).await;
+    let (_, token) = app.user();
+    let response = app.upload(&token, "user", "me.jpg", images::jpeg(64, 48), &[]).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    eventually(TIMEOUT, "the upload's event is published", || async {
+        count(&app.pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
+    })
+    .await;
+    // The broker loses both jobs, and the image has waited longer than the sweeper allows.
+    broker.purge(&broker.topology.queue(JobQueue::Thumbnails)).await;
+    broker.purge(&broker.topology.queue(JobQueue::Checksums)).await;
+    sqlx::query("UPDATE storage_files SET created_at = now() - interval '1 hour'").execute(&app.pool).await.unwrap();
+
+    // Two copies of the sweep job, as a redelivery or two scheduler slots would make.
+    for _ in 0..2 {
+        outbox::enqueue(&app.pool, SweepRequested { requested_at: Utc::now() }).await.unwrap();
+    }
+    let worker = TestWorker::start(&app.config);
+    eventually(TIMEOUT, "the image is processed", || async {
+        let view: Value = app.get_image(&token, &id).await.json().await.unwrap();
+        view["thumbnails"]["status"] == "ready" && view["checksum"]["status"] == "verified"
+    })
+    .await;
+    eventually(TIMEOUT, "both sweeps have run", || async {
+        count(&app.pool, "SELECT count(*) FROM storage_health_checks WHERE check_type = 'sweep'").await == 2
+    })
+    .await;
+    worker.stop().await;
+
+    let uploaded = count(&app.pool, "SELECT count(*) FROM outbox WHERE event_type = 'image.uploaded'").await;
+    assert_eq!(uploaded, 2, "the upload's event and one re-queue, not two");
+    assert_eq!(count(&app.pool, "SELECT requeue_count::bigint FROM storage_files").await, 1);
+    let requeued = count(
+        &app.pool,
+        "SELECT sum((details->>'requeued_thumbnails')::bigint + (details->>'requeued_checksums')::bigint)::bigint
+         FROM storage_health_checks WHERE check_type = 'sweep'",
+    )
+    .await;
+    assert_eq!(requeued, 2, "one image, re-queued once for both of its steps");
+    let (status, _) = latest_check(&app.pool, "sweep").await;
+    assert_eq!(status, "ok");
+    broker.delete().await;
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_image_requeued_the_maximum_times_is_given_up_and_reported(pool: PgPool) {
+    shared::test_support::init_logging();
+    let config = MaintenanceConfig { max_requeues: 2, ..MaintenanceConfig::default() };
+    let t0 = Utc::now();
+    let id = insert_image(&pool, t0).await;
+    let fresh = insert_image(&pool, t0 + TimeDelta::minutes(100)).await;
+    let minutes = |m: i64| t0 + TimeDelta::minutes(m);
+    let requeued_events = || count(&pool, "SELECT count(*) FROM outbox WHERE event_type = 'image.uploaded'");
+
+    // 900 s after the upload, then waits of 1800 s and 3600 s between re-queues.
+    let report = sweep::run(&pool, &config, minutes(14)).await.unwrap();
+    assert_eq!((report.requeued_thumbnails, report.requeued_checksums), (0, 0), "not due yet");
+    let report = sweep::run(&pool, &config, minutes(16)).await.unwrap();
+    assert_eq!((report.requeued_thumbnails, report.requeued_checksums, report.given_up), (1, 1, 0));
+    assert_eq!(report.oldest_pending_secs, Some(16.0 * 60.0));
+    let again = sweep::run(&pool, &config, minutes(16)).await.unwrap();
+    assert_eq!(again.requeued_thumbnails, 0, "a duplicate sweep re-queues nothing");
+    assert_eq!(sweep::run(&pool, &config, minutes(45)).await.unwrap().requeued_thumbnails, 0, "backing off");
+    assert_eq!(sweep::run(&pool, &config, minutes(47)).await.unwrap().requeued_thumbnails, 1);
+    assert_eq!(requeued_events().await, 2);
+    assert_eq!(sweep::run(&pool, &config, minutes(106)).await.unwrap().given_up, 0, "waits out the last back-off");
+
+    let report = sweep::run(&pool, &config, minutes(108)).await.unwrap();
+    assert_eq!(report.given_up, 1);
+    assert_eq!(report.given_up_sample, [ImageId(id)]);
+    assert_eq!(report.status(), HealthStatus::Degraded);
+    assert_eq!(report.requeued_thumbnails, 0, "the younger image is not due yet");
+    let (status, details) = latest_check(&pool, "sweep").await;
+    assert_eq!((status.as_str(), details["given_up"].as_u64()), ("degraded", Some(1)));
+    assert_eq!(details["given_up_sample"][0], id.to_string());
+    let (thumbnails, error): (String, Option<String>) =
+        sqlx::query_as("SELECT thumbnail_status, processing_error FROM storage_files WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(thumbnails, "failed");
+    assert!(error.unwrap().contains("sweeper"), "the image says why");
+    assert_eq!(requeued_events().await, 2, "no event for a given-up image");
+
+    // Given up once: later sweeps leave it alone and report healthy again.
+    let report = sweep::run(&pool, &config, minutes(300)).await.unwrap();
+    assert_eq!((report.given_up, report.status()), (0, HealthStatus::Ok));
+    assert_eq!(report.requeued_thumbnails, 1, "only the younger image");
+    let fresh_count: i64 = sqlx::query_scalar("SELECT requeue_count::bigint FROM storage_files WHERE id = $1")
+        .bind(fresh)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(fresh_count, 1);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_stalled_backup_gets_its_unfinished_batches_published_again(pool: PgPool) {
+    shared::test_support::init_logging();
+    let config = MaintenanceConfig::default();
+    for _ in 0..3 {
+        insert_image(&pool, Utc::now()).await;
+    }
+    let mut tx = pool.begin().await.unwrap();
+    let id = storage_backups::request(&mut tx, BackupTrigger::Manual, None, 3, Utc::now()).await.unwrap();
+    assert_eq!(storage_backups::plan(&mut tx, id, 2).await.unwrap(), Some(2));
+    tx.commit().await.unwrap();
+    let batch_events = || count(&pool, "SELECT count(*) FROM outbox WHERE event_type = 'backup.batch'");
+    assert_eq!(batch_events().await, 2);
+
+    let report = sweep::run(&pool, &config, Utc::now()).await.unwrap();
+    assert!(report.stalled_backups.is_empty(), "just planned: not stalled");
+    let later = Utc::now() + TimeDelta::hours(2);
+    let report = sweep::run(&pool, &config, later).await.unwrap();
+    assert_eq!((report.stalled_backups.as_slice(), report.requeued_backup_jobs), ([id].as_slice(), 2));
+    assert_eq!(batch_events().await, 4);
+    let report = sweep::run(&pool, &config, later).await.unwrap();
+    assert!(report.stalled_backups.is_empty(), "once per stall period");
+    assert_eq!(batch_events().await, 4);
+    let (_, details) = latest_check(&pool, "sweep").await;
+    assert_eq!(details["stalled_backups"], serde_json::json!([]));
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
+    shared::test_support::init_logging();
+    let image = insert_image(&pool, Utc::now()).await;
+    // Signed URLs expired 8 days ago, a day ago, and valid for another hour.
+    for expires_in_secs in [-8.0 * 86_400.0, -86_400.0, 3600.0] {
+        sqlx::query(
+            "INSERT INTO storage_signed_urls (id, image_id, variant, access_type, key_id, expires_at, requested_by)
+             VALUES (gen_random_uuid(), $1, 'original', 'view', 'k1', now() + make_interval(secs => $2),
+                     gen_random_uuid())",
+        )
+        .bind(image)
+        .bind(expires_in_secs)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, payload, created_at, published_at) VALUES
+             (gen_random_uuid(), 'image.uploaded', '{}', now() - interval '9 days', now() - interval '8 days'),
+             (gen_random_uuid(), 'image.uploaded', '{}', now() - interval '1 day', now() - interval '1 day'),
+             (gen_random_uuid(), 'image.uploaded', '{}', now() - interval '9 days', NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // More old results than one batch deletes, so the purge must loop.
+    let old_checks = purge::BATCH + 50;
+    sqlx::query(
+        "INSERT INTO storage_health_checks (check_type, status, checked_at)
+         SELECT 'database', 'ok', now() - interval '31 days' FROM generate_series(1, $1)
+         UNION ALL SELECT 'database', 'ok', now()",
+    )
+    .bind(old_checks)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO job_failures (queue, event_type, attempt, final, error, failed_at) VALUES
+             ('thumbnails', 'image.uploaded', 1, false, 'old', now() - interval '31 days'),
+             ('thumbnails', 'image.uploaded', 1, true, 'recent', now() - interval '1 day')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let report = purge::run(&pool, &MaintenanceConfig::default(), Utc::now()).await.unwrap();
+    assert_eq!(
+        report,
+        purge::PurgeReport { signed_urls: 1, outbox: 1, health_checks: old_checks as u64, job_failures: 1 }
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM storage_signed_urls").await, 2);
+    assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 2, "the recent and the unpublished rows stay");
+    assert_eq!(count(&pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM storage_health_checks").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM job_failures").await, 1);
+    let again = purge::run(&pool, &MaintenanceConfig::default(), Utc::now()).await.unwrap();
+    assert_eq!(again, purge::PurgeReport::default(), "a second purge finds nothing");
+}
+
+/// Every regular file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() { pending.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
+
+fn write_aged(path: &Path, age: Duration) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, b"bytes").unwrap();
+    set_age(path, age);
+}
+
+fn set_age(path: &Path, age: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - age).unwrap();
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_file_audit_quarantines_old_orphans_reports_missing_originals_and_never_moves_live_files(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let worker = TestWorker::start(&app.config);
+    let ids = upload_every_kind(&app).await;
+    eventually(TIMEOUT, "every thumbnail is made", || async {
+        count(&app.pool, "SELECT count(*) FROM storage_files WHERE thumbnail_status <> 'ready'").await == 0
+    })
+    .await;
+    worker.stop().await;
+    let storage: &Storage = &app.storage;
+    let root = storage.root().to_owned();
+    // Every live file is old enough to be quarantined: only its row protects it.
+    for file in files_under(&root.join("images")) {
+        set_age(&file, TWO_HOURS);
+    }
+    let stranger = Uuid::now_v7();
+    let old_orphan = format!("images/user/{stranger}/images/{}.jpg", Uuid::now_v7());
+    let young_orphan = format!("images/user/{stranger}/thumbnails/{}_small.jpg", Uuid::now_v7());
+    write_aged(&root.join(&old_orphan), TWO_HOURS);
+    write_aged(&root.join(&young_orphan), Duration::ZERO);
+    write_aged(&root.join(".staging/left-by-a-crash.part"), TWO_HOURS);
+    write_aged(&root.join(".staging/in-flight.part"), Duration::ZERO);
+    // Two originals lost from disk, one of them with a backup copy.
+    let (backed_up, lost) = (&ids[0], &ids[1]);
+    for id in [backed_up, lost] {
+        let path: String = sqlx::query_scalar("SELECT file_path FROM storage_files WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        std::fs::remove_file(root.join(path)).unwrap();
+    }
+    sqlx::query("UPDATE storage_files SET is_backed_up = true, backup_path = 'day/backup/x.zst' WHERE id = $1::uuid")
+        .bind(backed_up)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let live_files: Vec<String> = sqlx::query_scalar(
+        "SELECT file_path FROM storage_files WHERE deleted_at IS NULL AND NOT id = ANY($1::uuid[])
+         UNION ALL SELECT file_path FROM storage_thumbnails",
+    )
+    .bind(vec![backed_up.parse::<Uuid>().unwrap(), lost.parse::<Uuid>().unwrap()])
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(live_files.len(), ids.len() - 2 + 3 * ids.len());
+
+    let report = file_audit::run(&app.pool, storage, &app.config.maintenance, Utc::now()).await.unwrap();
+    assert_eq!(report.scanned_files as usize, live_files.len() + 2);
+    assert_eq!((report.orphans_quarantined, report.recent_unreferenced), (1, 1));
+    let quarantined = Path::new(QUARANTINE_DIR).join(Utc::now().format("%Y-%m-%d").to_string()).join(&old_orphan);
+    assert_eq!(report.quarantined_sample, [quarantined.to_string_lossy()]);
+    assert!(root.join(&quarantined).exists() && !root.join(&old_orphan).exists());
+    assert!(root.join(&young_orphan).exists(), "a young file may be about to get its row");
+    assert_eq!(report.stale_temp_removed, 1);
+    assert!(!root.join(".staging/left-by-a-crash.part").exists() && root.join(".staging/in-flight.part").exists());
+    for path in &live_files {
+        assert!(root.join(path).exists(), "{path} was moved");
+    }
+    assert_eq!(report.missing_originals, 2);
+    let mut missing: Vec<(String, bool, Option<String>)> =
+        report.missing_sample.iter().map(|m| (m.image_id.0.to_string(), m.backed_up, m.backup_path.clone())).collect();
+    missing.sort();
+    let mut expected =
+        vec![(backed_up.clone(), true, Some("day/backup/x.zst".to_owned())), (lost.clone(), false, None)];
+    expected.sort();
+    assert_eq!(missing, expected);
+    let (status, details) = latest_check(&app.pool, "files").await;
+    assert_eq!(status, "degraded");
+    assert_eq!(details["missing_originals"], 2);
+    assert_eq!(details["orphans_quarantined"], 1);
+    assert_eq!(details["stale_temp_removed"], 1);
+    assert!(details["missing_sample"].as_array().unwrap().iter().any(|m| m["backed_up"] == true));
+
+    // Quarantine is outside the scan: a second audit moves nothing more.
+    let again = file_audit::run(&app.pool, storage, &app.config.maintenance, Utc::now()).await.unwrap();
+    assert_eq!((again.orphans_quarantined, again.stale_temp_removed, again.missing_originals), (0, 0, 2));
+    app.stop().await;
+}
