@@ -185,7 +185,7 @@ mod tests {
         config.scheduler.signed_url_cleanup = " ".to_owned();
         config.scheduler.file_audit = String::new();
         let names: Vec<_> = super::jobs(&config).unwrap().iter().map(|j| j.job.name()).collect();
-        assert_eq!(names, ["backup", "maintenance"]);
+        assert_eq!(names, ["backup", "maintenance", "health_check", "metrics_rollup"]);
         config.scheduler.file_audit = "30 3 * *".to_owned();
         let error = super::jobs(&config).unwrap_err();
         assert!(error.to_string().contains("scheduler.fileAudit"), "{error}");

@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::fs::{self, File};
@@ -200,15 +200,16 @@ impl Storage {
         Ok(count)
     }
 
+    /// Staged files are written continuously while an upload streams, so one untouched for
+    /// a day was left by a crash. Files other processes stage and commit meanwhile come and
+    /// go under the sweep, which is no error.
     async fn remove_stale_staged_files(&self) -> io::Result<()> {
-        let mut entries = fs::read_dir(self.root.join(STAGING_DIR)).await?;
-        let now = SystemTime::now();
-        while let Some(entry) = entries.next_entry().await? {
-            let modified = entry.metadata().await?.modified()?;
-            if now.duration_since(modified).unwrap_or_default() > STALE_STAGING_AGE {
-                tracing::warn!(path = %entry.path().display(), "removing a staged file left by a crash");
-                fs::remove_file(entry.path()).await?;
-            }
+        let storage = self.clone();
+        let removed = tokio::task::spawn_blocking(move || storage.remove_staged_older_than(STALE_STAGING_AGE))
+            .await
+            .map_err(io::Error::other)??;
+        if removed > 0 {
+            tracing::warn!(storage.removed = removed, "removed staged files left by a crash");
         }
         Ok(())
     }
@@ -527,5 +528,36 @@ mod tests {
         assert_eq!(storage.count_staged().await.unwrap(), 0);
         assert!(storage.delete(&key).await.unwrap());
         assert!(!storage.delete(&key).await.unwrap());
+    }
+
+    /// A worker or API process opening the tree while another uploads: staged files come
+    /// and go under the start-up sweep of stale ones, which must not fail on them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_while_others_stage_and_commit_never_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let uploads = {
+            let (storage, stop) = (storage.clone(), std::sync::Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut written = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = StorageKey::Original {
+                        image_type: ImageType::User,
+                        owner: owner(OwnerType::User),
+                        image_id: ImageId::new(),
+                        format: ImageFormat::Png,
+                    };
+                    storage.write(&key, b"bytes").await.unwrap();
+                    written += 1;
+                }
+                written
+            })
+        };
+        for _ in 0..300 {
+            Storage::open(dir.path()).await.expect("opening beside uploads");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(uploads.await.unwrap() > 0);
     }
 }

@@ -20,7 +20,16 @@ impl TestWorker {
     pub fn start(config: &Config) -> Self {
         shared::test_support::init_logging();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(crate::run(config.clone(), shutdown.clone()));
+        let run = crate::run(config.clone(), shutdown.clone());
+        let task = tokio::spawn(async move {
+            let result = run.await;
+            // A worker that ends before it is stopped leaves a test waiting for jobs that
+            // never run: say why at once, not only when the test stops it.
+            if let Err(error) = &result {
+                tracing::error!(error = format!("{error:#}"), "the test worker exited with an error");
+            }
+            result
+        });
         Self { shutdown, task }
     }
 

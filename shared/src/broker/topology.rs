@@ -235,7 +235,10 @@ impl Topology {
         loop {
             match self.declare(config).await {
                 Ok(()) => return Ok(true),
-                Err(error) if error.is_refusal() => return Err(error),
+                Err(error) if error.is_refusal() => {
+                    tracing::error!(error = %error, "RabbitMQ refused the topology");
+                    return Err(error);
+                }
                 Err(error) => {
                     let delay = super::reconnect_delay(config);
                     tracing::warn!(error = %error, broker.retry_in_ms = delay.as_millis() as u64, "RabbitMQ not ready");
