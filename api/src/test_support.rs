@@ -127,6 +127,16 @@ impl TestApp {
         self.client.get(self.url(&format!("/storage/images/{id}"))).bearer_auth(token).send().await.unwrap()
     }
 
+    /// Where the original of image `id` is on disk (tests damage or remove it).
+    pub async fn original_path(&self, id: &str) -> std::path::PathBuf {
+        let path: String = sqlx::query_scalar("SELECT file_path FROM storage_files WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        self.storage.root().join(path)
+    }
+
     /// Files under the storage root, staged ones included.
     pub async fn stored_file_count(&self) -> usize {
         self.storage.count_objects().await.unwrap() + self.storage.count_staged().await.unwrap()

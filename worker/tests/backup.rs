@@ -182,12 +182,7 @@ async fn a_batch_replayed_after_a_crash_or_delivered_twice_converges_on_the_same
 async fn an_original_that_no_longer_matches_its_checksum_is_reported_and_not_backed_up(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let ids = upload_every_kind(&app).await;
-    let path: String = sqlx::query_scalar("SELECT file_path FROM storage_files WHERE id = $1::uuid")
-        .bind(&ids[0])
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    let original = app.storage.root().join(path);
+    let original = app.original_path(&ids[0]).await;
     let mut bytes = std::fs::read(&original).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;

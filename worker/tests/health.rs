@@ -63,15 +63,6 @@ async fn run_health_check(app: &TestApp) -> Vec<(String, String, Value)> {
     .unwrap()
 }
 
-async fn original_path(app: &TestApp, id: &str) -> std::path::PathBuf {
-    let path: String = sqlx::query_scalar("SELECT file_path FROM storage_files WHERE id = $1::uuid")
-        .bind(id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    app.storage.root().join(path)
-}
-
 fn check<'a>(rows: &'a [(String, String, Value)], check_type: &str) -> (&'a str, &'a Value) {
     let (_, status, details) = rows.iter().find(|(t, _, _)| t == check_type).unwrap_or_else(|| panic!("{check_type}"));
     (status, details)
@@ -208,12 +199,12 @@ async fn the_integrity_sample_finds_flipped_and_missing_files_and_walks_the_whol
     }
     wait_verified(&app, &ids).await;
     worker.stop().await;
-    let flipped = original_path(&app, &ids[0]).await;
+    let flipped = app.original_path(&ids[0]).await;
     let mut bytes = std::fs::read(&flipped).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&flipped, bytes).unwrap();
-    std::fs::remove_file(original_path(&app, &ids[1]).await).unwrap();
+    std::fs::remove_file(app.original_path(&ids[1]).await).unwrap();
 
     // Two per run: four runs go round every file, the damaged ones first since they
     // were verified first.

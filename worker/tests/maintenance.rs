@@ -301,12 +301,7 @@ async fn the_file_audit_quarantines_old_orphans_reports_missing_originals_and_ne
     // Two originals lost from disk, one of them with a backup copy.
     let (backed_up, lost) = (&ids[0], &ids[1]);
     for id in [backed_up, lost] {
-        let path: String = sqlx::query_scalar("SELECT file_path FROM storage_files WHERE id = $1::uuid")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        std::fs::remove_file(root.join(path)).unwrap();
+        std::fs::remove_file(app.original_path(id).await).unwrap();
     }
     sqlx::query("UPDATE storage_files SET is_backed_up = true, backup_path = 'day/backup/x.zst' WHERE id = $1::uuid")
         .bind(backed_up)

@@ -158,15 +158,7 @@ async fn a_flipped_byte_in_an_archive_is_detected_reported_and_never_restored(po
     assert_eq!(report["problems"][0]["image_id"], damaged.as_str());
 
     // Both originals lost; the restore brings back the intact one only.
-    let path_of = async |id: &str| -> PathBuf {
-        let path: String = sqlx::query_scalar("SELECT file_path FROM storage_files WHERE id = $1::uuid")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-        app.storage.root().join(path)
-    };
-    let (damaged_path, intact_path) = (path_of(damaged).await, path_of(intact).await);
+    let (damaged_path, intact_path) = (app.original_path(damaged).await, app.original_path(intact).await);
     let intact_bytes = std::fs::read(&intact_path).unwrap();
     std::fs::remove_file(&damaged_path).unwrap();
     std::fs::remove_file(&intact_path).unwrap();
