@@ -1,7 +1,8 @@
 //! Maintenance jobs of the `stayler.maintenance` queue besides backup retention: the
 //! sweeper, the purge of expired signed URLs and old bookkeeping rows, and the file audit.
-//! Each run is idempotent and records what it found as a `storage_health_checks` row, where
-//! operators and the health endpoint see it.
+//! Each run is idempotent. The sweeper and the file audit record what they found as a
+//! `storage_health_checks` row, where operators and the health endpoint see it; the purge
+//! only logs its counts.
 
 use std::io;
 
