@@ -109,12 +109,16 @@ pub enum Accepted {
     Accepted(Json<BackupView>),
 }
 
+fn is_finished(backup: &Backup) -> bool {
+    matches!(backup.status, BackupStatus::Completed | BackupStatus::Failed)
+}
+
 fn view(backup: Backup, progress: Progress) -> BackupView {
     let duration_ms = match (backup.started_at, backup.completed_at) {
         (Some(start), Some(end)) => Some((end - start).num_milliseconds()),
         _ => None,
     };
-    let finished = matches!(backup.status, BackupStatus::Completed | BackupStatus::Failed);
+    let finished = is_finished(&backup);
     BackupView {
         id: backup.id.0,
         status: enum_text(&backup.status),
@@ -197,11 +201,20 @@ impl BackupsApi {
         let mut conn = self.state.db.acquire().await?;
         let offset = i64::from(page.0 - 1) * i64::from(page_size.0);
         let (backups, total) = storage_backups::list(&mut conn, i64::from(page_size.0), offset).await?;
-        let mut items = Vec::with_capacity(backups.len());
-        for backup in backups {
-            let progress = storage_backups::progress(&mut *conn, backup.id).await?;
-            items.push(view(backup, progress));
-        }
+        // Finished backups keep their counts; only the running ones are counted, together.
+        let running: Vec<BackupId> = backups.iter().filter(|b| !is_finished(b)).map(|b| b.id).collect();
+        let counted = storage_backups::progress_of(&mut *conn, &running).await?;
+        let items = backups
+            .into_iter()
+            .map(|backup| {
+                let progress = if is_finished(&backup) {
+                    Progress::of_finished(&backup)
+                } else {
+                    counted.iter().find(|(id, _)| *id == backup.id).map(|(_, p)| *p).unwrap_or_default()
+                };
+                view(backup, progress)
+            })
+            .collect();
         Ok(Json(BackupPage { total, page: page.0, page_size: page_size.0, items }))
     }
 
@@ -216,7 +229,7 @@ impl BackupsApi {
             return Err(ApiError::conflict("backup_not_checkable", "the backup has not finished, or was removed"));
         }
         storage_backups::request_verification(&self.state.db, id).await?;
-        let progress = storage_backups::progress(&self.state.db, id).await?;
+        let progress = Progress::of_finished(&backup);
         Ok(Accepted::Accepted(Json(view(backup, progress))))
     }
 
@@ -239,7 +252,11 @@ impl BackupsApi {
         require_admin(&auth.0)?;
         let id = BackupId(id.0);
         let backup = storage_backups::get(&self.state.db, id).await?.ok_or_else(|| ApiError::not_found("backup"))?;
-        let progress = storage_backups::progress(&self.state.db, id).await?;
+        let progress = if is_finished(&backup) {
+            Progress::of_finished(&backup)
+        } else {
+            storage_backups::progress(&self.state.db, id).await?
+        };
         Ok(Json(view(backup, progress)))
     }
 }

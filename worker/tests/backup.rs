@@ -109,15 +109,30 @@ async fn a_requested_backup_fans_out_to_two_workers_and_archives_every_image_ver
     let (_, entries) = read_manifest(&tree, again["manifest_path"].as_str().unwrap());
     assert!(entries.is_empty());
 
-    let list: Value =
-        app.client.get(app.url("/storage/backups")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
-    assert_eq!(list["total"], 2);
-    assert_eq!(list["items"][1]["id"], backup_id.as_str(), "newest first");
     assert_eq!(get_backup(&app, &admin, &Uuid::now_v7().to_string()).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(get_backup(&app, &user, &backup_id).await.status(), StatusCode::FORBIDDEN);
     for worker in workers {
         worker.stop().await;
     }
+
+    // With no worker left, a third backup stays running: the list shows its entries
+    // counted, and the finished ones with the counts their rows keep.
+    let (_, token) = app.user();
+    app.upload_image(&token, "user", "late.jpg", &[]).await;
+    let running = planned_backup(&app, 10).await;
+    let list: Value =
+        app.client.get(app.url("/storage/backups")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["total"], 3);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items[0]["id"], running.0.to_string(), "newest first");
+    assert_eq!(items[2]["id"], backup_id.as_str());
+    let progress: Vec<(i64, i64)> = items
+        .iter()
+        .map(|b| (b["progress"]["images_pending"].as_i64().unwrap(), b["progress"]["images_done"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(progress, [(1, 0), (0, 0), (0, 5)], "{list}");
+    let one: Value = get_backup(&app, &admin, &running.0.to_string()).await.json().await.unwrap();
+    assert_eq!((one["status"].as_str(), one["progress"]["images_pending"].as_i64()), (Some("running"), Some(1)));
     app.stop().await;
 }
 
