@@ -8,6 +8,7 @@ pub mod backups;
 pub mod error;
 pub mod health;
 pub mod images;
+pub mod maintenance;
 pub mod rate_limit;
 pub mod restores;
 pub mod serving;
@@ -64,6 +65,7 @@ pub fn openapi(
         backups::BackupsApi,
         restores::RestoresApi,
         health::HealthApi,
+        maintenance::MaintenanceApi,
     ),
     (),
 > {
@@ -73,7 +75,8 @@ pub fn openapi(
         stats::StatsApi { state: state.clone() },
         backups::BackupsApi { state: state.clone() },
         restores::RestoresApi { state: state.clone() },
-        health::HealthApi { state },
+        health::HealthApi { state: state.clone() },
+        maintenance::MaintenanceApi { state },
     );
     OpenApiService::new(apis, "Stayler Storage", env!("CARGO_PKG_VERSION"))
 }

@@ -350,3 +350,56 @@ async fn the_file_audit_quarantines_old_orphans_reports_missing_originals_and_ne
     assert_eq!((again.orphans_quarantined, again.stale_temp_removed, again.missing_originals), (0, 0, 2));
     app.stop().await;
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_admin_runs_the_maintenance_jobs_now_through_the_workers(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let worker = TestWorker::start(&app.config);
+    let (_, token) = app.user();
+    let id = app.upload_image(&token, "user", "kept.jpg", &[]).await;
+    // An orphan older than the grace, and an original lost from disk.
+    let orphan = app.storage.root().join("images/user/00000000-0000-0000-0000-000000000000/images/lost.jpg");
+    write_aged(&orphan, TWO_HOURS);
+    eventually(TIMEOUT, "the upload is processed", || async {
+        let view: Value = app.get_image(&token, &id).await.json().await.unwrap();
+        view["checksum"]["status"] == "verified"
+    })
+    .await;
+    std::fs::remove_file(app.original_path(&id).await).unwrap();
+
+    let admin = app.token(shared::auth::Role::Admin, Uuid::now_v7());
+    let run = |token: String, job: &'static str| {
+        let request = app.client.post(app.url(&format!("/storage/maintenance/{job}"))).bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(run(token.clone(), "sweep").await.status(), StatusCode::FORBIDDEN);
+    let unknown = run(admin.clone(), "defrag").await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.json::<Value>().await.unwrap()["error"]["code"], "unknown_job");
+    for job in ["sweep", "purge", "file-audit", "health-check", "metrics-rollup"] {
+        let response = run(admin.clone(), job).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{job}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["job"], job);
+        assert!(body["event_id"].is_string());
+    }
+    eventually(TIMEOUT, "the jobs ran", || async {
+        let types: Vec<String> = sqlx::query_scalar("SELECT DISTINCT check_type FROM storage_health_checks")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        ["sweep", "files", "integrity"].iter().all(|t| types.iter().any(|have| have == t))
+    })
+    .await;
+    let (status, details): (String, Value) = sqlx::query_as(
+        "SELECT status, details FROM storage_health_checks WHERE check_type = 'files' ORDER BY checked_at DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "degraded", "{details}");
+    assert_eq!(details["missing_originals"], 1, "{details}");
+    assert_eq!(details["orphans_quarantined"], 1, "{details}");
+    assert!(!orphan.exists(), "the orphan went to quarantine");
+    worker.stop().await;
+}
