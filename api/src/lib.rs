@@ -54,21 +54,19 @@ impl AppState {
     }
 }
 
+/// Every group of endpoints, by feature.
+pub type Apis = (
+    images::ImagesApi,
+    access::AccessApi,
+    stats::StatsApi,
+    backups::BackupsApi,
+    restores::RestoresApi,
+    health::HealthApi,
+    maintenance::MaintenanceApi,
+);
+
 /// The OpenAPI description of every endpoint.
-pub fn openapi(
-    state: AppState,
-) -> OpenApiService<
-    (
-        images::ImagesApi,
-        access::AccessApi,
-        stats::StatsApi,
-        backups::BackupsApi,
-        restores::RestoresApi,
-        health::HealthApi,
-        maintenance::MaintenanceApi,
-    ),
-    (),
-> {
+pub fn openapi(state: AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         images::ImagesApi { state: state.clone() },
         access::AccessApi { state: state.clone() },
