@@ -357,15 +357,27 @@ async fn an_admin_runs_the_maintenance_jobs_now_through_the_workers(pool: PgPool
     let worker = TestWorker::start(&app.config);
     let (_, token) = app.user();
     let id = app.upload_image(&token, "user", "kept.jpg", &[]).await;
-    // An orphan older than the grace, and an original lost from disk.
+    let other = app.upload_image(&token, "user", "other.jpg", &[]).await;
+    // An orphan older than the grace, an original lost from disk, and a lost thumbnail.
     let orphan = app.storage.root().join("images/user/00000000-0000-0000-0000-000000000000/images/lost.jpg");
     write_aged(&orphan, TWO_HOURS);
-    eventually(TIMEOUT, "the upload is processed", || async {
-        let view: Value = app.get_image(&token, &id).await.json().await.unwrap();
-        view["checksum"]["status"] == "verified"
-    })
-    .await;
+    for image in [&id, &other] {
+        eventually(TIMEOUT, "the uploads are processed", || async {
+            let view: Value = app.get_image(&token, image).await.json().await.unwrap();
+            view["checksum"]["status"] == "verified" && view["thumbnails"]["status"] == "ready"
+        })
+        .await;
+    }
     std::fs::remove_file(app.original_path(&id).await).unwrap();
+    let thumbnail: String = sqlx::query_scalar(
+        "SELECT file_path FROM storage_thumbnails WHERE image_id = $1::uuid AND size_name = 'small'",
+    )
+    .bind(&other)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let thumbnail = app.storage.root().join(thumbnail);
+    std::fs::remove_file(&thumbnail).unwrap();
 
     let admin = app.token(shared::auth::Role::Admin, Uuid::now_v7());
     let run = |token: String, job: &'static str| {
@@ -400,6 +412,12 @@ async fn an_admin_runs_the_maintenance_jobs_now_through_the_workers(pool: PgPool
     assert_eq!(status, "degraded", "{details}");
     assert_eq!(details["missing_originals"], 1, "{details}");
     assert_eq!(details["orphans_quarantined"], 1, "{details}");
+    assert_eq!(details["thumbnails_requeued"], 1, "{details}");
     assert!(!orphan.exists(), "the orphan went to quarantine");
+    eventually(TIMEOUT, "the lost thumbnail is made again", || async {
+        let view: Value = app.get_image(&token, &other).await.json().await.unwrap();
+        thumbnail.exists() && view["thumbnails"]["status"] == "ready"
+    })
+    .await;
     worker.stop().await;
 }

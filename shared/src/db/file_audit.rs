@@ -75,3 +75,50 @@ pub async fn live_originals_page(
     .fetch_all(db)
     .await
 }
+
+/// A thumbnail row of a live image whose thumbnails are `ready`.
+#[derive(Debug, Clone)]
+pub struct ReadyThumbnail {
+    pub image_id: ImageId,
+    pub size_name: String,
+    /// Relative to `storage.basePath`.
+    pub file_path: String,
+}
+
+/// The next `limit` thumbnails of live images marked ready, after `after` (their primary
+/// key order).
+pub async fn ready_thumbnails_page(
+    db: impl PgExecutor<'_>,
+    after: Option<(ImageId, String)>,
+    limit: i64,
+) -> sqlx::Result<Vec<ReadyThumbnail>> {
+    let (after_id, after_size) = after.map_or((None, String::new()), |(id, size)| (Some(id.0), size));
+    sqlx::query_as!(
+        ReadyThumbnail,
+        r#"SELECT t.image_id AS "image_id: ImageId", t.size_name, t.file_path
+           FROM storage_thumbnails t JOIN storage_files f ON f.id = t.image_id
+           WHERE f.deleted_at IS NULL AND f.thumbnail_status = 'ready'
+             AND ($1::uuid IS NULL OR (t.image_id, t.size_name) > ($1, $2))
+           ORDER BY t.image_id, t.size_name LIMIT $3"#,
+        after_id,
+        after_size,
+        limit,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Marks the thumbnails of `ids` as due again (live images whose thumbnails were ready);
+/// returns the images changed, whose `image.uploaded` the caller queues in the same
+/// transaction.
+pub async fn thumbnails_due_again(db: impl PgExecutor<'_>, ids: &[ImageId]) -> sqlx::Result<Vec<ImageId>> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    sqlx::query_scalar!(
+        r#"UPDATE storage_files SET thumbnail_status = 'pending', updated_at = now()
+           WHERE id = ANY($1) AND deleted_at IS NULL AND thumbnail_status = 'ready'
+           RETURNING id AS "id: ImageId""#,
+        &ids,
+    )
+    .fetch_all(db)
+    .await
+}

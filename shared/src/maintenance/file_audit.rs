@@ -1,6 +1,7 @@
-//! The file audit: files on disk that no row needs are quarantined, and live originals
-//! missing from disk are reported with whether a backup copy exists, so an operator can
-//! restore them (`POST /storage/restore` with their ids).
+//! The file audit: files on disk that no row needs are quarantined, live originals missing
+//! from disk are reported with whether a backup copy exists, so an operator can restore
+//! them (`POST /storage/restore` with their ids), and images whose thumbnail files are
+//! missing get their thumbnails made again (they derive from the original).
 //!
 //! A file is an orphan when no original or thumbnail row of a live image (or of one deleted
 //! within the grace, whose deletion job may still be on its way) names it, and it was last
@@ -24,7 +25,8 @@ use tokio::task::spawn_blocking;
 
 use super::{FILES_CHECK, MaintenanceError, REPORT_SAMPLE};
 use crate::config::MaintenanceConfig;
-use crate::db::{file_audit, health_checks};
+use crate::db::{file_audit, health_checks, outbox};
+use crate::events::ImageUploaded;
 use crate::health::HealthStatus;
 use crate::images::ImageId;
 use crate::storage::{ScannedFile, Storage};
@@ -59,6 +61,8 @@ pub struct AuditReport {
     pub missing_sample: Vec<MissingOriginal>,
     /// Staged files older than the grace, removed.
     pub stale_temp_removed: u64,
+    /// Images marked ready whose thumbnail files were missing, queued for new thumbnails.
+    pub thumbnails_requeued: u64,
 }
 
 impl AuditReport {
@@ -81,6 +85,7 @@ pub async fn run(
     report.stale_temp_removed = spawn_blocking(move || staged.remove_staged_older_than(grace)).await??;
     quarantine_orphans(db, storage, grace, now, &mut report).await?;
     find_missing_originals(db, storage, &mut report).await?;
+    remake_missing_thumbnails(db, storage, &mut report).await?;
     let details = json!({
         "scanned_files": report.scanned_files,
         "orphans_quarantined": report.orphans_quarantined,
@@ -89,6 +94,7 @@ pub async fn run(
         "missing_originals": report.missing_originals,
         "missing_sample": report.missing_sample,
         "stale_temp_removed": report.stale_temp_removed,
+        "thumbnails_requeued": report.thumbnails_requeued,
     });
     health_checks::record(db, FILES_CHECK, report.status(), &details).await?;
     tracing::info!(
@@ -96,6 +102,7 @@ pub async fn run(
         audit.orphans_quarantined = report.orphans_quarantined,
         audit.missing_originals = report.missing_originals,
         audit.stale_temp_removed = report.stale_temp_removed,
+        audit.thumbnails_requeued = report.thumbnails_requeued,
         "file audit done"
     );
     Ok(report)
@@ -200,6 +207,51 @@ async fn find_missing_originals(
                     backup_path: original.backup_path,
                 });
             }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Thumbnails are derived data: an image marked ready whose thumbnail file is gone gets
+/// `thumbnail_status = pending` and its `image.uploaded` again, in one transaction per
+/// page, and the thumbnail worker remakes them (the checksum worker skips a verified image).
+async fn remake_missing_thumbnails(
+    db: &PgPool,
+    storage: &Storage,
+    report: &mut AuditReport,
+) -> Result<(), MaintenanceError> {
+    let mut after = None;
+    loop {
+        let page = file_audit::ready_thumbnails_page(db, after.clone(), LOOKUP_BATCH as i64).await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.image_id, last.size_name.clone()));
+        let full = page.len() == LOOKUP_BATCH;
+        let root = storage.root().to_owned();
+        let mut incomplete: Vec<ImageId> = spawn_blocking(move || {
+            let mut incomplete = Vec::new();
+            for thumbnail in page {
+                match std::fs::symlink_metadata(root.join(&thumbnail.file_path)) {
+                    Ok(_) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => incomplete.push(thumbnail.image_id),
+                    Err(error) => return Err(error),
+                }
+            }
+            std::io::Result::Ok(incomplete)
+        })
+        .await??;
+        incomplete.dedup();
+        if !incomplete.is_empty() {
+            let mut tx = db.begin().await?;
+            let due = file_audit::thumbnails_due_again(&mut *tx, &incomplete).await?;
+            for id in &due {
+                outbox::enqueue(&mut *tx, ImageUploaded { image_id: *id }).await?;
+                tracing::warn!(image.id = %id, "thumbnails of {id} are missing: queued to be made again");
+            }
+            tx.commit().await?;
+            report.thumbnails_requeued += due.len() as u64;
         }
         if !full {
             break;
