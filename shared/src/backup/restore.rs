@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 
 use super::manifest::{self, Entry, ManifestError};
 use super::{BackupId, archive};
@@ -28,6 +29,8 @@ use crate::storage::{BackupTree, Storage};
 
 /// Reasons kept in a report; beyond them only the counts grow.
 const MAX_DETAILS: usize = 500;
+/// Manifest entries read ahead of the restore.
+const MANIFEST_CHANNEL: usize = 256;
 
 /// What to restore.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,7 +143,8 @@ impl Restorer<'_> {
         };
         if wanted.is_none() {
             for path in &manifests {
-                total += self.read_manifest(path).await?.header.file_count;
+                let (tree, path) = (self.backups.clone(), path.clone());
+                total += tokio::task::spawn_blocking(move || open_manifest(&tree, &path)).await??.header.file_count;
             }
         }
         let mut report = RestoreReport::default();
@@ -149,8 +153,8 @@ impl Restorer<'_> {
             if wanted.as_ref().is_some_and(HashSet::is_empty) {
                 break;
             }
-            let reader = self.read_manifest(path).await?;
-            for entry in reader {
+            let mut entries = stream_entries(self.backups.clone(), path.clone());
+            while let Some(entry) = entries.recv().await {
                 let entry = entry?;
                 if let Some(ids) = wanted.as_mut()
                     && !ids.remove(&entry.image_id)
@@ -210,11 +214,6 @@ impl Restorer<'_> {
         Ok(found)
     }
 
-    async fn read_manifest(&self, path: &Path) -> Result<manifest::Reader<BufReader<std::fs::File>>, RestoreError> {
-        let file = self.backups.open_file(path)?;
-        Ok(manifest::Reader::new(BufReader::new(file))?)
-    }
-
     async fn restore_one(&self, entry: &Entry, mode: RestoreMode) -> Result<Outcome, RestoreError> {
         let key = entry.key();
         let state = storage_files::row_state(self.db, entry.image_id).await?;
@@ -265,6 +264,34 @@ impl Restorer<'_> {
         tracing::info!(image.id = %entry.image_id, "restored {}", entry.image_id);
         Ok(Outcome::Restored)
     }
+}
+
+/// Opens a manifest and reads its header. Blocking.
+fn open_manifest(tree: &BackupTree, path: &Path) -> Result<manifest::Reader<BufReader<std::fs::File>>, RestoreError> {
+    let file = tree.open_file(path)?;
+    Ok(manifest::Reader::new(BufReader::new(file))?)
+}
+
+/// A manifest's entries, read line by line on a blocking thread and handed over through a
+/// small channel: a manifest of a million images is neither read on the async runtime nor
+/// held in memory. The reader stops when the receiver is dropped.
+fn stream_entries(tree: BackupTree, path: PathBuf) -> mpsc::Receiver<Result<Entry, RestoreError>> {
+    let (sender, receiver) = mpsc::channel(MANIFEST_CHANNEL);
+    tokio::task::spawn_blocking(move || {
+        let reader = match open_manifest(&tree, &path) {
+            Ok(reader) => reader,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(error));
+                return;
+            }
+        };
+        for entry in reader {
+            if sender.blocking_send(entry.map_err(RestoreError::from)).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 /// `(day, backup id)` of a manifest path `{day}/{backup_id}/manifest.jsonl`.
