@@ -51,6 +51,14 @@ port_open() {
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
 }
 
+# True when an AMQP broker on HOST PORT answers the protocol header within 5 s: a broker
+# that accepts connections but has stopped answering fails every test that needs it.
+amqp_answers() {
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"; printf "AMQP\x00\x00\x09\x01" >&3; [ "$(head -c 1 <&3 | wc -c)" -eq 1 ]' \
+        _ "$1" "$2" 2>/dev/null
+}
+
 is_local_host() {
     case "$1" in localhost | 127.* | ::1 | "[::1]") return 0 ;; *) return 1 ;; esac
 }
@@ -95,13 +103,23 @@ ensure_postgres() {
 # Starts the local RabbitMQ node if nothing answers on HOST PORT.
 ensure_rabbitmq() {
     local host=$1 port=$2
-    port_open "$host" "$port" && return 0
+    if port_open "$host" "$port"; then
+        amqp_answers "$host" "$port" && return 0
+        is_local_host "$host" || die "RabbitMQ at $host:$port accepts connections but does not answer"
+        say "RabbitMQ accepts connections but does not answer: restarting it"
+        as_root timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || as_root pkill -9 -u rabbitmq beam.smp || true
+        wait_until 60 "RabbitMQ on $host:$port to stop" port_closed "$host" "$port"
+    fi
     is_local_host "$host" || die "RabbitMQ at $host:$port does not answer"
     command -v rabbitmq-server >/dev/null || die "RabbitMQ is not installed (Debian: apt-get install rabbitmq-server)"
     say "starting RabbitMQ"
     as_root rabbitmq-server -detached
     as_root timeout 120 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
-    wait_until 120 "RabbitMQ on $host:$port" port_open "$host" "$port"
+    wait_until 120 "RabbitMQ on $host:$port" amqp_answers "$host" "$port"
+}
+
+port_closed() {
+    ! port_open "$@"
 }
 
 # Starts a local Redis (in memory only, nothing saved to disk) if nothing answers on HOST PORT.

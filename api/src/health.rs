@@ -107,7 +107,14 @@ impl HealthApi {
         // The broker's live state is for the admin's eyes: the recorded checks already rate it,
         // and the public answer must not depend on a connection per request.
         let live_status = live.iter().take(2).map(|c| c.status).max().unwrap_or(HealthStatus::Ok);
-        let (mut status, last_check_at, mut problems, checks) = match health_checks::latest(&self.state.db).await {
+        let database_down = live[0].status == HealthStatus::Down;
+        let recorded = if database_down {
+            // No answer from the database now: its recorded checks would not come either.
+            Err(None)
+        } else {
+            health_checks::latest(&self.state.db).await.map_err(Some)
+        };
+        let (mut status, last_check_at, mut problems, checks) = match recorded {
             Ok(mut rows) => {
                 // The database just answered; what a run recorded of it earlier is moot. (The
                 // recorded disk check stays: it also covers the backup disk, which the API
@@ -117,8 +124,9 @@ impl HealthApi {
                 (summary.status, summary.last_run, summary.problems, summary.checks)
             }
             Err(error) => {
-                let problem = format!("cannot read the recorded health checks: {error}");
-                (HealthStatus::Down, None, vec![problem], Vec::new())
+                let problems =
+                    error.map(|e| format!("cannot read the recorded health checks: {e}")).into_iter().collect();
+                (HealthStatus::Down, None, problems, Vec::new())
             }
         };
         status = status.max(live_status);

@@ -24,6 +24,9 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Back-off after a failed pass, doubled per consecutive failure up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a pass in flight at shutdown may still take. Rows it leaves unmarked are
+/// published again by the next relay; consumers absorb the duplicate.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// The channel the insert trigger notifies.
 const CHANNEL: &str = "outbox";
 
@@ -101,9 +104,23 @@ pub async fn run(pool: PgPool, publisher: Publisher, shutdown: CancellationToken
     let mut backoff = FIRST_BACKOFF;
     while !shutdown.is_cancelled() {
         if listener.is_none() {
-            listener = listen(&pool).await;
+            listener = tokio::select! {
+                () = shutdown.cancelled() => break,
+                listener = listen(&pool) => listener,
+            };
         }
-        let failed = match publish_pending_once(&pool, &publisher).await {
+        let pass = publish_pending_once(&pool, &publisher);
+        tokio::pin!(pass);
+        // A pass in flight at shutdown may finish (its confirmed rows get marked), but one
+        // stuck on an unreachable database must not hold the process past its grace.
+        let outcome = tokio::select! {
+            outcome = &mut pass => outcome,
+            () = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN_GRACE, &mut pass).await {
+                Ok(outcome) => outcome,
+                Err(_) => break,
+            },
+        };
+        let failed = match outcome {
             Ok(published) => {
                 if published > 0 {
                     tracing::debug!(outbox.published = published, "outbox drained");

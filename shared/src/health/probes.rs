@@ -2,7 +2,7 @@
 //! run: an error reading a figure is itself a finding.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -14,11 +14,21 @@ use crate::config::{BackupPolicy, HealthConfig, RabbitConfig};
 use crate::db::{outbox as outbox_table, storage_backups};
 use crate::storage::disk_space;
 
-/// Database reachability and the time of one round trip.
+/// Longest wait for the database's answer before it counts as unreachable.
+pub const DATABASE_ANSWER_LIMIT: Duration = Duration::from_secs(2);
+
+/// Database reachability and the time of one round trip. A database that does not answer
+/// within [`DATABASE_ANSWER_LIMIT`] is `down`: a load balancer asking for health must get
+/// its answer before its own deadline, not after the pool's.
 pub async fn database(db: &PgPool, config: &HealthConfig) -> CheckResult {
     let mut check = CheckResult::new("database");
     let started = Instant::now();
-    match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(db).await {
+    let limit = DATABASE_ANSWER_LIMIT.max(Duration::from_millis(config.database_max_latency_ms));
+    let answered = match tokio::time::timeout(limit, sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(db)).await {
+        Ok(answered) => answered.map_err(|error| error.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+    };
+    match answered {
         Ok(_) => {
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             check.detail("reachable", true).detail("latency_ms", round(latency_ms));
