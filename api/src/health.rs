@@ -97,23 +97,21 @@ impl HealthApi {
         let admin = matches!(&auth, MaybeAuth::Bearer(bearer) if bearer.0.role == Role::Admin);
         let config = &self.state.config;
         let now = Utc::now();
-        let mut live = vec![
-            health::probes::database(&self.state.db, &config.health).await,
-            health::probes::disk(self.state.storage.root(), None, &config.health),
-        ];
-        if admin {
-            live.push(health::probes::broker(&config.rabbitmq, &config.health).await);
-        }
+        let database = health::probes::database(&self.state.db, &config.health).await;
+        let disk = health::probes::disk(self.state.storage.root(), None, &config.health);
         // The broker's live state is for the admin's eyes: the recorded checks already rate it,
         // and the public answer must not depend on a connection per request.
-        let live_status = live.iter().take(2).map(|c| c.status).max().unwrap_or(HealthStatus::Ok);
-        let database_down = live[0].status == HealthStatus::Down;
-        let recorded = if database_down {
+        let live_status = database.status.max(disk.status);
+        let recorded = if database.status == HealthStatus::Down {
             // No answer from the database now: its recorded checks would not come either.
             Err(None)
         } else {
             health_checks::latest(&self.state.db).await.map_err(Some)
         };
+        let mut live = vec![database, disk];
+        if admin {
+            live.push(health::probes::broker(&config.rabbitmq, &config.health).await);
+        }
         let (mut status, last_check_at, mut problems, checks) = match recorded {
             Ok(mut rows) => {
                 // The database just answered; what a run recorded of it earlier is moot. (The
