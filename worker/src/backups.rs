@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use shared::backup::restore::{RestoreError, RestoreMode, RestoreReport, Restorer, Selection};
 use shared::backup::{self, BackupId, verify};
 use shared::db::{storage_backups, storage_restores};
-use shared::events::{BackupBatch, BackupRequested, BackupVerifyRequested, Envelope, Event, RestoreRequested};
+use shared::events::{BackupBatch, BackupRequested, BackupVerifyRequested, Event, RestoreRequested};
 use uuid::Uuid;
 
 use crate::Context;
@@ -126,13 +126,13 @@ impl Backups {
 impl Handler for Backups {
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
         match job.event_type.as_str() {
-            BackupRequested::TYPE => self.plan(payload::<BackupRequested>(job)?.backup_id).await,
+            BackupRequested::TYPE => self.plan(job.payload::<BackupRequested>()?.backup_id).await,
             BackupBatch::TYPE => {
-                let BackupBatch { backup_id, batch } = payload(job)?;
+                let BackupBatch { backup_id, batch } = job.payload()?;
                 self.archive(backup_id, batch).await
             }
-            BackupVerifyRequested::TYPE => self.verify(payload::<BackupVerifyRequested>(job)?.backup_id).await,
-            RestoreRequested::TYPE => self.restore(payload::<RestoreRequested>(job)?.restore_id).await,
+            BackupVerifyRequested::TYPE => self.verify(job.payload::<BackupVerifyRequested>()?.backup_id).await,
+            RestoreRequested::TYPE => self.restore(job.payload::<RestoreRequested>()?.restore_id).await,
             other => Err(JobError::Reject(format!("`{other}` is not a backup job"))),
         }
     }
@@ -142,11 +142,11 @@ impl Handler for Backups {
     async fn on_dead_letter(&self, job: &Job, reason: &str) {
         let db = &self.context.db;
         let result: Result<(), backup::BackupError> = match job.event_type.as_str() {
-            BackupRequested::TYPE => match payload::<BackupRequested>(job) {
+            BackupRequested::TYPE => match job.payload::<BackupRequested>() {
                 Ok(request) => storage_backups::fail_unplanned(db, request.backup_id, reason).await.map_err(Into::into),
                 Err(_) => return,
             },
-            BackupBatch::TYPE => match payload::<BackupBatch>(job) {
+            BackupBatch::TYPE => match job.payload::<BackupBatch>() {
                 Ok(BackupBatch { backup_id, batch }) => {
                     let failed = storage_backups::fail_batch(db, backup_id, batch, reason).await;
                     match failed {
@@ -156,7 +156,7 @@ impl Handler for Backups {
                 }
                 Err(_) => return,
             },
-            RestoreRequested::TYPE => match payload::<RestoreRequested>(job) {
+            RestoreRequested::TYPE => match job.payload::<RestoreRequested>() {
                 Ok(request) => {
                     let report = RestoreReport { error: Some(reason.to_owned()), ..RestoreReport::default() };
                     storage_restores::finish(db, request.restore_id, &report).await.map_err(Into::into)
@@ -169,9 +169,4 @@ impl Handler for Backups {
             tracing::error!(error = %error, "could not record a given-up backup job");
         }
     }
-}
-
-fn payload<T: Event>(job: &Job) -> Result<T, JobError> {
-    let envelope: Envelope<T> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
-    Ok(envelope.payload)
 }

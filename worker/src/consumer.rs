@@ -26,6 +26,7 @@ use shared::broker::{
 };
 use shared::config::{Config, RabbitConfig, WorkerConfig};
 use shared::db::metrics;
+use shared::events::{Envelope, Event};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -43,6 +44,14 @@ pub struct Job {
     pub body: Vec<u8>,
     /// 1 on first delivery, then one more per retry.
     pub attempt: u32,
+}
+
+impl Job {
+    /// The envelope's payload as `T`; a body that is not one can never succeed: rejected.
+    pub fn payload<T: Event>(&self) -> Result<T, JobError> {
+        let envelope: Envelope<T> = serde_json::from_slice(&self.body).map_err(JobError::reject)?;
+        Ok(envelope.payload)
+    }
 }
 
 /// How a job failed, as its handler decides.

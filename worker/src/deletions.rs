@@ -6,7 +6,7 @@
 
 use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails;
-use shared::events::{Envelope, ImageDeleted};
+use shared::events::ImageDeleted;
 use shared::images::ImageId;
 use shared::imaging::ImageFormat;
 use shared::storage::StorageKey;
@@ -45,8 +45,7 @@ impl Deletions {
 const THUMBNAIL_FORMATS: [ImageFormat; 2] = [ImageFormat::Jpeg, ImageFormat::Webp];
 
 fn image_id(job: &Job) -> Result<ImageId, JobError> {
-    let envelope: Envelope<ImageDeleted> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
-    Ok(envelope.payload.image_id)
+    Ok(job.payload::<ImageDeleted>()?.image_id)
 }
 
 #[async_trait::async_trait]

@@ -6,7 +6,7 @@
 //! duplicate delivery writes the same points again.
 
 use chrono::Utc;
-use shared::events::{Envelope, Event, HealthCheckRequested, MetricsRollupRequested};
+use shared::events::{Event, HealthCheckRequested, MetricsRollupRequested};
 
 use crate::Context;
 use crate::consumer::{Handler, Job, JobError};
@@ -54,16 +54,8 @@ impl Health {
 impl Handler for Health {
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
         match job.event_type.as_str() {
-            HealthCheckRequested::TYPE => {
-                let envelope: Envelope<HealthCheckRequested> =
-                    serde_json::from_slice(&job.body).map_err(JobError::reject)?;
-                self.check(envelope.payload).await
-            }
-            MetricsRollupRequested::TYPE => {
-                let envelope: Envelope<MetricsRollupRequested> =
-                    serde_json::from_slice(&job.body).map_err(JobError::reject)?;
-                self.rollup(envelope.payload).await
-            }
+            HealthCheckRequested::TYPE => self.check(job.payload::<HealthCheckRequested>()?).await,
+            MetricsRollupRequested::TYPE => self.rollup(job.payload::<MetricsRollupRequested>()?).await,
             other => Err(JobError::Reject(format!("`{other}` is not a health job"))),
         }
     }

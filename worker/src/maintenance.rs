@@ -10,7 +10,7 @@
 
 use chrono::Utc;
 use shared::backup::retention;
-use shared::events::{BackupRetentionRequested, Envelope, Event, FileAuditRequested, PurgeRequested, SweepRequested};
+use shared::events::{BackupRetentionRequested, Event, FileAuditRequested, PurgeRequested, SweepRequested};
 use shared::maintenance::{file_audit, purge, sweep};
 
 use crate::Context;
@@ -52,30 +52,24 @@ impl Maintenance {
 #[async_trait::async_trait]
 impl Handler for Maintenance {
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        let context = &self.context;
+        let (db, config) = (&context.db, &context.config.maintenance);
         match job.event_type.as_str() {
             BackupRetentionRequested::TYPE => {
-                let _: Envelope<BackupRetentionRequested> =
-                    serde_json::from_slice(&job.body).map_err(JobError::reject)?;
+                job.payload::<BackupRetentionRequested>()?;
                 self.backup_retention().await
             }
             SweepRequested::TYPE => {
-                let _: Envelope<SweepRequested> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
-                let context = &self.context;
-                sweep::run(&context.db, &context.config.maintenance, Utc::now()).await.map_err(JobError::retry)?;
-                Ok(())
+                job.payload::<SweepRequested>()?;
+                sweep::run(db, config, Utc::now()).await.map(drop).map_err(JobError::retry)
             }
             PurgeRequested::TYPE => {
-                let _: Envelope<PurgeRequested> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
-                let context = &self.context;
-                purge::run(&context.db, &context.config.maintenance, Utc::now()).await.map_err(JobError::retry)?;
-                Ok(())
+                job.payload::<PurgeRequested>()?;
+                purge::run(db, config, Utc::now()).await.map(drop).map_err(JobError::retry)
             }
             FileAuditRequested::TYPE => {
-                let _: Envelope<FileAuditRequested> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
-                let context = &self.context;
-                let config = &context.config.maintenance;
-                file_audit::run(&context.db, &context.storage, config, Utc::now()).await.map_err(JobError::retry)?;
-                Ok(())
+                job.payload::<FileAuditRequested>()?;
+                file_audit::run(db, &context.storage, config, Utc::now()).await.map(drop).map_err(JobError::retry)
             }
             other => Err(JobError::Reject(format!("`{other}` is not a maintenance job"))),
         }

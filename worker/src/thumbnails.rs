@@ -7,7 +7,7 @@
 use sha2::{Digest, Sha256};
 use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails::{self, ThumbnailRecord};
-use shared::events::{Envelope, ImageUploaded};
+use shared::events::ImageUploaded;
 use shared::images::ImageId;
 use shared::imaging::{self, Thumbnail, ThumbnailSpec};
 use tokio::task::spawn_blocking;
@@ -59,8 +59,7 @@ impl Thumbnails {
 
 /// The image a job is about.
 pub(crate) fn image_id(job: &Job) -> Result<ImageId, JobError> {
-    let envelope: Envelope<ImageUploaded> = serde_json::from_slice(&job.body).map_err(JobError::reject)?;
-    Ok(envelope.payload.image_id)
+    Ok(job.payload::<ImageUploaded>()?.image_id)
 }
 
 #[async_trait::async_trait]
