@@ -199,6 +199,14 @@ async fn the_integrity_sample_finds_flipped_and_missing_files_and_walks_the_whol
     }
     wait_verified(&app, &ids).await;
     worker.stop().await;
+    // Two workers verify in any order: pin the order of the last checks to the upload order.
+    sqlx::query(
+        "UPDATE storage_files f SET verified_at = now() - interval '1 hour' + o.n * interval '1 second'
+         FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM storage_files) o WHERE f.id = o.id",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let flipped = app.original_path(&ids[0]).await;
     let mut bytes = std::fs::read(&flipped).unwrap();
     let middle = bytes.len() / 2;
