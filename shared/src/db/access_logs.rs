@@ -1,7 +1,8 @@
 //! The `storage_access_logs` table and the access counters of `storage_files`, written in
-//! batches: one statement per table per batch, whatever the batch size.
+//! batches: one statement per table per batch, whatever the batch size. Identical requests
+//! within a second share a row with their count (see [`fold_identical`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -59,29 +60,33 @@ pub async fn write_batch(conn: &mut PgConnection, records: &[AccessRecord], limi
     if records.is_empty() {
         return Ok(());
     }
-    let mut image_ids = Vec::with_capacity(records.len());
-    let mut actor_ids = Vec::with_capacity(records.len());
-    let mut actions = Vec::with_capacity(records.len());
-    let mut ips = Vec::with_capacity(records.len());
-    let mut user_agents = Vec::with_capacity(records.len());
-    let mut statuses = Vec::with_capacity(records.len());
-    let mut bytes = Vec::with_capacity(records.len());
-    let mut times = Vec::with_capacity(records.len());
-    for record in records {
-        image_ids.push(record.image_id);
-        actor_ids.push(record.actor_id);
-        actions.push(record.action.to_owned());
-        ips.push(record.ip.map(|ip| ip.to_string()));
-        user_agents.push(record.user_agent.clone());
-        statuses.push(i16::try_from(record.status).unwrap_or(i16::MAX));
-        bytes.push(i64::try_from(record.bytes_sent).unwrap_or(i64::MAX));
-        times.push(record.at);
+    let rows = fold_identical(records);
+    let mut image_ids = Vec::with_capacity(rows.len());
+    let mut actor_ids = Vec::with_capacity(rows.len());
+    let mut actions = Vec::with_capacity(rows.len());
+    let mut ips = Vec::with_capacity(rows.len());
+    let mut user_agents = Vec::with_capacity(rows.len());
+    let mut statuses = Vec::with_capacity(rows.len());
+    let mut bytes = Vec::with_capacity(rows.len());
+    let mut times = Vec::with_capacity(rows.len());
+    let mut counts = Vec::with_capacity(rows.len());
+    for row in rows {
+        let first = row.first;
+        image_ids.push(first.image_id);
+        actor_ids.push(first.actor_id);
+        actions.push(first.action.to_owned());
+        ips.push(first.ip.map(|ip| ip.to_string()));
+        user_agents.push(first.user_agent.clone());
+        statuses.push(i16::try_from(first.status).unwrap_or(i16::MAX));
+        bytes.push(row.bytes_sent);
+        times.push(first.at);
+        counts.push(row.count);
     }
     sqlx::query!(
         "INSERT INTO storage_access_logs
-             (image_id, actor_id, action, ip_address, user_agent, status, bytes_sent, created_at)
+             (image_id, actor_id, action, ip_address, user_agent, status, bytes_sent, created_at, request_count)
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[]::inet[], $5::text[], $6::int2[],
-                              $7::int8[], $8::timestamptz[])",
+                              $7::int8[], $8::timestamptz[], $9::int4[])",
         &image_ids as &[Option<Uuid>],
         &actor_ids as &[Option<Uuid>],
         &actions,
@@ -90,12 +95,55 @@ pub async fn write_batch(conn: &mut PgConnection, records: &[AccessRecord], limi
         &statuses,
         &bytes,
         &times,
+        &counts,
     )
     .execute(&mut *conn)
     .await?;
 
     count_image_accesses(conn, records).await?;
     count_signed_url_uses(conn, records, limits).await
+}
+
+/// One `storage_access_logs` row: the first of a run of identical requests and their totals.
+#[derive(Debug, PartialEq, Eq)]
+struct LogRow<'a> {
+    first: &'a AccessRecord,
+    count: i32,
+    bytes_sent: i64,
+}
+
+/// Folds identical requests (same image, actor, action, address, user agent, status) within
+/// the same second into one row, in the order of their first request. A hot thumbnail
+/// served to the same client or CDN edge many times a second costs the database one row,
+/// not one per request.
+fn fold_identical(records: &[AccessRecord]) -> Vec<LogRow<'_>> {
+    type Key<'a> = (Option<Uuid>, Option<Uuid>, &'a str, Option<IpAddr>, Option<&'a str>, u16, i64);
+    let mut rows: Vec<LogRow<'_>> = Vec::new();
+    let mut index: HashMap<Key<'_>, usize> = HashMap::with_capacity(records.len());
+    for record in records {
+        let key = (
+            record.image_id,
+            record.actor_id,
+            record.action,
+            record.ip,
+            record.user_agent.as_deref(),
+            record.status,
+            record.at.timestamp(),
+        );
+        let bytes_sent = i64::try_from(record.bytes_sent).unwrap_or(i64::MAX);
+        match index.get(&key) {
+            Some(&at) if rows[at].count < i32::MAX => {
+                let row = &mut rows[at];
+                row.count += 1;
+                row.bytes_sent = row.bytes_sent.saturating_add(bytes_sent);
+            }
+            _ => {
+                index.insert(key, rows.len());
+                rows.push(LogRow { first: record, count: 1, bytes_sent });
+            }
+        }
+    }
+    rows
 }
 
 async fn count_image_accesses(conn: &mut PgConnection, records: &[AccessRecord]) -> sqlx::Result<()> {
@@ -312,6 +360,43 @@ mod tests {
         assert_eq!(counted.len(), 2);
         assert_eq!(counted[&Uuid::from_u128(1)], (3, Utc.timestamp_opt(30, 0).unwrap()));
         assert_eq!(counted[&Uuid::from_u128(2)], (1, Utc.timestamp_opt(5, 0).unwrap()));
+    }
+
+    #[test]
+    fn identical_requests_in_the_same_second_share_a_row_that_counts_them() {
+        let served = |image: u128, at_millis: i64, ip: [u8; 4], bytes: u64| AccessRecord {
+            ip: Some(IpAddr::from(ip)),
+            bytes_sent: bytes,
+            at: Utc.timestamp_millis_opt(at_millis).unwrap(),
+            ..record(image, 0, true)
+        };
+        let records = [
+            served(1, 10_000, [10, 0, 0, 1], 100),
+            served(1, 10_400, [10, 0, 0, 1], 100),
+            served(1, 10_500, [10, 0, 0, 2], 100), // another client
+            served(2, 10_600, [10, 0, 0, 1], 50),  // another image
+            served(1, 10_999, [10, 0, 0, 1], 30),  // a range request of the first
+            served(1, 11_000, [10, 0, 0, 1], 100), // the next second
+            AccessRecord { status: 304, ..served(1, 10_100, [10, 0, 0, 1], 0) },
+            AccessRecord { user_agent: Some("app/2".to_owned()), ..served(1, 10_100, [10, 0, 0, 1], 100) },
+        ];
+        let rows = fold_identical(&records);
+        let summary: Vec<(u128, i32, i64, i64)> = rows
+            .iter()
+            .map(|r| (r.first.image_id.unwrap().as_u128(), r.count, r.bytes_sent, r.first.at.timestamp_millis()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, 3, 230, 10_000),
+                (1, 1, 100, 10_500),
+                (2, 1, 50, 10_600),
+                (1, 1, 100, 11_000),
+                (1, 1, 0, 10_100),
+                (1, 1, 100, 10_100)
+            ]
+        );
+        assert_eq!(rows.iter().map(|r| r.count).sum::<i32>(), records.len() as i32, "every request is counted");
     }
 
     #[test]
