@@ -9,7 +9,7 @@ ALTER TABLE storage_access_logs
     ADD COLUMN request_count integer NOT NULL DEFAULT 1 CHECK (request_count > 0);
 
 -- 2. The log is append-only and no query looks a row up by `id` (reads go by image through
---    storage_access_logs_image_idx), so its unique index only cost time: about a third of
---    the database's work per logged serve. The column stays, as insertion order and a
+--    storage_access_logs_image_idx), so its unique index only cost time: about half of
+--    an inserted row's cost, measured by hand with batches of 1,000 rows. The column stays, as insertion order and a
 --    handle for operators.
 ALTER TABLE storage_access_logs DROP CONSTRAINT storage_access_logs_pkey;

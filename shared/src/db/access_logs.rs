@@ -105,7 +105,7 @@ pub async fn write_batch(conn: &mut PgConnection, records: &[AccessRecord], limi
 }
 
 /// One `storage_access_logs` row: the first of a run of identical requests and their totals.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct LogRow<'a> {
     first: &'a AccessRecord,
     count: i32,
@@ -132,8 +132,8 @@ fn fold_identical(records: &[AccessRecord]) -> Vec<LogRow<'_>> {
         );
         let bytes_sent = i64::try_from(record.bytes_sent).unwrap_or(i64::MAX);
         match index.get(&key) {
-            Some(&at) if rows[at].count < i32::MAX => {
-                let row = &mut rows[at];
+            Some(&slot) if rows[slot].count < i32::MAX => {
+                let row = &mut rows[slot];
                 row.count += 1;
                 row.bytes_sent = row.bytes_sent.saturating_add(bytes_sent);
             }
