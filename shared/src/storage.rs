@@ -20,8 +20,10 @@ use crate::imaging::ImageFormat;
 
 mod audit;
 mod backup_tree;
+mod direct;
 pub use audit::{FileWalk, QUARANTINE_DIR, ScannedFile};
 pub use backup_tree::{BackupTree, StagedArchive, disk_space};
+use direct::DirectWriter;
 
 /// Folder under the root holding uploads and thumbnails still being written.
 const STAGING_DIR: &str = ".staging";
@@ -108,18 +110,26 @@ impl Storage {
         Ok(StagedFile { file: Some(file), path: Some(path), len: 0 })
     }
 
-    /// Makes a staged file durable under `key`: fsync, rename, fsync of the directory.
-    /// Replaces an existing object atomically.
+    /// Makes a staged file durable under `key`: fsync, rename, fsync of the directory, all
+    /// in one trip to a blocking thread. Replaces an existing object atomically.
     pub async fn commit(&self, mut staged: StagedFile, key: &StorageKey) -> io::Result<()> {
         let file = staged.file.take().expect("a staged file is committed once");
-        tokio::task::spawn_blocking(move || file.sync_all()).await.map_err(io::Error::other)??;
+        let source = staged.path.clone().expect("a staged file has a path");
+        let root = self.root.clone();
         let destination = self.root.join(key.relative_path());
-        let directory = destination.parent().expect("keys have a directory").to_owned();
-        create_dir_all_durably(&self.root, &directory).await?;
-        let source = staged.path.as_ref().expect("a staged file has a path");
-        fs::rename(source, &destination).await?;
+        // The outer error means nothing moved (the staged file is removed on drop); the
+        // inner one that the object is in place but its directory entry may not be durable.
+        let placed = tokio::task::spawn_blocking(move || {
+            file.sync_all()?;
+            let directory = destination.parent().expect("keys have a directory");
+            create_dir_all_durably(&root, directory)?;
+            std::fs::rename(&source, &destination)?;
+            Ok::<_, io::Error>(sync_dir(directory))
+        })
+        .await
+        .map_err(io::Error::other)??;
         staged.path = None;
-        sync_dir(&directory).await
+        placed
     }
 
     /// Writes `bytes` under `key` atomically.
@@ -161,7 +171,8 @@ impl Storage {
         let path = self.root.join(key.relative_path());
         match fs::remove_file(&path).await {
             Ok(()) => {
-                sync_dir(path.parent().expect("keys have a directory")).await?;
+                let directory = path.parent().expect("keys have a directory").to_owned();
+                tokio::task::spawn_blocking(move || sync_dir(&directory)).await.map_err(io::Error::other)??;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -261,11 +272,18 @@ impl StagedFile {
     }
 
     /// Turns the file into the destination of a stream whose chunks are written, and also
-    /// written to `tee` (a hasher, say), on a blocking thread: a chunk costs no copy
-    /// besides the kernel's, and the thread hops once per batch of chunks rather than once
-    /// per write.
+    /// written to `tee` (a hasher, say), on a blocking thread: the thread hops once per
+    /// batch of chunks rather than once per write, and the file is written past the page
+    /// cache where the file system allows it (see the `direct` module).
     pub fn into_writer<T: Write + Send + 'static>(self, tee: T) -> StagedWriter<T> {
-        StagedWriter { idle: Some((self, tee)), writing: None, pending: Vec::new(), pending_bytes: 0 }
+        let file = self.file.as_ref().expect("not committed");
+        let direct = DirectWriter::new(file, WRITER_BATCH_BYTES);
+        StagedWriter {
+            idle: Some(Sink { staged: self, tee, direct }),
+            writing: None,
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
     }
 }
 
@@ -273,18 +291,27 @@ impl StagedFile {
 ///
 /// Chunks are gathered, by reference, into batches of [`WRITER_BATCH_BYTES`]; one batch is
 /// written on a blocking thread while the next one fills, so receiving and writing overlap
-/// and at most about two batches of one upload are in memory. No thread is held while the
-/// client is slow to send. The writing thread owns the staged file: if the writer is dropped
-/// midway, the file is dropped, and so removed, with the thread's unclaimed result.
+/// and at most about three batches of one upload are in memory (two of them in the network
+/// chunks, one in the aligned buffer of direct I/O). No thread is held while the client is
+/// slow to send. The writing thread owns the staged file: if the writer is dropped midway,
+/// the file is dropped, and so removed, with the thread's unclaimed result.
 #[derive(Debug)]
 pub struct StagedWriter<T> {
     /// File and tee while no batch is being written.
-    idle: Option<(StagedFile, T)>,
+    idle: Option<Sink<T>>,
     /// The batch being written, which holds file and tee meanwhile.
-    writing: Option<JoinHandle<io::Result<(StagedFile, T)>>>,
+    writing: Option<JoinHandle<io::Result<Sink<T>>>>,
     /// Chunks not handed over yet, and their size.
     pending: Vec<Bytes>,
     pending_bytes: usize,
+}
+
+/// What the writing thread works on.
+#[derive(Debug)]
+struct Sink<T> {
+    staged: StagedFile,
+    tee: T,
+    direct: DirectWriter,
 }
 
 impl<T: Write + Send + 'static> StagedWriter<T> {
@@ -294,7 +321,7 @@ impl<T: Write + Send + 'static> StagedWriter<T> {
         self.pending_bytes += chunk.len();
         self.pending.push(chunk);
         if self.pending_bytes >= WRITER_BATCH_BYTES {
-            self.hand_over().await?;
+            self.hand_over(false).await?;
         }
         Ok(())
     }
@@ -302,8 +329,9 @@ impl<T: Write + Send + 'static> StagedWriter<T> {
     /// Writes what is left and returns the staged file (not yet synced: that is
     /// [`Storage::commit`]'s job) and the tee.
     pub async fn finish(mut self) -> io::Result<(StagedFile, T)> {
-        self.hand_over().await?;
-        self.wait().await
+        self.hand_over(true).await?;
+        let Sink { staged, tee, .. } = self.wait().await?;
+        Ok((staged, tee))
     }
 
     /// Removes the staged file, once the batch being written (if any) is done, so that a
@@ -314,27 +342,33 @@ impl<T: Write + Send + 'static> StagedWriter<T> {
         drop(self.wait().await);
     }
 
-    async fn hand_over(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
+    /// Hands the pending chunks to a blocking thread; `last` also writes the bytes the
+    /// direct-I/O buffer still holds.
+    async fn hand_over(&mut self, last: bool) -> io::Result<()> {
+        if self.pending.is_empty() && !last {
             return Ok(());
         }
-        let (mut staged, mut tee) = self.wait().await?;
+        let mut sink = self.wait().await?;
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         self.writing = Some(tokio::task::spawn_blocking(move || {
+            let Sink { staged, tee, direct } = &mut sink;
             let file = staged.file.as_mut().expect("not committed");
             for chunk in batch {
                 tee.write_all(&chunk)?;
-                file.write_all(&chunk)?;
+                direct.write(file, &chunk)?;
                 staged.len += chunk.len() as u64;
             }
-            Ok((staged, tee))
+            if last {
+                direct.finish(file)?;
+            }
+            Ok(sink)
         }));
         Ok(())
     }
 
     /// Takes file and tee back, once the batch being written (if any) is done.
-    async fn wait(&mut self) -> io::Result<(StagedFile, T)> {
+    async fn wait(&mut self) -> io::Result<Sink<T>> {
         match self.writing.take() {
             Some(writing) => writing.await.map_err(io::Error::other)?,
             None => self.idle.take().ok_or_else(|| io::Error::other("the staged file's writer failed before")),
@@ -356,26 +390,27 @@ impl Drop for StagedFile {
 }
 
 /// Creates `directory` and its missing parents below `root`, fsyncing each parent so the
-/// new entries survive a power loss.
-async fn create_dir_all_durably(root: &Path, directory: &Path) -> io::Result<()> {
-    if fs::metadata(directory).await.is_ok() {
+/// new entries survive a power loss. Blocking.
+fn create_dir_all_durably(root: &Path, directory: &Path) -> io::Result<()> {
+    if directory.is_dir() {
         return Ok(());
     }
     let mut missing = Vec::new();
     let mut current = directory;
-    while fs::metadata(current).await.is_err() && current != root {
+    while !current.exists() && current != root {
         missing.push(current.to_owned());
         current = current.parent().unwrap_or(root);
     }
-    fs::create_dir_all(directory).await?;
+    std::fs::create_dir_all(directory)?;
     for created in missing.iter().rev() {
-        sync_dir(created.parent().unwrap_or(root)).await?;
+        sync_dir(created.parent().unwrap_or(root))?;
     }
     Ok(())
 }
 
-async fn sync_dir(directory: &Path) -> io::Result<()> {
-    File::open(directory).await?.sync_all().await
+/// Blocking.
+fn sync_dir(directory: &Path) -> io::Result<()> {
+    std::fs::File::open(directory)?.sync_all()
 }
 
 /// Read size while hashing a stored file.
