@@ -213,7 +213,10 @@ pub struct WorkerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct AccessLogConfig {
-    /// Records written per transaction.
+    /// Records written per transaction. A write costs the database about the same whatever
+    /// its size (identical requests fold into one row), so under serving load large batches
+    /// are what keep the log cheap: at ~80,000 serves/s, 1000 records per batch cost
+    /// PostgreSQL 8 % of the machine, 5000 cost 3 %.
     pub batch_size: usize,
     /// Longest wait before queued records are written, in milliseconds.
     pub flush_interval_ms: u64,
@@ -224,7 +227,7 @@ pub struct AccessLogConfig {
 
 impl Default for AccessLogConfig {
     fn default() -> Self {
-        Self { batch_size: 1000, flush_interval_ms: 500, queue_capacity: 100_000 }
+        Self { batch_size: 5000, flush_interval_ms: 500, queue_capacity: 100_000 }
     }
 }
 
