@@ -40,16 +40,22 @@ impl DirectWriter {
     /// Switches `file` to direct I/O if its file system allows it. `capacity` is rounded up
     /// to whole blocks; it is the size of each write.
     pub(super) fn new(file: &File, capacity: usize) -> Self {
+        Self::with_direct(file, capacity, true)
+    }
+
+    /// `try_direct: false` is the path of a file system that refuses `O_DIRECT`.
+    fn with_direct(file: &File, capacity: usize, try_direct: bool) -> Self {
         let capacity = capacity.max(ALIGN).next_multiple_of(ALIGN);
         let memory = vec![0u8; capacity + ALIGN];
         let start = memory.as_ptr().align_offset(ALIGN);
-        let direct = match set_direct(file, true) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "direct I/O refused; writing through the page cache");
-                false
-            }
-        };
+        let direct = try_direct
+            && match set_direct(file, true) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "direct I/O refused; writing through the page cache");
+                    false
+                }
+            };
         Self { memory, start, capacity, filled: 0, direct }
     }
 
@@ -127,11 +133,11 @@ mod tests {
 
     use super::*;
 
-    fn written_through(sizes: &[usize], capacity: usize) -> (Vec<u8>, Vec<u8>, bool) {
+    fn written_through(sizes: &[usize], capacity: usize, try_direct: bool) -> (Vec<u8>, Vec<u8>, bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let mut file = File::options().create_new(true).write(true).open(&path).unwrap();
-        let mut writer = DirectWriter::new(&file, capacity);
+        let mut writer = DirectWriter::with_direct(&file, capacity, try_direct);
         let direct = writer.is_direct();
         let mut expected = Vec::new();
         for (i, &size) in sizes.iter().enumerate() {
@@ -157,9 +163,11 @@ mod tests {
             (vec![], 4096),
             (vec![1], 1),
         ] {
-            let (expected, actual, _) = written_through(&sizes, capacity);
-            assert_eq!(actual.len(), expected.len(), "chunks {sizes:?}");
-            assert!(actual == expected, "chunks {sizes:?}: content differs");
+            for try_direct in [true, false] {
+                let (expected, actual, _) = written_through(&sizes, capacity, try_direct);
+                assert_eq!(actual.len(), expected.len(), "chunks {sizes:?}, direct {try_direct}");
+                assert!(actual == expected, "chunks {sizes:?}, direct {try_direct}: content differs");
+            }
         }
     }
 
@@ -173,7 +181,7 @@ mod tests {
             eprintln!("skipped: the temp dir is on file system {kind:#x}, neither ext4 nor xfs");
             return;
         }
-        let (_, _, direct) = written_through(&[10], 4096);
+        let (_, _, direct) = written_through(&[10], 4096, true);
         assert!(direct, "ext4 and xfs support O_DIRECT, yet the writer fell back");
     }
 }
