@@ -59,6 +59,9 @@ pub struct BackupView {
     /// The last integrity check of the archives: when and whether all were intact.
     pub verified_at: Option<DateTime<Utc>>,
     pub verify_status: Option<String>,
+    /// What that check counted (`checked`, `intact`, `missing`, `corrupt`) and the first
+    /// damaged archives (`problems`: image, archive path, `missing` or `corrupt`, reason).
+    pub verify_report: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -146,6 +149,7 @@ fn view(backup: Backup, progress: Progress) -> BackupView {
         manifest_path: backup.manifest_path,
         verified_at: backup.verified_at,
         verify_status: backup.verify_status,
+        verify_report: backup.verify_report,
         created_at: backup.created_at,
         started_at: backup.started_at,
         completed_at: backup.completed_at,

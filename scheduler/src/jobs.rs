@@ -10,8 +10,8 @@ use shared::backup::BackupTrigger;
 use shared::config::{Config, ConfigError};
 use shared::db::{outbox, storage_backups};
 use shared::events::{
-    BackupRetentionRequested, FileAuditRequested, HealthCheckRequested, MetricsRollupRequested, PurgeRequested,
-    SweepRequested,
+    BackupRetentionRequested, BackupVerifyDue, FileAuditRequested, HealthCheckRequested, MetricsRollupRequested,
+    PurgeRequested, SweepRequested,
 };
 use shared::schedule::CronSchedule;
 use sqlx::PgConnection;
@@ -40,6 +40,9 @@ pub enum Job {
     Purge,
     /// Orphan and missing files (`scheduler.fileAudit`): its `maintenance.file_audit` event.
     FileAudit,
+    /// The rolling re-check of finished backups (`scheduler.backupVerify`): its
+    /// `backup.verify_due` event.
+    BackupVerify,
 }
 
 impl Job {
@@ -53,6 +56,7 @@ impl Job {
             Job::Sweep => "sweep",
             Job::Purge => "purge",
             Job::FileAudit => "file_audit",
+            Job::BackupVerify => "backup_verify",
         }
     }
 
@@ -72,6 +76,7 @@ impl Job {
             Job::Sweep => outbox::enqueue(tx, SweepRequested { requested_at: slot }).await,
             Job::Purge => outbox::enqueue(tx, PurgeRequested { requested_at: slot }).await,
             Job::FileAudit => outbox::enqueue(tx, FileAuditRequested { requested_at: slot }).await,
+            Job::BackupVerify => outbox::enqueue(tx, BackupVerifyDue { requested_at: slot }).await,
         }
     }
 }
@@ -106,6 +111,7 @@ pub fn jobs(config: &Config) -> Result<Vec<ScheduledJob>, ConfigError> {
         ("scheduler.sweep", true, Job::Sweep, Some(config.scheduler.sweep.as_str())),
         ("scheduler.signedUrlCleanup", true, Job::Purge, Some(config.scheduler.signed_url_cleanup.as_str())),
         ("scheduler.fileAudit", true, Job::FileAudit, Some(config.scheduler.file_audit.as_str())),
+        ("scheduler.backupVerify", backup.enabled, Job::BackupVerify, Some(config.scheduler.backup_verify.as_str())),
     ];
     let mut jobs = Vec::new();
     for (key, enabled, job, expression) in table {
@@ -144,6 +150,7 @@ mod tests {
         let names: Vec<_> = super::jobs(&config).unwrap().iter().map(|j| j.job.name()).collect();
         assert!(!names.contains(&"backup"), "a disabled backup is not scheduled: {names:?}");
         assert_eq!(names, ["maintenance", "health_check", "metrics_rollup", "sweep", "purge", "file_audit"]);
+        assert!(!names.contains(&"backup_verify"), "no backups, nothing to re-check: {names:?}");
     }
 
     #[test]
@@ -185,10 +192,20 @@ mod tests {
         config.scheduler.signed_url_cleanup = " ".to_owned();
         config.scheduler.file_audit = String::new();
         let names: Vec<_> = super::jobs(&config).unwrap().iter().map(|j| j.job.name()).collect();
-        assert_eq!(names, ["backup", "maintenance", "health_check", "metrics_rollup"]);
+        assert_eq!(names, ["backup", "maintenance", "health_check", "metrics_rollup", "backup_verify"]);
         config.scheduler.file_audit = "30 3 * *".to_owned();
         let error = super::jobs(&config).unwrap_err();
         assert!(error.to_string().contains("scheduler.fileAudit"), "{error}");
+    }
+
+    #[test]
+    fn backups_are_re_checked_on_their_own_schedule_unless_empty() {
+        let mut config = shared::test_support::config();
+        let jobs = jobs(&config).unwrap();
+        let verify = jobs.iter().find(|j| j.job == Job::BackupVerify).unwrap();
+        assert_eq!((verify.job.name(), verify.schedule.as_str()), ("backup_verify", "0 4 * * *"));
+        config.scheduler.backup_verify = String::new();
+        assert!(super::jobs(&config).unwrap().iter().all(|j| j.job != Job::BackupVerify));
     }
 
     #[test]

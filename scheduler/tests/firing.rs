@@ -26,6 +26,7 @@ fn backups_only() -> shared::config::Config {
         &mut scheduler.sweep,
         &mut scheduler.signed_url_cleanup,
         &mut scheduler.file_audit,
+        &mut scheduler.backup_verify,
     ] {
         schedule.clear();
     }

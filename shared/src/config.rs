@@ -117,7 +117,8 @@ pub struct ThumbnailSize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RetentionPolicy {
-    /// Images are never deleted by a job while they are live.
+    /// Images are never deleted by a job while they are live. Only `true` is accepted: no
+    /// job deletes images, so `false` would promise an expiry that never happens.
     pub keep_images_forever: bool,
     /// Backups older than this many days are removed (never the last copy of a live image).
     pub retention_days: u32,
@@ -589,6 +590,12 @@ impl Config {
         if self.storage.backup_policy.batch_size == 0 {
             return bad("storage.backupPolicy.batchSize", "must be at least 1");
         }
+        if !self.storage.retention_policy.keep_images_forever {
+            return bad(
+                "storage.retentionPolicy.keepImagesForever",
+                "must be true: images are kept until their owner deletes them, and no job expires them",
+            );
+        }
         if self.rabbitmq.max_attempts == 0 {
             return bad("rabbitmq.maxAttempts", "must be at least 1");
         }
@@ -801,6 +808,15 @@ mod tests {
         let err = with("server:\n  publicPath: /../x\n").unwrap_err();
         assert!(err.to_string().contains("server.publicPath"), "{err}");
         with("server:\n  publicPath: /media/public\n").unwrap();
+    }
+
+    #[test]
+    fn images_cannot_be_given_an_expiry_no_job_would_carry_out() {
+        let mut config = Config::from_yaml(valid_yaml()).unwrap();
+        assert!(config.storage.retention_policy.keep_images_forever);
+        config.storage.retention_policy.keep_images_forever = false;
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("storage.retentionPolicy.keepImagesForever"), "{err}");
     }
 
     #[test]

@@ -109,6 +109,21 @@ impl Event for BackupVerifyRequested {
     const VERSION: u16 = 1;
 }
 
+/// The rolling re-check of finished backups is due (`scheduler.backupVerify`): the backups
+/// checked longest ago (never-checked first) are verified, `maintenance.backupVerifyPerRun`
+/// of them, so that every backup is re-read from disk in turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupVerifyDue {
+    /// The scheduled slot. A backup checked after it is skipped, so a duplicate delivery
+    /// reads nothing twice.
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for BackupVerifyDue {
+    const TYPE: &'static str = "backup.verify_due";
+    const VERSION: u16 = 1;
+}
+
 /// Backup retention is due: remove expired backups, carrying last copies forward first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupRetentionRequested {

@@ -9,10 +9,12 @@
 
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
+
 use shared::backup::restore::{RestoreError, RestoreMode, RestoreReport, Restorer, Selection};
 use shared::backup::{self, BackupId, verify};
 use shared::db::{storage_backups, storage_restores};
-use shared::events::{BackupBatch, BackupRequested, BackupVerifyRequested, Event, RestoreRequested};
+use shared::events::{BackupBatch, BackupRequested, BackupVerifyDue, BackupVerifyRequested, Event, RestoreRequested};
 use uuid::Uuid;
 
 use crate::Context;
@@ -74,10 +76,17 @@ impl Backups {
             return Err(JobError::Reject(format!("backup {id} has not finished: nothing to check yet")));
         };
         let tree = self.context.backups.clone();
-        let report = tokio::task::spawn_blocking(move || verify::verify(&tree, &PathBuf::from(manifest), |_, _| {}))
-            .await?
-            .map_err(JobError::retry)?;
-        storage_backups::record_verification(db, id, &report).await.map_err(JobError::retry)?;
+        let checked = tokio::task::spawn_blocking(move || verify::verify(&tree, &PathBuf::from(manifest), |_, _| {}));
+        let report = match checked.await? {
+            Ok(report) => report,
+            // Retrying cannot bring a lost manifest back: the check reports the backup damaged.
+            Err(error) if verify::manifest_is_lost(&error) => {
+                let archives = storage_backups::archives(db, id).await.map_err(JobError::retry)?;
+                verify::VerifyReport::manifest_unreadable(&error, archives)
+            }
+            Err(error) => return Err(JobError::retry(error)),
+        };
+        verify::record(db, id, &report).await.map_err(JobError::retry)?;
         tracing::info!(
             backup.id = %id,
             backup.checked = report.checked,
@@ -85,6 +94,21 @@ impl Backups {
             backup.corrupt = report.corrupt,
             "backup {id} checked"
         );
+        Ok(())
+    }
+
+    /// The rolling re-check: verifies, one after another, up to
+    /// `maintenance.backupVerifyPerRun` finished backups not checked since the run was
+    /// requested, those checked longest ago first. A redelivered run finds the backups it
+    /// already checked newer than its request and goes on with the rest.
+    async fn verify_due(&self, requested_at: DateTime<Utc>) -> Result<(), JobError> {
+        let db = &self.context.db;
+        for _ in 0..self.context.config.maintenance.backup_verify_per_run {
+            let Some(id) = storage_backups::next_to_verify(db, requested_at).await.map_err(JobError::retry)? else {
+                break;
+            };
+            self.verify(id).await?;
+        }
         Ok(())
     }
 
@@ -132,6 +156,7 @@ impl Handler for Backups {
                 self.archive(backup_id, batch).await
             }
             BackupVerifyRequested::TYPE => self.verify(job.payload::<BackupVerifyRequested>()?.backup_id).await,
+            BackupVerifyDue::TYPE => self.verify_due(job.payload::<BackupVerifyDue>()?.requested_at).await,
             RestoreRequested::TYPE => self.restore(job.payload::<RestoreRequested>()?.restore_id).await,
             other => Err(JobError::Reject(format!("`{other}` is not a backup job"))),
         }

@@ -107,7 +107,10 @@ pub async fn verify(config: &Config, id: Uuid) -> anyhow::Result<()> {
     .await??;
     bar.finish();
     if storage_backups::get(&trees.db, id).await?.is_some() {
-        storage_backups::record_verification(&trees.db, id, &report).await?;
+        let marked = verify::record(&trees.db, id, &report).await?;
+        if marked > 0 {
+            println!("{marked} image(s) with a damaged copy are taken again by the next backup");
+        }
     }
     println!(
         "backup {id}: {} checked, {} intact, {} missing, {} corrupt",

@@ -68,3 +68,41 @@ pub async fn upload_every_kind(app: &TestApp) -> Vec<String> {
     upload(&service, "result", "lookbook.jpg", images::jpeg(20, 30), &extra).await;
     ids
 }
+
+/// Environment that configures a worker process exactly like `config` (one job at a time,
+/// one-second retries).
+pub fn worker_environment(config: &Config) -> Vec<(String, String)> {
+    use secrecy::ExposeSecret;
+    let rabbit = &config.rabbitmq;
+    let storage = &config.storage;
+    [
+        ("STAYLER_DATABASE__URL", config.database.url.expose_secret().to_owned()),
+        ("STAYLER_DATABASE__MIGRATE", "false".to_owned()),
+        ("STAYLER_RABBITMQ__URL", rabbit.url.expose_secret().to_owned()),
+        ("STAYLER_RABBITMQ__PREFIX", rabbit.prefix.clone()),
+        ("STAYLER_RABBITMQ__MAX_ATTEMPTS", rabbit.max_attempts.to_string()),
+        ("STAYLER_RABBITMQ__RETRY_DELAYS_SECS", "[1]".to_owned()),
+        ("STAYLER_STORAGE__BASE_PATH", storage.base_path.display().to_string()),
+        ("STAYLER_STORAGE__BACKUP_PATH", storage.backup_path.display().to_string()),
+        ("STAYLER_STORAGE__BACKUP_POLICY__BATCH_SIZE", storage.backup_policy.batch_size.to_string()),
+        ("STAYLER_STORAGE__SIGNED_URL_KEY", "dev-test".to_owned()),
+        ("STAYLER_AUTH__JWT_SECRET", "dev-test".to_owned()),
+        ("STAYLER_WORKER__CONCURRENCY", "1".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Starts the worker binary at `binary` (a test's `env!("CARGO_BIN_EXE_stayler-worker")`)
+/// configured like `config`, for tests that kill it or send it signals.
+pub fn spawn_worker_process(binary: &std::path::Path, config: &Config) -> std::process::Child {
+    std::process::Command::new(binary)
+        .env_clear()
+        .envs(worker_environment(config))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting stayler-worker")
+}

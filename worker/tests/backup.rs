@@ -221,3 +221,216 @@ async fn an_original_that_no_longer_matches_its_checksum_is_reported_and_not_bac
     assert!(entries.iter().all(|e| e.image_id.to_string() != ids[0]));
     app.stop().await;
 }
+
+/// The finished backup's row, read directly.
+async fn backup_row(app: &TestApp, id: shared::backup::BackupId) -> storage_backups::Backup {
+    storage_backups::get(&app.pool, id).await.unwrap().expect("the backup exists")
+}
+
+/// What the health check says of the backups right now.
+async fn backup_health(app: &TestApp) -> shared::health::CheckResult {
+    let config = &app.config;
+    shared::health::probes::backup(&app.pool, &config.storage.backup_policy, &config.health, Utc::now()).await
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_rolling_check_finds_damaged_archives_reports_them_and_the_next_backup_copies_them_again(pool: PgPool) {
+    use shared::backup::BackupId;
+    use shared::events::BackupVerifyDue;
+    use shared::health::HealthStatus;
+
+    let app = TestApp::spawn_with(pool, |config| config.maintenance.backup_verify_per_run = 1).await;
+    let worker = TestWorker::start(&app.config);
+    let admin = app.token(Role::Admin, Uuid::now_v7());
+    upload_every_kind(&app).await;
+    let first: Value = request_backup(&app, &admin).await.json().await.unwrap();
+    let first = finished_backup(&app, &admin, first["id"].as_str().unwrap()).await;
+    let (_, token) = app.user();
+    app.upload_image(&token, "user", "late.jpg", &[]).await;
+    let second: Value = request_backup(&app, &admin).await.json().await.unwrap();
+    let second = finished_backup(&app, &admin, second["id"].as_str().unwrap()).await;
+    let first_id = BackupId(first["id"].as_str().unwrap().parse().unwrap());
+    let second_id = BackupId(second["id"].as_str().unwrap().parse().unwrap());
+    assert_eq!((first["file_count"].as_i64(), second["file_count"].as_i64()), (Some(5), Some(1)));
+
+    // One archive of the first backup disappears, another rots by one bit.
+    let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
+    let (_, entries) = read_manifest(&tree, first["manifest_path"].as_str().unwrap());
+    let root = app.config.storage.backup_path.clone();
+    let (lost, rotten) = (&entries[0], &entries[1]);
+    std::fs::remove_file(root.join(&lost.archive_path)).unwrap();
+    let mut bytes = std::fs::read(root.join(&rotten.archive_path)).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(root.join(&rotten.archive_path), bytes).unwrap();
+    assert_eq!(backup_health(&app).await.status, HealthStatus::Ok);
+
+    // The scheduled run checks one backup (backupVerifyPerRun = 1): the one never checked
+    // and oldest, the first.
+    let requested_at = Utc::now();
+    shared::db::outbox::enqueue(&app.pool, BackupVerifyDue { requested_at }).await.unwrap();
+    eventually(TIMEOUT, "the rolling check reads the first backup", || async {
+        backup_row(&app, first_id).await.verified_at.is_some()
+    })
+    .await;
+    let checked = backup_row(&app, first_id).await;
+    assert_eq!(checked.verify_status.as_deref(), Some("corrupt"));
+    let report = checked.verify_report.clone().unwrap();
+    assert_eq!((report["checked"].as_u64(), report["intact"].as_u64()), (Some(5), Some(3)), "{report}");
+    assert_eq!((report["missing"].as_u64(), report["corrupt"].as_u64()), (Some(1), Some(1)), "{report}");
+    let mut kinds: Vec<(String, String)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["image_id"].as_str().unwrap().to_owned(), p["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    kinds.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        kinds,
+        [(rotten.image_id.to_string(), "corrupt".to_owned()), (lost.image_id.to_string(), "missing".to_owned())]
+    );
+    let shown: Value = get_backup(&app, &admin, &first_id.to_string()).await.json().await.unwrap();
+    assert_eq!(shown["verify_report"]["missing"], 1, "the API shows the report: {shown}");
+    assert!(backup_row(&app, second_id).await.verified_at.is_none(), "one backup per run");
+
+    // Both images lost their only good copy: not backed up any more, and health says so.
+    let marked: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM storage_files WHERE NOT is_backed_up AND backup_path IS NULL ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let mut damaged = vec![lost.image_id.0, rotten.image_id.0];
+    damaged.sort();
+    assert_eq!(marked, damaged);
+    let health = backup_health(&app).await;
+    assert_eq!(health.status, HealthStatus::Degraded, "{:?}", health.problems());
+    assert!(health.problems().iter().any(|p| p.contains("damaged archives")), "{:?}", health.problems());
+
+    // The same run delivered again goes on with the next backup, not the first again.
+    let first_checked_at = backup_row(&app, first_id).await.verified_at;
+    shared::db::outbox::enqueue(&app.pool, BackupVerifyDue { requested_at }).await.unwrap();
+    eventually(TIMEOUT, "the duplicate run reads the second backup", || async {
+        backup_row(&app, second_id).await.verified_at.is_some()
+    })
+    .await;
+    assert_eq!(backup_row(&app, second_id).await.verify_status.as_deref(), Some("ok"));
+    assert_eq!(backup_row(&app, first_id).await.verified_at, first_checked_at);
+
+    // The next backup copies exactly the two images again, and health is ok once it completed.
+    let third: Value = request_backup(&app, &admin).await.json().await.unwrap();
+    let third = finished_backup(&app, &admin, third["id"].as_str().unwrap()).await;
+    assert_eq!((third["status"].as_str(), third["file_count"].as_i64()), (Some("completed"), Some(2)), "{third}");
+    let (_, entries) = read_manifest(&tree, third["manifest_path"].as_str().unwrap());
+    let mut copied: Vec<Uuid> = entries.iter().map(|e| e.image_id.0).collect();
+    copied.sort();
+    assert_eq!(copied, damaged);
+    assert_archives_match_originals(&app, &tree, &entries);
+    let health = backup_health(&app).await;
+    assert_eq!(health.status, HealthStatus::Ok, "{:?}", health.problems());
+
+    // A backup whose manifest is lost is damaged as a whole, through the admin's check.
+    let (_, user) = app.user();
+    let verify = |token: String, id: BackupId| {
+        let url = app.url(&format!("/storage/backups/{id}/verify"));
+        let request = app.client.post(url).bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(verify(user, second_id).await, StatusCode::FORBIDDEN);
+    std::fs::remove_file(root.join(second["manifest_path"].as_str().unwrap())).unwrap();
+    let before = backup_row(&app, second_id).await.verified_at;
+    assert_eq!(verify(admin.clone(), second_id).await, StatusCode::ACCEPTED);
+    eventually(TIMEOUT, "the admin's check reads the second backup again", || async {
+        backup_row(&app, second_id).await.verified_at != before
+    })
+    .await;
+    let checked = backup_row(&app, second_id).await;
+    assert_eq!(checked.verify_status.as_deref(), Some("corrupt"));
+    let report = checked.verify_report.unwrap();
+    assert!(report["manifest_error"].as_str().is_some(), "{report}");
+    let late_backed_up: bool =
+        sqlx::query_scalar("SELECT is_backed_up FROM storage_files WHERE original_name = 'late.jpg'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(!late_backed_up, "its only copy was in the backup without a manifest");
+    worker.stop().await;
+    app.stop().await;
+}
+
+/// Twelve 12 MP photos in batches of one, so that a backup takes long enough to be killed in
+/// the middle of.
+async fn upload_photos(app: &TestApp, count: usize) -> Vec<String> {
+    let photo = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/benches/images/photo-12mp.jpg"))
+        .expect("the 12 MP fixture");
+    let (_, token) = app.user();
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let response = app.upload(&token, "user", &format!("{i}.jpg"), photo.clone(), &[]).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_worker_killed_mid_backup_leaves_nothing_counted_that_is_not_verified_and_another_finishes_it(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, |config| config.storage.backup_policy.batch_size = 1).await;
+    let binary = Path::new(env!("CARGO_BIN_EXE_stayler-worker"));
+    let ids = upload_photos(&app, 12).await;
+    let admin = app.token(Role::Admin, Uuid::now_v7());
+
+    let mut victim = worker::test_support::spawn_worker_process(binary, &app.config);
+    let accepted: Value = request_backup(&app, &admin).await.json().await.unwrap();
+    let id = shared::backup::BackupId(accepted["id"].as_str().unwrap().parse().unwrap());
+    // SIGKILL as soon as the first batch is recorded, in the middle of the others.
+    let done_count = || async {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM storage_backup_entries WHERE backup_id = $1 AND status = 'done'")
+                .bind(id.0)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        done
+    };
+    let started = std::time::Instant::now();
+    while done_count().await == 0 {
+        assert!(started.elapsed() < TIMEOUT, "the first batch is archived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    victim.kill().expect("SIGKILL");
+    victim.wait().unwrap();
+    let done_at_kill = done_count().await;
+    assert!(done_at_kill < 12, "killed before the end ({done_at_kill} of 12 done)");
+
+    // Whatever the killed worker left: every archive counted as done is whole and verified,
+    // and no backed-up flag points at an archive that is not.
+    let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
+    let counted: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT f.id, f.backup_path FROM storage_files f WHERE f.is_backed_up ORDER BY f.id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(counted.len() as i64 >= done_at_kill);
+    for (image, archive_path) in &counted {
+        let original = std::fs::read(app.original_path(&image.to_string()).await).unwrap();
+        let mut restored = Vec::new();
+        archive::extract(BufReader::new(tree.open_file(Path::new(archive_path)).unwrap()), &mut restored).unwrap();
+        assert!(restored == original, "the archive of {image} counted as done is whole");
+    }
+    assert_eq!(storage_backups::get(&app.pool, id).await.unwrap().unwrap().status, BackupStatus::Running);
+
+    // Another worker takes the redelivered batches and finishes the backup, every image once.
+    let mut survivor = worker::test_support::spawn_worker_process(binary, &app.config);
+    let backup = finished_backup(&app, &admin, &id.to_string()).await;
+    assert_eq!((backup["status"].as_str(), backup["file_count"].as_i64()), (Some("completed"), Some(12)), "{backup}");
+    let (_, entries) = read_manifest(&tree, backup["manifest_path"].as_str().unwrap());
+    let mut listed: Vec<String> = entries.iter().map(|e| e.image_id.to_string()).collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "each image listed once");
+    assert_archives_match_originals(&app, &tree, &entries);
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+    app.stop().await;
+}

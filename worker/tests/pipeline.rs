@@ -295,36 +295,8 @@ async fn a_stored_file_that_no_longer_matches_its_checksum_is_marked_corrupt(poo
     broker.delete().await;
 }
 
-/// Environment that configures a worker process exactly like `config`.
-fn worker_environment(config: &Config) -> Vec<(String, String)> {
-    use secrecy::ExposeSecret;
-    let rabbit = &config.rabbitmq;
-    [
-        ("STAYLER_DATABASE__URL", config.database.url.expose_secret().to_owned()),
-        ("STAYLER_DATABASE__MIGRATE", "false".to_owned()),
-        ("STAYLER_RABBITMQ__URL", rabbit.url.expose_secret().to_owned()),
-        ("STAYLER_RABBITMQ__PREFIX", rabbit.prefix.clone()),
-        ("STAYLER_RABBITMQ__MAX_ATTEMPTS", rabbit.max_attempts.to_string()),
-        ("STAYLER_RABBITMQ__RETRY_DELAYS_SECS", "[1]".to_owned()),
-        ("STAYLER_STORAGE__BASE_PATH", config.storage.base_path.display().to_string()),
-        ("STAYLER_STORAGE__SIGNED_URL_KEY", "dev-test".to_owned()),
-        ("STAYLER_AUTH__JWT_SECRET", "dev-test".to_owned()),
-        ("STAYLER_WORKER__CONCURRENCY", "1".to_owned()),
-        ("RUST_LOG", "info".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
 fn spawn_worker_process(config: &Config) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_stayler-worker"))
-        .env_clear()
-        .envs(worker_environment(config))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting stayler-worker")
+    worker::test_support::spawn_worker_process(Path::new(env!("CARGO_BIN_EXE_stayler-worker")), config)
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

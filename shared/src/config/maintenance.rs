@@ -32,6 +32,9 @@ pub struct MaintenanceConfig {
     /// seconds old (by modification time), so that a write in flight is never touched; a
     /// staged file this old is removed.
     pub orphan_grace_secs: u64,
+    /// Finished backups re-checked per `scheduler.backupVerify` run, those checked longest
+    /// ago first: with daily runs, each of N backups is re-read every N / this many days.
+    pub backup_verify_per_run: u32,
 }
 
 impl Default for MaintenanceConfig {
@@ -46,6 +49,7 @@ impl Default for MaintenanceConfig {
             health_check_retention_days: 30,
             job_failure_retention_days: 30,
             orphan_grace_secs: 3600,
+            backup_verify_per_run: 7,
         }
     }
 }
@@ -59,6 +63,8 @@ const MAX_REQUEUES: u32 = 20;
 /// (100 years): beyond them the times computed from them would leave the calendar.
 const MAX_WAIT_SECS: u64 = 30 * 86_400;
 const MAX_DAYS: u32 = 36_500;
+/// Most backups one verification run re-reads: one job does them in turn.
+const MAX_BACKUP_VERIFY_PER_RUN: u32 = 1000;
 
 impl Config {
     /// Checks the `maintenance:` section, naming the key at fault.
@@ -91,6 +97,10 @@ impl Config {
             let reason = format!("must be between {MIN_ORPHAN_GRACE_SECS} and {MAX_WAIT_SECS}");
             return bad("maintenance.orphanGraceSecs", reason);
         }
+        if !(1..=MAX_BACKUP_VERIFY_PER_RUN).contains(&maintenance.backup_verify_per_run) {
+            let reason = format!("must be between 1 and {MAX_BACKUP_VERIFY_PER_RUN}");
+            return bad("maintenance.backupVerifyPerRun", reason);
+        }
         Ok(())
     }
 }
@@ -119,6 +129,7 @@ mod tests {
             ("maintenance:\n  outboxRetentionDays: 0\n", "maintenance.outboxRetentionDays"),
             ("maintenance:\n  jobFailureRetentionDays: 4000000000\n", "maintenance.jobFailureRetentionDays"),
             ("maintenance:\n  orphanGraceSecs: 10\n", "maintenance.orphanGraceSecs"),
+            ("maintenance:\n  backupVerifyPerRun: 0\n", "maintenance.backupVerifyPerRun"),
             ("maintenance:\n  orphanGrace: 10\n", "orphanGrace"),
         ];
         for (yaml, key) in cases {

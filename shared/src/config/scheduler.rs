@@ -27,6 +27,8 @@ pub struct SchedulerConfig {
     pub metrics_rollup: String,
     /// The file audit: orphan files quarantined, originals missing from disk reported.
     pub file_audit: String,
+    /// The rolling re-check of finished backups' archives against their manifests.
+    pub backup_verify: String,
 }
 
 impl Default for SchedulerConfig {
@@ -38,6 +40,7 @@ impl Default for SchedulerConfig {
             signed_url_cleanup: "0 * * * *".to_owned(),
             metrics_rollup: "*/5 * * * *".to_owned(),
             file_audit: "30 3 * * *".to_owned(),
+            backup_verify: "0 4 * * *".to_owned(),
         }
     }
 }
@@ -67,7 +70,7 @@ impl BackupPolicy {
 impl Config {
     /// Every job schedule by configuration key, as written; an empty one is a disabled job.
     /// The backup schedule is the effective one (empty only if its frequency is unknown).
-    fn schedules(&self) -> [(&'static str, &str); 7] {
+    fn schedules(&self) -> [(&'static str, &str); 8] {
         let scheduler = &self.scheduler;
         [
             ("storage.backupPolicy.schedule", self.storage.backup_policy.effective_schedule().unwrap_or("")),
@@ -77,6 +80,7 @@ impl Config {
             ("scheduler.signedUrlCleanup", &scheduler.signed_url_cleanup),
             ("scheduler.metricsRollup", &scheduler.metrics_rollup),
             ("scheduler.fileAudit", &scheduler.file_audit),
+            ("scheduler.backupVerify", &scheduler.backup_verify),
         ]
     }
 

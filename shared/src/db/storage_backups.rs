@@ -506,6 +506,62 @@ pub async fn record_verification(
     Ok(())
 }
 
+/// The finished backup checked longest ago (never-checked ones first, oldest first) among
+/// those not checked since `checked_before`: the next one a rolling verification reads.
+pub async fn next_to_verify(db: impl PgExecutor<'_>, checked_before: DateTime<Utc>) -> sqlx::Result<Option<BackupId>> {
+    sqlx::query_scalar!(
+        r#"SELECT id AS "id: BackupId" FROM storage_backups
+           WHERE manifest_path IS NOT NULL AND removed_at IS NULL
+             AND (verified_at IS NULL OR verified_at < $1)
+           ORDER BY verified_at NULLS FIRST, created_at, id
+           LIMIT 1"#,
+        checked_before,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The archives the database lists as written for backup `id`, with their images.
+pub async fn archives(db: impl PgExecutor<'_>, id: BackupId) -> sqlx::Result<Vec<(ImageId, String)>> {
+    let rows = sqlx::query!(
+        r#"SELECT image_id AS "image_id: ImageId", archive_path AS "archive_path!" FROM storage_backup_entries
+           WHERE backup_id = $1 AND status = 'done' AND archive_path IS NOT NULL"#,
+        id as BackupId,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.image_id, row.archive_path)).collect())
+}
+
+/// Records that a check found these archives of backup `id` missing or corrupt: their
+/// entries no longer count as copies (retention then keeps older ones), and each live image
+/// whose current copy was one of them is marked not backed up, so the next backup takes it
+/// again. Returns how many images were marked.
+pub async fn record_damage(tx: &mut PgConnection, id: BackupId, damaged: &[(ImageId, String)]) -> sqlx::Result<u64> {
+    if damaged.is_empty() {
+        return Ok(0);
+    }
+    let (ids, paths): (Vec<Uuid>, Vec<String>) = damaged.iter().map(|(image, path)| (image.0, path.clone())).unzip();
+    sqlx::query!(
+        "UPDATE storage_backup_entries SET status = 'failed', error = 'archive missing or corrupt at its last check'
+         WHERE backup_id = $1 AND image_id = ANY($2) AND status = 'done'",
+        id as BackupId,
+        &ids,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let marked = sqlx::query!(
+        "UPDATE storage_files f SET is_backed_up = false, backup_path = NULL
+         FROM unnest($1::uuid[], $2::text[]) AS d(image_id, path)
+         WHERE f.id = d.image_id AND f.backup_path = d.path AND f.deleted_at IS NULL",
+        &ids,
+        &paths,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(marked.rows_affected())
+}
+
 /// Requests an integrity check of a finished backup: its `backup.verify_requested` job.
 pub async fn request_verification(db: impl PgExecutor<'_>, id: BackupId) -> sqlx::Result<()> {
     outbox::enqueue(db, crate::events::BackupVerifyRequested { backup_id: id }).await?;
@@ -520,6 +576,9 @@ pub struct BackupHealth {
     pub latest_status: Option<String>,
     pub latest_error: Option<String>,
     pub oldest_not_backed_up: Option<DateTime<Utc>>,
+    /// Backups whose last check, made after the last completed backup, found damaged
+    /// archives: their images have no good copy again until the next backup completes.
+    pub damaged_backups: i64,
 }
 
 pub async fn health(conn: &mut PgConnection) -> sqlx::Result<BackupHealth> {
@@ -534,7 +593,15 @@ pub async fn health(conn: &mut PgConnection) -> sqlx::Result<BackupHealth> {
         sqlx::query_scalar!("SELECT min(created_at) FROM storage_files WHERE deleted_at IS NULL AND NOT is_backed_up")
             .fetch_one(&mut *conn)
             .await?;
+    let damaged_backups = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM storage_backups
+           WHERE verify_status = 'corrupt' AND removed_at IS NULL AND verified_at > coalesce($1::timestamptz, '-infinity')"#,
+        last_completed_at,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(BackupHealth {
+        damaged_backups,
         last_completed_at,
         latest_status: latest.as_ref().map(|row| row.status.clone()),
         latest_error: latest.and_then(|row| row.error),

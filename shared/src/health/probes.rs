@@ -175,7 +175,15 @@ pub async fn backup(db: &PgPool, policy: &BackupPolicy, config: &HealthConfig, n
         .detail("last_completed_at", health.last_completed_at.map(|at| at.to_rfc3339()))
         .detail("last_completed_age_hours", last_age.map(round))
         .detail("latest_status", health.latest_status.clone())
-        .detail("oldest_not_backed_up_age_hours", waiting_age.map(round));
+        .detail("oldest_not_backed_up_age_hours", waiting_age.map(round))
+        .detail("damaged_backups", health.damaged_backups);
+    if health.damaged_backups > 0 {
+        let count = health.damaged_backups;
+        check.problem(
+            HealthStatus::Degraded,
+            format!("{count} backup(s) have damaged archives; their images are copied again by the next backup"),
+        );
+    }
     if !policy.enabled {
         return check;
     }
