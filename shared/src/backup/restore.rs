@@ -51,7 +51,8 @@ pub enum Selection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestoreMode {
-    /// Only originals missing from storage come back (the default).
+    /// Only originals missing from storage come back (the default). A present one is
+    /// skipped without being read, damaged or not.
     #[default]
     MissingOnly,
     /// Every selected original is replaced by its verified backup copy.
