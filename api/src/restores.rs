@@ -30,12 +30,13 @@ pub struct RestoresApi {
 pub struct RestoreRequest {
     /// Every image of this backup.
     pub backup_id: Option<Uuid>,
-    /// Every image of the backups of this UTC day.
+    /// Every image of the backups of this UTC day, each once, from its newest intact copy.
     pub date: Option<NaiveDate>,
-    /// These images, each from the newest backup holding it (at most 1000).
+    /// These images, each from the newest backup holding an intact copy (at most 1000).
     pub image_ids: Option<Vec<Uuid>>,
-    /// `missing_only` (default: only originals missing from storage come back) or
-    /// `overwrite` (every selected original is replaced by its verified backup copy).
+    /// `missing_only` (default: only originals missing from storage come back; a present
+    /// one is skipped even if damaged) or `overwrite` (every selected original is replaced
+    /// by its verified backup copy: what repairs a damaged one).
     pub mode: Option<String>,
 }
 

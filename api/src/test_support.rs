@@ -202,6 +202,25 @@ pub mod images {
         out
     }
 
+    /// A still GIF.
+    pub fn gif(width: u32, height: u32) -> Vec<u8> {
+        let image = image::RgbaImage::from_fn(width, height, |x, y| {
+            image::Rgba([(x * 8 % 256) as u8, 40, (y * 8 % 256) as u8, 255])
+        });
+        let mut out = Vec::new();
+        image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Gif).unwrap();
+        out
+    }
+
+    /// A lossless WebP (the only kind the `image` crate encodes).
+    pub fn webp(width: u32, height: u32) -> Vec<u8> {
+        let image =
+            image::RgbaImage::from_fn(width, height, |x, y| image::Rgba([30, (x % 256) as u8, (y % 256) as u8, 255]));
+        let mut out = Vec::new();
+        image.write_to(&mut Cursor::new(&mut out), image::ImageFormat::WebP).unwrap();
+        out
+    }
+
     /// A tiny, complete PNG whose header claims `width` × `height` pixels: a decompression
     /// bomb as far as the header is concerned.
     pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {

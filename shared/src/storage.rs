@@ -105,9 +105,23 @@ impl Storage {
     /// Starts a write whose destination is decided later (an upload's format and owner are
     /// known only once its bytes and form fields are in).
     pub async fn stage(&self) -> io::Result<StagedFile> {
-        let path = self.root.join(STAGING_DIR).join(format!("{}.part", Uuid::new_v4()));
-        let file = File::options().write(true).create_new(true).open(&path).await?.into_std().await;
-        Ok(StagedFile { file: Some(file), path: Some(path), len: 0 })
+        let staging = self.root.join(STAGING_DIR);
+        let path = staging.join(format!("{}.part", Uuid::new_v4()));
+        let mut options = File::options();
+        options.write(true).create_new(true);
+        let create = || options.open(&path);
+        let file = match create().await {
+            // The storage folder was emptied under the running services (its disk replaced
+            // before a restore): the staging folder comes back. Not the root itself
+            // (`create_dir`, not `create_dir_all`): a missing root is a mount or
+            // configuration problem that writing in its place would hide.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => match fs::create_dir(&staging).await {
+                Err(error) if error.kind() != io::ErrorKind::AlreadyExists => return Err(error),
+                _ => create().await?,
+            },
+            created => created?,
+        };
+        Ok(StagedFile { file: Some(file.into_std().await), path: Some(path), len: 0 })
     }
 
     /// Makes a staged file durable under `key`: fsync, rename, fsync of the directory, all
@@ -203,7 +217,11 @@ impl Storage {
 
     /// Number of files in the staging area; zero once every write has finished or failed.
     pub async fn count_staged(&self) -> io::Result<usize> {
-        let mut entries = fs::read_dir(self.root.join(STAGING_DIR)).await?;
+        let mut entries = match fs::read_dir(self.root.join(STAGING_DIR)).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
         let mut count = 0;
         while entries.next_entry().await?.is_some() {
             count += 1;
@@ -563,6 +581,27 @@ mod tests {
         assert_eq!(storage.count_staged().await.unwrap(), 0);
         assert!(storage.delete(&key).await.unwrap());
         assert!(!storage.delete(&key).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_emptied_storage_folder_takes_writes_again_but_a_missing_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("storage");
+        let storage = Storage::open(&root).await.unwrap();
+        let key = StorageKey::Original {
+            image_type: ImageType::User,
+            owner: owner(OwnerType::User),
+            image_id: ImageId::new(),
+            format: ImageFormat::Png,
+        };
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(storage.count_staged().await.unwrap(), 0);
+        assert!(storage.write(&key, b"bytes").await.is_err(), "a missing root is not made again");
+        assert!(!root.exists());
+        std::fs::create_dir(&root).unwrap();
+        storage.write(&key, b"bytes").await.unwrap();
+        assert_eq!(storage.read(&key, 100).await.unwrap(), b"bytes");
+        assert_eq!(storage.count_staged().await.unwrap(), 0);
     }
 
     /// A worker or API process opening the tree while another uploads: staged files come

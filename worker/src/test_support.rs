@@ -1,5 +1,6 @@
 //! Helpers for the worker's integration tests: a worker running in the test's process
-//! through its library entry point, and uploads of every kind of image a job must handle.
+//! through its library entry point, and uploads of every kind and format of image a job
+//! must handle.
 
 use api::test_support::{TestApp, images};
 use reqwest::StatusCode;
@@ -66,6 +67,19 @@ pub async fn upload_every_kind(app: &TestApp) -> Vec<String> {
     upload(&service, "result", "try-on.jpg", images::jpeg(30, 30), &extra).await;
     let extra = [("owner_id", vendor.as_str()), ("owner_type", "vendor"), ("is_public", "true")];
     upload(&service, "result", "lookbook.jpg", images::jpeg(20, 30), &extra).await;
+    ids
+}
+
+/// Uploads a user's GIF and WebP, the accepted formats [`upload_every_kind`] leaves out (it
+/// keeps to JPEG and PNG, whose counts other tests rely on); returns their ids.
+pub async fn upload_gif_and_webp(app: &TestApp) -> Vec<String> {
+    let (_, token) = app.user();
+    let mut ids = Vec::new();
+    for (name, bytes) in [("still.gif", images::gif(36, 24)), ("lossless.webp", images::webp(28, 40))] {
+        let response = app.upload(&token, "user", name, bytes, &[]).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "uploading {name}");
+        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
     ids
 }
 

@@ -8,17 +8,20 @@
 //! restored. A missing row is rebuilt from the manifest (owner, type, names, tags, metadata,
 //! provenance, quota usage), and an `image.uploaded` event has the normal pipeline make the
 //! thumbnails again. Running a restore twice is harmless: "missing only" skips what is back.
+//!
+//! Several backups may hold the same image (a day's scheduled backup and a retention
+//! carry-over, or backups of several days): manifests are read newest first and each image
+//! is restored once, from its newest copy that passes the check. A damaged copy falls back
+//! to an older one; only an image with no intact copy left is reported failed.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufReader};
-use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use tokio::sync::mpsc;
 
-use super::manifest::{self, Entry, ManifestError};
+use super::manifest::{Entry, ManifestError};
 use super::{BackupId, archive};
 use crate::config::QuotaConfig;
 use crate::db::storage_files::{self, RowState};
@@ -27,10 +30,10 @@ use crate::events::ImageUploaded;
 use crate::images::{ImageId, Owner};
 use crate::storage::{BackupTree, Storage};
 
+mod manifests;
+
 /// Reasons kept in a report; beyond them only the counts grow.
 const MAX_DETAILS: usize = 500;
-/// Manifest entries read ahead of the restore.
-const MANIFEST_CHANNEL: usize = 256;
 
 /// What to restore.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,9 +41,9 @@ const MANIFEST_CHANNEL: usize = 256;
 pub enum Selection {
     /// Every image of one backup.
     BackupId(BackupId),
-    /// Every image of every backup of one UTC day.
+    /// Every image of the backups of one UTC day, each once, from its newest intact copy.
     Date(NaiveDate),
-    /// These images, each from the newest backup that holds it.
+    /// These images, each from the newest backup that holds an intact copy.
     ImageIds(Vec<ImageId>),
 }
 
@@ -48,7 +51,8 @@ pub enum Selection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestoreMode {
-    /// Only originals missing from storage come back (the default).
+    /// Only originals missing from storage come back (the default). A present one is
+    /// skipped without being read, damaged or not.
     #[default]
     MissingOnly,
     /// Every selected original is replaced by its verified backup copy.
@@ -122,96 +126,118 @@ enum Outcome {
     Failed(String),
 }
 
+/// The images a restore still has to settle (restore or skip).
+enum Wanted {
+    /// Every entry of a single manifest, which names each image once.
+    Every,
+    /// These; each leaves the set once settled, so an older copy of it is passed over.
+    Only(HashSet<ImageId>),
+}
+
+impl Wanted {
+    fn takes(&self, id: ImageId) -> bool {
+        match self {
+            Self::Every => true,
+            Self::Only(ids) => ids.contains(&id),
+        }
+    }
+
+    fn settle(&mut self, id: ImageId) {
+        if let Self::Only(ids) = self {
+            ids.remove(&id);
+        }
+    }
+
+    fn is_settled(&self) -> bool {
+        matches!(self, Self::Only(ids) if ids.is_empty())
+    }
+
+    /// What is left once every manifest was read: images no copy settled.
+    fn unfound(self) -> impl Iterator<Item = ImageId> {
+        match self {
+            Self::Every => HashSet::new(),
+            Self::Only(ids) => ids,
+        }
+        .into_iter()
+    }
+}
+
 impl Restorer<'_> {
-    /// Restores `selection`, calling `progress(done, total)` after each image. Per-image
-    /// problems are counted in the report; an error means the restore could not go on (no
-    /// such backup, an unreadable manifest, the database gone).
+    /// Restores `selection`, calling `progress(done, total)` each time an image is settled.
+    /// Per-image problems are counted in the report; an error means the restore could not go
+    /// on (no such backup, an unreadable manifest, the database gone).
     pub async fn restore(
         &self,
         selection: &Selection,
         mode: RestoreMode,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<RestoreReport, RestoreError> {
-        let manifests = self.locate(selection).await?;
-        let mut wanted: Option<HashSet<ImageId>> = match selection {
-            Selection::ImageIds(ids) => Some(ids.iter().copied().collect()),
-            _ => None,
-        };
-        let mut total = match &wanted {
-            Some(ids) => ids.len() as u64,
-            None => 0,
-        };
-        if wanted.is_none() {
-            for path in &manifests {
-                let (tree, path) = (self.backups.clone(), path.clone());
-                total += tokio::task::spawn_blocking(move || open_manifest(&tree, &path)).await??.header.file_count;
+        let manifests = manifests::locate(self.backups, selection).await?;
+        let (mut wanted, total) = match (selection, manifests.as_slice()) {
+            (Selection::ImageIds(ids), _) => {
+                let ids: HashSet<ImageId> = ids.iter().copied().collect();
+                let total = ids.len() as u64;
+                (Wanted::Only(ids), total)
             }
-        }
+            // One backup holds each image once: no need to remember which are settled.
+            (_, [only]) => (Wanted::Every, manifests::file_count(self.backups, only).await?),
+            (_, several) => {
+                let ids = manifests::images_in(self.backups, several).await?;
+                let total = ids.len() as u64;
+                (Wanted::Only(ids), total)
+            }
+        };
         let mut report = RestoreReport::default();
+        // Images whose copies read so far were all damaged, with the newest copy's reason and
+        // how many copies failed: an older backup may still hold an intact one.
+        let mut damaged: BTreeMap<ImageId, (String, u32)> = BTreeMap::new();
         let mut done = 0;
         for path in &manifests {
-            if wanted.as_ref().is_some_and(HashSet::is_empty) {
+            if wanted.is_settled() {
                 break;
             }
-            let mut entries = stream_entries(self.backups.clone(), path.clone());
+            let mut entries = manifests::stream_entries(self.backups.clone(), path.clone());
             while let Some(entry) = entries.recv().await {
                 let entry = entry?;
-                if let Some(ids) = wanted.as_mut()
-                    && !ids.remove(&entry.image_id)
-                {
-                    continue; // not asked for, or already taken from a newer backup
+                if !wanted.takes(entry.image_id) {
+                    continue; // not asked for, or settled from a newer copy already
                 }
-                let outcome = self.restore_one(&entry, mode).await?;
-                match outcome {
+                match self.restore_one(&entry, mode).await? {
                     Outcome::Restored => report.restored += 1,
                     Outcome::Skipped(reason) => {
                         report.skipped += 1;
                         report.note(entry.image_id, "skipped", reason);
                     }
                     Outcome::Failed(reason) => {
-                        tracing::warn!(image.id = %entry.image_id, reason, "image not restored");
-                        report.failed += 1;
-                        report.note(entry.image_id, "failed", reason);
+                        let archive = entry.archive_path.display();
+                        tracing::warn!(image.id = %entry.image_id, %archive, reason, "a backup copy is damaged");
+                        damaged.entry(entry.image_id).or_insert_with(|| (reason, 0)).1 += 1;
+                        continue; // not settled: an older copy may be intact
                     }
                 }
+                damaged.remove(&entry.image_id);
+                wanted.settle(entry.image_id);
                 done += 1;
                 progress(done, total);
             }
         }
-        for id in wanted.unwrap_or_default() {
+        for (id, (reason, copies)) in &damaged {
+            report.failed += 1;
+            let reason = match copies {
+                1 => reason.clone(),
+                _ => format!("{reason} (the newest of {copies} copies, none of them intact)"),
+            };
+            report.note(*id, "failed", reason);
+            done += 1;
+            progress(done, total);
+        }
+        for id in wanted.unfound().filter(|id| !damaged.contains_key(id)) {
             report.failed += 1;
             report.note(id, "failed", "no backup holds this image".to_owned());
             done += 1;
             progress(done, total);
         }
         Ok(report)
-    }
-
-    /// The manifests to read, in the order to read them: a backup's own, a day's in order,
-    /// or every one newest first (an image comes from its newest copy).
-    async fn locate(&self, selection: &Selection) -> Result<Vec<PathBuf>, RestoreError> {
-        let tree = self.backups.clone();
-        let all = tokio::task::spawn_blocking(move || tree.manifests()).await??;
-        let found: Vec<PathBuf> = match selection {
-            Selection::BackupId(id) => {
-                let name = id.to_string();
-                all.into_iter().filter(|p| backup_folder(p).is_some_and(|(_, backup)| backup == name)).collect()
-            }
-            Selection::Date(date) => {
-                let day = date.format("%Y-%m-%d").to_string();
-                all.into_iter().filter(|p| backup_folder(p).is_some_and(|(d, _)| d == day)).collect()
-            }
-            Selection::ImageIds(_) => all.into_iter().rev().collect(),
-        };
-        if found.is_empty() {
-            let what = match selection {
-                Selection::BackupId(id) => format!("no manifest of backup {id} under storage.backupPath"),
-                Selection::Date(date) => format!("no backup of {date} under storage.backupPath"),
-                Selection::ImageIds(_) => "no backup under storage.backupPath".to_owned(),
-            };
-            return Err(RestoreError::NotFound(what));
-        }
-        Ok(found)
     }
 
     async fn restore_one(&self, entry: &Entry, mode: RestoreMode) -> Result<Outcome, RestoreError> {
@@ -266,41 +292,6 @@ impl Restorer<'_> {
     }
 }
 
-/// Opens a manifest and reads its header. Blocking.
-fn open_manifest(tree: &BackupTree, path: &Path) -> Result<manifest::Reader<BufReader<std::fs::File>>, RestoreError> {
-    let file = tree.open_file(path)?;
-    Ok(manifest::Reader::new(BufReader::new(file))?)
-}
-
-/// A manifest's entries, read line by line on a blocking thread and handed over through a
-/// small channel: a manifest of a million images is neither read on the async runtime nor
-/// held in memory. The reader stops when the receiver is dropped.
-fn stream_entries(tree: BackupTree, path: PathBuf) -> mpsc::Receiver<Result<Entry, RestoreError>> {
-    let (sender, receiver) = mpsc::channel(MANIFEST_CHANNEL);
-    tokio::task::spawn_blocking(move || {
-        let reader = match open_manifest(&tree, &path) {
-            Ok(reader) => reader,
-            Err(error) => {
-                let _ = sender.blocking_send(Err(error));
-                return;
-            }
-        };
-        for entry in reader {
-            if sender.blocking_send(entry.map_err(RestoreError::from)).is_err() {
-                return;
-            }
-        }
-    });
-    receiver
-}
-
-/// `(day, backup id)` of a manifest path `{day}/{backup_id}/manifest.jsonl`.
-fn backup_folder(manifest: &Path) -> Option<(String, String)> {
-    let backup = manifest.parent()?;
-    let day = backup.parent()?;
-    Some((day.to_string_lossy().into_owned(), backup.file_name()?.to_string_lossy().into_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,11 +303,5 @@ mod tests {
         let date = NaiveDate::from_ymd_opt(2026, 5, 6).unwrap();
         assert_eq!(serde_json::to_value(Selection::Date(date)).unwrap(), serde_json::json!({ "date": "2026-05-06" }));
         assert_eq!(serde_json::to_value(RestoreMode::default()).unwrap(), "missing_only");
-    }
-
-    #[test]
-    fn manifest_paths_name_their_day_and_backup() {
-        let path = Path::new("2026-05-06/0190/manifest.jsonl");
-        assert_eq!(backup_folder(path), Some(("2026-05-06".to_owned(), "0190".to_owned())));
     }
 }

@@ -15,7 +15,8 @@ use crate::storage::{Storage, sha256_hex};
 
 /// Re-hashes `sample_size` originals. A match moves the file to the back of the line; a
 /// mismatch or a missing file marks the image corrupt (visible in its metadata, repaired by
-/// a restore) and makes the check `degraded`.
+/// a restore: in mode `overwrite` for a damaged file, which `missing_only` skips as present)
+/// and makes the check `degraded`.
 pub async fn sample(db: &PgPool, storage: &Storage, sample_size: u32, now: DateTime<Utc>) -> CheckResult {
     let mut check = CheckResult::new("integrity");
     let candidates = match storage_files::integrity_sample(db, i64::from(sample_size)).await {
