@@ -12,10 +12,10 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use shared::backup::BackupTrigger;
 use shared::broker::JobQueue;
-use shared::config::MaintenanceConfig;
-use shared::db::{outbox, storage_backups};
+use shared::config::{HealthConfig, MaintenanceConfig};
+use shared::db::{health_checks, outbox, storage_backups, storage_files};
 use shared::events::SweepRequested;
-use shared::health::HealthStatus;
+use shared::health::{self, HealthStatus};
 use shared::images::ImageId;
 use shared::maintenance::{file_audit, purge, sweep};
 use shared::storage::{QUARANTINE_DIR, Storage};
@@ -151,9 +151,11 @@ async fn an_image_requeued_the_maximum_times_is_given_up_and_reported(pool: PgPo
     assert!(error.unwrap().contains("sweeper"), "the image says why");
     assert_eq!(requeued_events().await, 2, "no event for a given-up image");
 
-    // Given up once: later sweeps leave it alone and report healthy again.
+    // Given up once: later sweeps no longer re-queue it, but keep the check degraded while
+    // it is half-processed, so that it does not drop out of health one run later.
     let report = sweep::run(&pool, &config, minutes(300)).await.unwrap();
-    assert_eq!((report.given_up, report.status()), (0, HealthStatus::Ok));
+    assert_eq!((report.given_up, report.given_up_unfinished, report.status()), (0, 1, HealthStatus::Degraded));
+    assert_eq!(report.given_up_unfinished_sample, [ImageId(id)]);
     assert_eq!(report.requeued_thumbnails, 1, "only the younger image");
     let fresh_count: i64 = sqlx::query_scalar("SELECT requeue_count::bigint FROM storage_files WHERE id = $1")
         .bind(fresh)
@@ -161,6 +163,24 @@ async fn an_image_requeued_the_maximum_times_is_given_up_and_reported(pool: PgPo
         .await
         .unwrap();
     assert_eq!(fresh_count, 1);
+    let (status, details) = latest_check(&pool, "sweep").await;
+    assert_eq!((status.as_str(), details["given_up_unfinished"].as_u64()), ("degraded", Some(1)));
+    assert_eq!(details["given_up_unfinished_sample"][0], id.to_string());
+    let summary = health::summarize(health_checks::latest(&pool).await.unwrap(), Utc::now(), &HealthConfig::default());
+    assert_eq!(summary.status, HealthStatus::Degraded);
+    assert!(
+        summary.problems.iter().any(|p| p.starts_with("sweep: 1 images the sweeper gave up on")),
+        "what the health endpoint says: {:?}",
+        summary.problems
+    );
+    assert_eq!(requeued_events().await, 3, "still no event for the given-up image");
+
+    // A late job finishes it: the next sweep is healthy again.
+    assert!(storage_files::mark_thumbnails_ready(&pool, ImageId(id)).await.unwrap());
+    assert!(storage_files::mark_verified(&pool, ImageId(id)).await.unwrap());
+    let report = sweep::run(&pool, &config, minutes(301)).await.unwrap();
+    assert_eq!((report.given_up_unfinished, report.status()), (0, HealthStatus::Ok));
+    assert_eq!(latest_check(&pool, "sweep").await.0, "ok");
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
