@@ -11,12 +11,12 @@ use serde_json::Value;
 use shared::auth::Role;
 use shared::broker::JobQueue;
 use shared::db::outbox;
-use shared::events::{HealthCheckRequested, MetricsRollupRequested};
+use shared::events::MetricsRollupRequested;
 use shared::health::{HealthStatus, RUN_CHECKS};
 use shared::test_support::{TestBroker, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;
-use worker::test_support::TestWorker;
+use worker::test_support::{TestWorker, check, run_health_check};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -41,48 +41,12 @@ async fn wait_verified(app: &TestApp, ids: &[String]) {
     .await;
 }
 
-/// Enqueues a health check as the scheduler does and waits until its rows are in.
-async fn run_health_check(app: &TestApp) -> Vec<(String, String, Value)> {
-    let before: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM storage_health_checks").fetch_one(&app.pool).await.unwrap();
-    let mut tx = app.pool.begin().await.unwrap();
-    outbox::enqueue(&mut *tx, HealthCheckRequested { requested_at: Utc::now() }).await.unwrap();
-    tx.commit().await.unwrap();
-    eventually(TIMEOUT, "the health check is recorded", || async {
-        let count: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM storage_health_checks").fetch_one(&app.pool).await.unwrap();
-        count >= before + RUN_CHECKS.len() as i64
-    })
-    .await;
-    sqlx::query_as(
-        "SELECT DISTINCT ON (check_type) check_type, status, details FROM storage_health_checks
-         ORDER BY check_type, checked_at DESC",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
-}
-
-fn check<'a>(rows: &'a [(String, String, Value)], check_type: &str) -> (&'a str, &'a Value) {
-    let (_, status, details) = rows.iter().find(|(t, _, _)| t == check_type).unwrap_or_else(|| panic!("{check_type}"));
-    (status, details)
-}
-
-async fn get_health(app: &TestApp, token: Option<&str>) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new().get(app.url("/storage/health"));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let (_, token) = app.user();
     let admin = app.token(Role::Admin, Uuid::now_v7());
-    let (status, body) = get_health(&app, None).await;
+    let (status, body) = app.health(None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "degraded", "no check has run yet: {body}");
 
@@ -119,15 +83,15 @@ async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: Pg
     assert_eq!(integrity["sampled"], 2, "{integrity}");
     assert_eq!(integrity["matched"], 2, "{integrity}");
 
-    let (status, body) = get_health(&app, None).await;
+    let (status, body) = app.health(None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok", "{body}");
     assert!(body["last_check_at"].is_string());
     assert!(body.get("details").is_none(), "details are for admins: {body}");
-    let (_, body) = get_health(&app, Some(&token)).await;
+    let (_, body) = app.health(Some(&token)).await;
     assert!(body.get("details").is_none(), "a user's token shows no details: {body}");
 
-    let (status, body) = get_health(&app, Some(&admin)).await;
+    let (status, body) = app.health(Some(&admin)).await;
     assert_eq!(status, StatusCode::OK);
     let details = &body["details"];
     let live_disk = details["live"].as_array().unwrap().iter().find(|c| c["check_type"] == "disk").unwrap();
@@ -175,7 +139,7 @@ async fn dead_letters_and_overdue_backups_make_the_service_degraded_and_say_why(
     assert!(details["problems"].to_string().contains("no backup has completed yet"), "{details}");
 
     let admin = app.token(Role::Admin, Uuid::now_v7());
-    let (status, body) = get_health(&app, Some(&admin)).await;
+    let (status, body) = app.health(Some(&admin)).await;
     assert_eq!(status, StatusCode::OK, "degraded still serves");
     assert_eq!(body["status"], "degraded");
     let problems = body["details"]["problems"].to_string();

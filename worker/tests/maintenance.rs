@@ -1,7 +1,8 @@
 //! The sweeper, the purge and the file audit against the real PostgreSQL, RabbitMQ and a
 //! storage folder: lost jobs are re-queued (once, even when the sweep is delivered twice)
-//! and finally given up and reported, old rows go in batches while recent ones stay, orphan
-//! files are quarantined, missing originals reported, and nothing live is ever moved.
+//! and finally given up and reported until an admin reprocesses the image, old rows go in
+//! batches while recent ones stay, orphan files are quarantined, missing originals
+//! reported, and nothing live is ever moved.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -10,6 +11,7 @@ use api::test_support::{TestApp, images};
 use chrono::{TimeDelta, Utc};
 use reqwest::StatusCode;
 use serde_json::Value;
+use shared::auth::Role;
 use shared::backup::BackupTrigger;
 use shared::broker::JobQueue;
 use shared::config::{HealthConfig, MaintenanceConfig};
@@ -22,7 +24,7 @@ use shared::storage::{QUARANTINE_DIR, Storage};
 use shared::test_support::{TestBroker, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;
-use worker::test_support::{TestWorker, upload_every_kind};
+use worker::test_support::{TestWorker, run_health_check, upload_every_kind};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const TWO_HOURS: Duration = Duration::from_secs(2 * 3600);
@@ -440,4 +442,84 @@ async fn an_admin_runs_the_maintenance_jobs_now_through_the_workers(pool: PgPool
     })
     .await;
     worker.stop().await;
+}
+
+/// Thumbnail and verification statuses, re-queue count, whether the sweeper gave up, and
+/// the processing error of one image.
+async fn processing_of(pool: &PgPool, id: &str) -> (String, String, i32, bool, Option<String>) {
+    sqlx::query_as(
+        "SELECT thumbnail_status, checksum_status, requeue_count, sweep_gave_up_at IS NOT NULL, processing_error
+         FROM storage_files WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_admin_reprocesses_an_image_the_sweeper_gave_up_on_and_health_is_ok_again(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let broker = TestBroker::start(&app.config.rabbitmq).await;
+    let (_, token) = app.user();
+    let admin = app.token(Role::Admin, Uuid::now_v7());
+    let id = app.upload_image(&token, "user", "stuck.jpg", &[]).await;
+    let deleted = app.upload_image(&token, "user", "deleted.jpg", &[]).await;
+    eventually(TIMEOUT, "the uploads' events are published", || async {
+        count(&app.pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
+    })
+    .await;
+    // No worker runs and the broker loses the jobs; a sweeper allowed no re-queue gives up.
+    broker.purge(&broker.topology.queue(JobQueue::Thumbnails)).await;
+    broker.purge(&broker.topology.queue(JobQueue::Checksums)).await;
+    assert_eq!(app.delete_image(&token, &deleted).await.status(), StatusCode::NO_CONTENT);
+    let impatient = MaintenanceConfig { max_requeues: 0, ..app.config.maintenance.clone() };
+    let report = sweep::run(&app.pool, &impatient, Utc::now() + TimeDelta::hours(1)).await.unwrap();
+    assert_eq!((report.given_up, report.given_up_unfinished), (1, 1));
+    let (status, body) = app.health(Some(&admin)).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("degraded")));
+    assert!(body["details"]["problems"].to_string().contains("sweep: 1 images the sweeper gave up on"), "{body}");
+
+    let refused = app.reprocess_image(&token, &id).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "forbidden");
+    for unknown in [Uuid::now_v7().to_string(), deleted.clone()] {
+        let missing = app.reprocess_image(&admin, &unknown).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND, "{unknown}");
+        assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    }
+    let events_before = count(&app.pool, "SELECT count(*) FROM outbox WHERE event_type = 'image.uploaded'").await;
+    let accepted = app.reprocess_image(&admin, &id).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let body: Value = accepted.json().await.unwrap();
+    assert_eq!((body["id"].as_str(), body["thumbnail_status"].as_str()), (Some(id.as_str()), Some("pending")));
+    assert_eq!(body["checksum_status"], "pending");
+    let event: Uuid = body["event_id"].as_str().unwrap().parse().unwrap();
+    let queued: String = sqlx::query_scalar("SELECT event_type FROM outbox WHERE event_id = $1")
+        .bind(event)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, "image.uploaded");
+    let events = count(&app.pool, "SELECT count(*) FROM outbox WHERE event_type = 'image.uploaded'").await;
+    assert_eq!(events, events_before + 1);
+    assert_eq!(processing_of(&app.pool, &id).await, ("pending".into(), "pending".into(), 0, false, None));
+
+    let worker = TestWorker::start(&app.config);
+    eventually(TIMEOUT, "the image is processed", || async {
+        let view: Value = app.get_image(&token, &id).await.json().await.unwrap();
+        view["thumbnails"]["status"] == "ready" && view["checksum"]["status"] == "verified"
+    })
+    .await;
+    let report = sweep::run(&app.pool, &app.config.maintenance, Utc::now()).await.unwrap();
+    assert_eq!((report.given_up_unfinished, report.status()), (0, HealthStatus::Ok));
+    let rows = run_health_check(&app).await;
+    for (check_type, status, details) in &rows {
+        assert_eq!(status, "ok", "{check_type}: {details}");
+    }
+    let (status, body) = app.health(Some(&admin)).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")), "{body}");
+    worker.stop().await;
+    broker.delete().await;
+    app.stop().await;
 }

@@ -8,17 +8,19 @@
 //! twice as long before every further re-queue, a run re-queues at most
 //! `maintenance.maxRequeuesPerRun` images, and after `maintenance.maxRequeues` the sweeper
 //! gives up on the image and reports it. Every run counts the given-up images still not
-//! fully processed, so the `sweep` check stays degraded until each is finished.
+//! fully processed, so the `sweep` check stays degraded until each is finished (a late job)
+//! or an operator retries it with [`reprocess`].
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::{MaintenanceError, REPORT_SAMPLE, SWEEP_CHECK};
 use crate::backup::{BackupId, BackupStatus};
 use crate::config::MaintenanceConfig;
-use crate::db::{health_checks, outbox, sweep};
+use crate::db::{health_checks, outbox, storage_files, sweep};
 use crate::events::{BackupBatch, BackupRequested, ImageUploaded};
 use crate::health::HealthStatus;
 use crate::images::ImageId;
@@ -68,7 +70,8 @@ impl SweepReport {
         }
         if self.given_up_unfinished > 0 {
             problems.push(format!(
-                "{} images the sweeper gave up on still miss thumbnails or verification",
+                "{} images the sweeper gave up on still miss thumbnails or verification \
+                 (POST /storage/images/{{id}}/reprocess retries one)",
                 self.given_up_unfinished
             ));
         }
@@ -195,6 +198,51 @@ async fn sweep_backups(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Why an image cannot be processed again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReprocessError {
+    #[error("no live image {0}")]
+    NotFound(ImageId),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// An image queued for processing again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reprocessed {
+    pub image_id: ImageId,
+    /// The queued `image.uploaded` event (its `message_id` in RabbitMQ).
+    pub event_id: Uuid,
+    /// The statuses after the reset: what the workers still have to do.
+    pub thumbnail_status: String,
+    pub checksum_status: String,
+}
+
+/// The operator's remedy for an image the sweeper gave up on (any live image works): its
+/// sweep state is cleared, thumbnails not made go back to `pending`, and `image.uploaded`
+/// is queued in the same transaction, so there is never a reset without its job. The
+/// handlers skip the steps already done, and the sweeper watches the image again from
+/// scratch should this job be lost too.
+pub async fn reprocess(db: &PgPool, id: ImageId) -> Result<Reprocessed, ReprocessError> {
+    let mut tx = db.begin().await?;
+    let state = storage_files::reset_for_reprocess(&mut *tx, id).await?.ok_or(ReprocessError::NotFound(id))?;
+    let event_id = outbox::enqueue(&mut *tx, ImageUploaded { image_id: id }).await?;
+    tx.commit().await?;
+    tracing::info!(
+        image.id = %id,
+        event.id = %event_id,
+        thumbnail_status = state.thumbnail_status.as_str(),
+        checksum_status = state.checksum_status.as_str(),
+        "{id} queued for processing again"
+    );
+    Ok(Reprocessed {
+        image_id: id,
+        event_id,
+        thumbnail_status: state.thumbnail_status,
+        checksum_status: state.checksum_status,
+    })
 }
 
 #[cfg(test)]
