@@ -67,10 +67,23 @@ async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: Pg
     assert_eq!(database["reachable"], true);
     let (_, broker) = check(&rows, "broker");
     let queues = broker["queues"].as_array().unwrap();
-    assert_eq!(queues.len(), JobQueue::ALL.len());
+    assert_eq!(queues.len(), JobQueue::ALL.len(), "one entry per job queue, as before");
     let thumbnails = queues.iter().find(|q| q["job"] == "thumbnails").unwrap();
     assert!(thumbnails["consumers"].as_u64().unwrap() >= 1, "{thumbnails}");
     assert_eq!(thumbnails["dead_letters"], 0);
+    assert_eq!(thumbnails["dead_letter_queue"]["messages"], 0, "{thumbnails}");
+    assert_eq!(thumbnails["dead_letter_queue"]["consumers"], 0, "{thumbnails}");
+    let retry_queues = broker["retry_queues"].as_array().unwrap();
+    assert_eq!(retry_queues[0]["delay_secs"], 1, "{broker}");
+    assert_eq!(retry_queues[0]["consumers"], 0, "the broker moves them, no worker: {broker}");
+    // Depth and consumers of every queue the topology declares, each once.
+    let mut reported: Vec<&str> = Vec::new();
+    for entry in queues.iter().flat_map(|q| [q, &q["dead_letter_queue"]]).chain(retry_queues) {
+        assert!(entry["messages"].is_u64() && entry["consumers"].is_u64(), "{entry}");
+        reported.push(entry["queue"].as_str().unwrap());
+    }
+    let topology = shared::broker::Topology::new(&app.config.rabbitmq);
+    assert_eq!(reported, topology.queue_names(), "{broker}");
     let (_, disk) = check(&rows, "disk");
     assert!(disk["storage"]["free_bytes"].as_u64().unwrap() > 0, "{disk}");
     assert!(disk["backups"]["total_bytes"].as_u64().unwrap() > 0, "{disk}");

@@ -50,8 +50,10 @@ fn rate_database(check: &mut CheckResult, latency_ms: f64, config: &HealthConfig
     }
 }
 
-/// RabbitMQ reachability, and the depth and consumers of every job queue and of its
-/// dead-letter queue. A broker outage is `degraded`, not `down`: uploads go on and their
+/// RabbitMQ reachability, and the depth and consumers of every queue the topology declares:
+/// each job queue with its dead-letter queue (under `queues`, one entry per job queue, as
+/// the metrics roll-up reads them) and the shared retry delay queues (under
+/// `retry_queues`). A broker outage is `degraded`, not `down`: uploads go on and their
 /// events wait in the outbox.
 pub async fn broker(rabbit: &RabbitConfig, config: &HealthConfig) -> CheckResult {
     let mut check = CheckResult::new("broker");
@@ -67,13 +69,16 @@ pub async fn broker(rabbit: &RabbitConfig, config: &HealthConfig) -> CheckResult
     let topology = Topology::new(rabbit);
     let mut queues = Vec::new();
     for &queue in JobQueue::ALL {
-        let name = topology.queue(queue);
-        let dead_name = topology.dead_letter_queue(queue);
+        let (name, dead_name) = (topology.queue(queue), topology.dead_letter_queue(queue));
         let (depth, dead) = (connection.queue_depth(&name).await, connection.queue_depth(&dead_name).await);
         let (depth, dead) = match (depth, dead) {
             (Ok(depth), Ok(dead)) => (depth, dead),
-            (Err(error), _) | (_, Err(error)) => {
+            (Err(error), _) => {
                 check.problem(HealthStatus::Degraded, format!("cannot read the depth of {name}: {error}"));
+                continue;
+            }
+            (_, Err(error)) => {
+                check.problem(HealthStatus::Degraded, format!("cannot read the depth of {dead_name}: {error}"));
                 continue;
             }
         };
@@ -84,9 +89,27 @@ pub async fn broker(rabbit: &RabbitConfig, config: &HealthConfig) -> CheckResult
             "messages": depth.messages,
             "consumers": depth.consumers,
             "dead_letters": dead.messages,
+            "dead_letter_queue": { "queue": dead_name, "messages": dead.messages, "consumers": dead.consumers },
         }));
     }
-    check.detail("queues", queues);
+    // Copies waiting out their back-off: figures only, since no worker consumes them (the
+    // broker returns them to their queue) and a burst of retries is no fault in itself.
+    let mut retry_queues = Vec::new();
+    for delay_secs in topology.distinct_delays() {
+        let name = topology.retry_queue(delay_secs);
+        match connection.queue_depth(&name).await {
+            Ok(depth) => retry_queues.push(json!({
+                "queue": name,
+                "delay_secs": delay_secs,
+                "messages": depth.messages,
+                "consumers": depth.consumers,
+            })),
+            Err(error) => {
+                check.problem(HealthStatus::Degraded, format!("cannot read the depth of {name}: {error}"));
+            }
+        }
+    }
+    check.detail("queues", queues).detail("retry_queues", retry_queues);
     connection.close().await;
     check
 }
