@@ -10,9 +10,10 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
 use shared::broker::JobQueue;
-use shared::db::outbox;
+use shared::db::{outbox, storage_files};
 use shared::events::MetricsRollupRequested;
 use shared::health::{HealthStatus, RUN_CHECKS};
+use shared::images::ImageId;
 use shared::test_support::{TestBroker, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -191,7 +192,7 @@ async fn the_integrity_sample_finds_flipped_and_missing_files_and_walks_the_whol
     std::fs::write(&flipped, bytes).unwrap();
     std::fs::remove_file(app.original_path(&ids[1]).await).unwrap();
 
-    // Two per run: four runs go round every file, the damaged ones first since they
+    // Two per run: two runs go round the four files, the damaged ones first since they
     // were verified first.
     let mut seen = Vec::new();
     for _ in 0..2 {
@@ -218,6 +219,61 @@ async fn the_integrity_sample_finds_flipped_and_missing_files_and_walks_the_whol
     let third = shared::health::integrity::sample(&app.pool, &app.storage, 4, Utc::now()).await;
     assert_eq!(third.status, HealthStatus::Ok, "{}", third.details());
     assert_eq!(third.details()["sampled"], 2);
+}
+
+/// When each image was last verified, by id.
+async fn verified_at(pool: &PgPool) -> Vec<(String, chrono::DateTime<Utc>)> {
+    sqlx::query_as("SELECT id::text, verified_at FROM storage_files ORDER BY created_at, id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_integrity_sample_rotates_through_healthy_files_least_recently_verified_first(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let worker = TestWorker::start(&app.config);
+    let (_, token) = app.user();
+    let mut ids = Vec::new();
+    for side in [64, 80, 96, 112] {
+        ids.push(upload(&app, &token, "user", images::jpeg(side, side)).await);
+    }
+    wait_verified(&app, &ids).await;
+    worker.stop().await;
+    // A, B, C, D verified in upload order, an hour ago.
+    sqlx::query(
+        "UPDATE storage_files f SET verified_at = now() - interval '1 hour' + o.n * interval '1 second'
+         FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM storage_files) o WHERE f.id = o.id",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut sizes = std::collections::HashMap::new();
+    for id in &ids {
+        let file = storage_files::get(&app.pool, ImageId(id.parse().unwrap())).await.unwrap().unwrap();
+        sizes.insert(id.clone(), file.file_size);
+    }
+    let (a_b, c_d) = (vec![ids[0].clone(), ids[1].clone()], vec![ids[2].clone(), ids[3].clone()]);
+
+    for expected in [&a_b, &c_d, &a_b] {
+        let before = verified_at(&app.pool).await;
+        let check = shared::health::integrity::sample(&app.pool, &app.storage, 2, Utc::now()).await;
+        assert_eq!(check.status, HealthStatus::Ok, "{}", check.details());
+        // Which files a run read: those whose last verification moved, and the bytes read.
+        let mut checked: Vec<String> = verified_at(&app.pool)
+            .await
+            .into_iter()
+            .zip(before)
+            .filter(|((_, after), (_, before))| after > before)
+            .map(|((id, _), _)| id)
+            .collect();
+        checked.sort();
+        let mut expected = expected.clone();
+        expected.sort();
+        assert_eq!(checked, expected, "{}", check.details());
+        let bytes: i64 = expected.iter().map(|id| sizes[id]).sum();
+        assert_eq!(check.details()["bytes_read"], bytes, "{}", check.details());
+    }
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
