@@ -1,8 +1,9 @@
 //! The sweeper, the purge and the file audit against the real PostgreSQL, RabbitMQ and a
-//! storage folder: lost jobs are re-queued (once, even when the sweep is delivered twice)
-//! and finally given up and reported until an admin reprocesses the image, old rows go in
-//! batches while recent ones stay, orphan files are quarantined, missing originals
-//! reported, and nothing live is ever moved.
+//! storage folder: lost jobs (and jobs the broker dead-lettered by its delivery limit) are
+//! re-queued (once, even when the sweep is delivered twice) and finally given up and
+//! reported until an admin reprocesses the image, old rows go in batches while recent ones
+//! stay, orphan files are quarantined, missing originals reported, and nothing live is ever
+//! moved.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
 use shared::backup::BackupTrigger;
-use shared::broker::JobQueue;
+use shared::broker::{JobQueue, headers};
 use shared::config::{HealthConfig, MaintenanceConfig};
 use shared::db::{health_checks, outbox, storage_backups, storage_files};
 use shared::events::SweepRequested;
@@ -24,7 +25,7 @@ use shared::storage::{QUARANTINE_DIR, Storage};
 use shared::test_support::{TestBroker, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;
-use worker::test_support::{TestWorker, run_health_check, upload_every_kind};
+use worker::test_support::{TestWorker, check, run_health_check, upload_every_kind};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const TWO_HOURS: Duration = Duration::from_secs(2 * 3600);
@@ -517,6 +518,75 @@ async fn an_admin_reprocesses_an_image_the_sweeper_gave_up_on_and_health_is_ok_a
     for (check_type, status, details) in &rows {
         assert_eq!(status, "ok", "{check_type}: {details}");
     }
+    let (status, body) = app.health(Some(&admin)).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")), "{body}");
+    worker.stop().await;
+    broker.delete().await;
+    app.stop().await;
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_job_the_broker_dead_letters_by_its_delivery_limit_is_reported_and_swept_again(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let broker = TestBroker::start(&app.config.rabbitmq).await;
+    let (_, token) = app.user();
+    let admin = app.token(Role::Admin, Uuid::now_v7());
+    let id = app.upload_image(&token, "user", "crashes.jpg", &[]).await;
+    let (thumbnails, checksums) =
+        (broker.topology.queue(JobQueue::Thumbnails), broker.topology.queue(JobQueue::Checksums));
+    broker.wait_for_depth(&thumbnails, 1, TIMEOUT).await;
+    broker.wait_for_depth(&checksums, 1, TIMEOUT).await;
+    // Both jobs kill (or are rejected by) every consumer that takes them, more often than
+    // the delivery limit allows: RabbitMQ moves them to the dead-letter queues itself.
+    let dead_queues = [JobQueue::Thumbnails, JobQueue::Checksums].map(|q| broker.topology.dead_letter_queue(q));
+    for (queue, dead_queue) in [&thumbnails, &checksums].into_iter().zip(&dead_queues) {
+        let deliveries = broker.return_until_dead_lettered(queue, dead_queue, 1).await;
+        assert_eq!(deliveries, app.config.rabbitmq.max_attempts + 1, "{queue}");
+    }
+
+    // Workers never saw a failure: nothing recorded it, and the image waits.
+    let worker = TestWorker::start(&app.config);
+    let rows = run_health_check(&app).await;
+    assert_eq!(processing_of(&app.pool, &id).await, ("pending".into(), "pending".into(), 0, false, None));
+    assert_eq!(count(&app.pool, "SELECT count(*) FROM job_failures").await, 0, "no failure hook ran");
+    let (status, details) = check(&rows, "broker");
+    assert_eq!(status, "degraded");
+    for dead_queue in &dead_queues {
+        assert!(
+            details["problems"].to_string().contains(&format!("1 given-up jobs wait in {dead_queue}")),
+            "{details}"
+        );
+    }
+    let (status, body) = app.health(Some(&admin)).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("degraded")), "{body}");
+
+    // What an operator finds in the dead-letter queues: the broker's reason, none of ours.
+    for dead_queue in &dead_queues {
+        let dead = broker.take_all(dead_queue).await;
+        assert_eq!(dead.len(), 1, "{dead_queue}");
+        assert_eq!(dead[0].header("x-first-death-reason").as_deref(), Some("delivery_limit"));
+        for header in [headers::ERROR, headers::ATTEMPTS, headers::QUEUE, headers::FAILED_AT] {
+            assert_eq!(dead[0].header(header), None, "{header}");
+        }
+    }
+
+    // Once it has waited `pendingAfterSecs`, the sweeper re-queues it and the workers finish it.
+    sqlx::query("UPDATE storage_files SET created_at = now() - interval '1 hour' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    outbox::enqueue(&app.pool, SweepRequested { requested_at: Utc::now() }).await.unwrap();
+    eventually(TIMEOUT, "the swept image is processed", || async {
+        let view: Value = app.get_image(&token, &id).await.json().await.unwrap();
+        view["thumbnails"]["status"] == "ready" && view["checksum"]["status"] == "verified"
+    })
+    .await;
+    let (status, details) = latest_check(&app.pool, "sweep").await;
+    assert_eq!(status, "ok");
+    assert_eq!((details["requeued_thumbnails"].as_u64(), details["requeued_checksums"].as_u64()), (Some(1), Some(1)));
+    let rows = run_health_check(&app).await;
+    assert_eq!(check(&rows, "broker").0, "ok", "{}", check(&rows, "broker").1);
     let (status, body) = app.health(Some(&admin)).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")), "{body}");
     worker.stop().await;
