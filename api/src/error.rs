@@ -8,6 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 use shared::auth::{ListPermissionError, UploadPermissionError};
+use shared::maintenance::sweep::ReprocessError;
 use shared::upload::{FieldError, UploadError};
 
 /// The body of every error answer.
@@ -143,6 +144,15 @@ impl From<ListPermissionError> for ApiError {
         match e {
             ListPermissionError::OtherOwner => Self::forbidden(e.to_string()),
             ListPermissionError::OwnerRequired => Self::BadRequest(body("invalid_field", e.to_string())),
+        }
+    }
+}
+
+impl From<ReprocessError> for ApiError {
+    fn from(e: ReprocessError) -> Self {
+        match e {
+            ReprocessError::NotFound(_) => Self::not_found("image"),
+            ReprocessError::Db(e) => Self::internal(&e),
         }
     }
 }

@@ -10,12 +10,13 @@ mod view;
 
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi, Tags};
-use shared::auth::{Claims, ImageAccess};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use shared::auth::{Claims, ImageAccess, Role};
 use shared::db::search::ListQuery;
 use shared::db::storage_files::StorageFile;
 use shared::db::{provenance, storage_files, storage_thumbnails};
 use shared::images::{ImageId, ImageType};
+use shared::maintenance::sweep::{self, Reprocessed};
 use uuid::Uuid;
 
 pub use list::{ImagePage, ImageSearchRequest};
@@ -41,6 +42,36 @@ pub enum DeleteResponse {
     /// Deleted; its files are removed from disk shortly after.
     #[oai(status = 204)]
     Deleted,
+}
+
+#[derive(ApiResponse)]
+pub enum ReprocessResponse {
+    /// Queued; the workers make what is missing (follow it with `GET /storage/images/{id}`).
+    #[oai(status = 202)]
+    Accepted(Json<ReprocessView>),
+}
+
+/// An image queued for processing again.
+#[derive(Debug, Clone, Object)]
+pub struct ReprocessView {
+    pub id: Uuid,
+    /// The queued `image.uploaded` event (its `message_id` in RabbitMQ).
+    pub event_id: Uuid,
+    /// `pending`, or `ready` when the thumbnails were made already.
+    pub thumbnail_status: String,
+    /// `verified`, `pending`, or `corrupt`, which stays: a restore repairs it.
+    pub checksum_status: String,
+}
+
+impl From<Reprocessed> for ReprocessView {
+    fn from(done: Reprocessed) -> Self {
+        Self {
+            id: done.image_id.0,
+            event_id: done.event_id,
+            thumbnail_status: done.thumbnail_status,
+            checksum_status: done.checksum_status,
+        }
+    }
 }
 
 /// Refuses a change to an image the caller may not write: 404 when they may not even see
@@ -127,6 +158,22 @@ impl ImagesApi {
     async fn delete_image(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<DeleteResponse, ApiError> {
         delete::handle(&self.state, &auth.0, ImageId(id.0)).await?;
         Ok(DeleteResponse::Deleted)
+    }
+
+    /// Process an image again (admins only).
+    ///
+    /// The remedy for an image the sweeper gave up on (`GET /storage/health` lists them):
+    /// its re-queue count and back-off are cleared, thumbnails not made go back to
+    /// `pending`, and the thumbnail and verification jobs are queued again; steps already
+    /// done are skipped. A corrupt original stays corrupt (restore it instead). 404 for an
+    /// unknown or deleted image.
+    #[oai(path = "/storage/images/:id/reprocess", method = "post")]
+    async fn reprocess_image(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<ReprocessResponse, ApiError> {
+        if auth.0.role != Role::Admin {
+            return Err(ApiError::forbidden("reprocessing images is for admins"));
+        }
+        let done = sweep::reprocess(&self.state.db, ImageId(id.0)).await?;
+        Ok(ReprocessResponse::Accepted(Json(done.into())))
     }
 
     /// List images, one page at a time.

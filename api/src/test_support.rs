@@ -264,6 +264,22 @@ impl TestApp {
         self.client.delete(self.url(&format!("/storage/images/{id}"))).bearer_auth(token).send().await.unwrap()
     }
 
+    /// `POST /storage/images/{id}/reprocess`.
+    pub async fn reprocess_image(&self, token: &str, id: &str) -> reqwest::Response {
+        let url = self.url(&format!("/storage/images/{id}/reprocess"));
+        self.client.post(url).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// `GET /storage/health`, anonymously or with a token: the status code and the body.
+    pub async fn health(&self, token: Option<&str>) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.client.get(self.url("/storage/health"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.json().await.expect("a JSON body"))
+    }
+
     /// `GET /storage/images` with query parameters (repeat a name to repeat the parameter).
     pub async fn list_images(&self, token: &str, query: &[(&str, &str)]) -> reqwest::Response {
         self.client.get(self.url("/storage/images")).bearer_auth(token).query(query).send().await.unwrap()

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel};
 use secrecy::{ExposeSecret, SecretString};
@@ -172,6 +172,43 @@ impl TestBroker {
             self.depth(queue).await == count
         })
         .await;
+    }
+
+    /// Plays consumers that fail holding every message of `queue`: each takes one on a
+    /// channel of its own, then either dies (the channel closes without an ack) or rejects it
+    /// back, in turn, until the broker itself has moved `dead_count` messages to
+    /// `dead_queue` by the queue's delivery limit (quorum `x-delivery-limit`) and `queue` is
+    /// empty; returns the deliveries taken. Neither way runs any failure handling of ours.
+    pub async fn return_until_dead_lettered(&self, queue: &str, dead_queue: &str, dead_count: u32) -> u32 {
+        let timeout = self.connection.call_timeout();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut deliveries = 0;
+        loop {
+            let channel = self.connection.open_channel().await.expect("opening a channel");
+            let got = call(timeout, "basic.get", channel.basic_get(queue.into(), BasicGetOptions::default()))
+                .await
+                .expect("basic.get");
+            let took = got.is_some();
+            if let Some(message) = got {
+                deliveries += 1;
+                if deliveries % 2 == 1 {
+                    let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+                    call(timeout, "basic.nack", message.delivery.acker.nack(requeue)).await.expect("nack");
+                }
+            }
+            call(timeout, "channel.close", channel.close(200, "consumer gone".into())).await.expect("channel.close");
+            if !took {
+                // Empty for now: either dead-lettered, or on its way back to the queue.
+                if self.depth(dead_queue).await == dead_count && self.depth(queue).await == 0 {
+                    return deliveries;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "timed out after {deliveries} deliveries waiting until {dead_queue} holds {dead_count} message(s)"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     pub async fn purge(&self, queue: &str) {

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicNackOptions};
 use shared::broker::{BrokerConnection, BrokerError, DeadLetter, JobQueue, Outgoing, Publisher, Topology, headers};
 use shared::events::{Envelope, ImageUploaded};
 use shared::images::ImageId;
@@ -116,31 +115,14 @@ async fn a_message_returned_too_often_is_dead_lettered_by_the_broker_itself() {
     let queue = broker.topology.queue(JobQueue::Thumbnails);
     broker.wait_for_depth(&queue, 1, WAIT).await;
 
-    // A consumer that dies with the message: its channel closes without an ack.
-    let connection = BrokerConnection::open(&config, "crashing consumer").await.unwrap();
-    let mut deliveries = 0;
-    for _ in 0..10 {
-        let channel = connection.open_channel().await.unwrap();
-        let got = channel.basic_get(queue.as_str().into(), BasicGetOptions::default()).await.unwrap();
-        if got.is_none() {
-            break;
-        }
-        deliveries += 1;
-        if deliveries % 2 == 0 {
-            channel.close(200, "crash".into()).await.unwrap();
-        } else {
-            let nack = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-            got.unwrap().delivery.acker.nack(nack).await.unwrap();
-            channel.close(200, "OK".into()).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    connection.close().await;
-
-    assert_eq!(deliveries, 4, "delivered once plus the three redeliveries the limit allows");
+    // Consumers that die with the message or reject it back, as a crashing worker would.
     let dead_queue = broker.topology.dead_letter_queue(JobQueue::Thumbnails);
-    broker.wait_for_depth(&dead_queue, 1, WAIT).await;
-    assert_eq!(broker.take_all(&dead_queue).await[0].message_id(), Some(id.to_string().as_str()));
+    let deliveries = broker.return_until_dead_lettered(&queue, &dead_queue, 1).await;
+    assert_eq!(deliveries, 4, "delivered once plus the three redeliveries the limit allows");
+    let dead = broker.take_all(&dead_queue).await;
+    assert_eq!(dead[0].message_id(), Some(id.to_string().as_str()));
+    assert_eq!(dead[0].header("x-first-death-reason").as_deref(), Some("delivery_limit"));
+    assert_eq!(dead[0].header(headers::ERROR), None, "the broker knows no reason of ours");
     publisher.close().await;
     broker.delete().await;
 }

@@ -1,12 +1,20 @@
 //! Helpers for the worker's integration tests: a worker running in the test's process
-//! through its library entry point, and uploads of every kind and format of image a job
-//! must handle.
+//! through its library entry point, uploads of every kind and format of image a job must
+//! handle, a health check run as the scheduler runs it, and the worker binary started for
+//! tests that kill it.
+
+use std::time::Duration;
 
 use api::test_support::{TestApp, images};
+use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
 use shared::config::Config;
+use shared::db::outbox;
+use shared::events::HealthCheckRequested;
+use shared::health::RUN_CHECKS;
+use shared::test_support::eventually;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -119,4 +127,37 @@ pub fn spawn_worker_process(binary: &std::path::Path, config: &Config) -> std::p
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("starting stayler-worker")
+}
+
+/// Enqueues a health check as the scheduler does, waits until a running worker has recorded
+/// it, and returns the latest row of every check type: (type, status, details).
+pub async fn run_health_check(app: &TestApp) -> Vec<(String, String, Value)> {
+    let before: chrono::DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&app.pool).await.unwrap();
+    outbox::enqueue(&app.pool, HealthCheckRequested { requested_at: Utc::now() }).await.unwrap();
+    eventually(Duration::from_secs(60), "the health check is recorded", || async {
+        let recorded: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT check_type) FROM storage_health_checks
+             WHERE checked_at > $1 AND check_type = ANY($2)",
+        )
+        .bind(before)
+        .bind(RUN_CHECKS.as_slice())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        recorded == RUN_CHECKS.len() as i64
+    })
+    .await;
+    sqlx::query_as(
+        "SELECT DISTINCT ON (check_type) check_type, status, details FROM storage_health_checks
+         ORDER BY check_type, checked_at DESC, id DESC",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// The status and details of one check type among `rows`; panics if it is missing.
+pub fn check<'a>(rows: &'a [(String, String, Value)], check_type: &str) -> (&'a str, &'a Value) {
+    let (_, status, details) = rows.iter().find(|(t, _, _)| t == check_type).unwrap_or_else(|| panic!("{check_type}"));
+    (status, details)
 }

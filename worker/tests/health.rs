@@ -10,13 +10,14 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
 use shared::broker::JobQueue;
-use shared::db::outbox;
-use shared::events::{HealthCheckRequested, MetricsRollupRequested};
+use shared::db::{outbox, storage_files};
+use shared::events::MetricsRollupRequested;
 use shared::health::{HealthStatus, RUN_CHECKS};
+use shared::images::ImageId;
 use shared::test_support::{TestBroker, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;
-use worker::test_support::TestWorker;
+use worker::test_support::{TestWorker, check, run_health_check};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -41,48 +42,12 @@ async fn wait_verified(app: &TestApp, ids: &[String]) {
     .await;
 }
 
-/// Enqueues a health check as the scheduler does and waits until its rows are in.
-async fn run_health_check(app: &TestApp) -> Vec<(String, String, Value)> {
-    let before: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM storage_health_checks").fetch_one(&app.pool).await.unwrap();
-    let mut tx = app.pool.begin().await.unwrap();
-    outbox::enqueue(&mut *tx, HealthCheckRequested { requested_at: Utc::now() }).await.unwrap();
-    tx.commit().await.unwrap();
-    eventually(TIMEOUT, "the health check is recorded", || async {
-        let count: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM storage_health_checks").fetch_one(&app.pool).await.unwrap();
-        count >= before + RUN_CHECKS.len() as i64
-    })
-    .await;
-    sqlx::query_as(
-        "SELECT DISTINCT ON (check_type) check_type, status, details FROM storage_health_checks
-         ORDER BY check_type, checked_at DESC",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
-}
-
-fn check<'a>(rows: &'a [(String, String, Value)], check_type: &str) -> (&'a str, &'a Value) {
-    let (_, status, details) = rows.iter().find(|(t, _, _)| t == check_type).unwrap_or_else(|| panic!("{check_type}"));
-    (status, details)
-}
-
-async fn get_health(app: &TestApp, token: Option<&str>) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new().get(app.url("/storage/health"));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let (_, token) = app.user();
     let admin = app.token(Role::Admin, Uuid::now_v7());
-    let (status, body) = get_health(&app, None).await;
+    let (status, body) = app.health(None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "degraded", "no check has run yet: {body}");
 
@@ -103,10 +68,23 @@ async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: Pg
     assert_eq!(database["reachable"], true);
     let (_, broker) = check(&rows, "broker");
     let queues = broker["queues"].as_array().unwrap();
-    assert_eq!(queues.len(), JobQueue::ALL.len());
+    assert_eq!(queues.len(), JobQueue::ALL.len(), "one entry per job queue, as before");
     let thumbnails = queues.iter().find(|q| q["job"] == "thumbnails").unwrap();
     assert!(thumbnails["consumers"].as_u64().unwrap() >= 1, "{thumbnails}");
     assert_eq!(thumbnails["dead_letters"], 0);
+    assert_eq!(thumbnails["dead_letter_queue"]["messages"], 0, "{thumbnails}");
+    assert_eq!(thumbnails["dead_letter_queue"]["consumers"], 0, "{thumbnails}");
+    let retry_queues = broker["retry_queues"].as_array().unwrap();
+    assert_eq!(retry_queues[0]["delay_secs"], 1, "{broker}");
+    assert_eq!(retry_queues[0]["consumers"], 0, "the broker moves them, no worker: {broker}");
+    // Depth and consumers of every queue the topology declares, each once.
+    let mut reported: Vec<&str> = Vec::new();
+    for entry in queues.iter().flat_map(|q| [q, &q["dead_letter_queue"]]).chain(retry_queues) {
+        assert!(entry["messages"].is_u64() && entry["consumers"].is_u64(), "{entry}");
+        reported.push(entry["queue"].as_str().unwrap());
+    }
+    let topology = shared::broker::Topology::new(&app.config.rabbitmq);
+    assert_eq!(reported, topology.queue_names(), "{broker}");
     let (_, disk) = check(&rows, "disk");
     assert!(disk["storage"]["free_bytes"].as_u64().unwrap() > 0, "{disk}");
     assert!(disk["backups"]["total_bytes"].as_u64().unwrap() > 0, "{disk}");
@@ -119,15 +97,15 @@ async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: Pg
     assert_eq!(integrity["sampled"], 2, "{integrity}");
     assert_eq!(integrity["matched"], 2, "{integrity}");
 
-    let (status, body) = get_health(&app, None).await;
+    let (status, body) = app.health(None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok", "{body}");
     assert!(body["last_check_at"].is_string());
     assert!(body.get("details").is_none(), "details are for admins: {body}");
-    let (_, body) = get_health(&app, Some(&token)).await;
+    let (_, body) = app.health(Some(&token)).await;
     assert!(body.get("details").is_none(), "a user's token shows no details: {body}");
 
-    let (status, body) = get_health(&app, Some(&admin)).await;
+    let (status, body) = app.health(Some(&admin)).await;
     assert_eq!(status, StatusCode::OK);
     let details = &body["details"];
     let live_disk = details["live"].as_array().unwrap().iter().find(|c| c["check_type"] == "disk").unwrap();
@@ -175,7 +153,7 @@ async fn dead_letters_and_overdue_backups_make_the_service_degraded_and_say_why(
     assert!(details["problems"].to_string().contains("no backup has completed yet"), "{details}");
 
     let admin = app.token(Role::Admin, Uuid::now_v7());
-    let (status, body) = get_health(&app, Some(&admin)).await;
+    let (status, body) = app.health(Some(&admin)).await;
     assert_eq!(status, StatusCode::OK, "degraded still serves");
     assert_eq!(body["status"], "degraded");
     let problems = body["details"]["problems"].to_string();
@@ -214,7 +192,7 @@ async fn the_integrity_sample_finds_flipped_and_missing_files_and_walks_the_whol
     std::fs::write(&flipped, bytes).unwrap();
     std::fs::remove_file(app.original_path(&ids[1]).await).unwrap();
 
-    // Two per run: four runs go round every file, the damaged ones first since they
+    // Two per run: two runs go round the four files, the damaged ones first since they
     // were verified first.
     let mut seen = Vec::new();
     for _ in 0..2 {
@@ -241,6 +219,61 @@ async fn the_integrity_sample_finds_flipped_and_missing_files_and_walks_the_whol
     let third = shared::health::integrity::sample(&app.pool, &app.storage, 4, Utc::now()).await;
     assert_eq!(third.status, HealthStatus::Ok, "{}", third.details());
     assert_eq!(third.details()["sampled"], 2);
+}
+
+/// When each image was last verified, by id.
+async fn verified_at(pool: &PgPool) -> Vec<(String, chrono::DateTime<Utc>)> {
+    sqlx::query_as("SELECT id::text, verified_at FROM storage_files ORDER BY created_at, id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_integrity_sample_rotates_through_healthy_files_least_recently_verified_first(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let worker = TestWorker::start(&app.config);
+    let (_, token) = app.user();
+    let mut ids = Vec::new();
+    for side in [64, 80, 96, 112] {
+        ids.push(upload(&app, &token, "user", images::jpeg(side, side)).await);
+    }
+    wait_verified(&app, &ids).await;
+    worker.stop().await;
+    // A, B, C, D verified in upload order, an hour ago.
+    sqlx::query(
+        "UPDATE storage_files f SET verified_at = now() - interval '1 hour' + o.n * interval '1 second'
+         FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM storage_files) o WHERE f.id = o.id",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut sizes = std::collections::HashMap::new();
+    for id in &ids {
+        let file = storage_files::get(&app.pool, ImageId(id.parse().unwrap())).await.unwrap().unwrap();
+        sizes.insert(id.clone(), file.file_size);
+    }
+    let (a_b, c_d) = (vec![ids[0].clone(), ids[1].clone()], vec![ids[2].clone(), ids[3].clone()]);
+
+    for expected in [&a_b, &c_d, &a_b] {
+        let before = verified_at(&app.pool).await;
+        let check = shared::health::integrity::sample(&app.pool, &app.storage, 2, Utc::now()).await;
+        assert_eq!(check.status, HealthStatus::Ok, "{}", check.details());
+        // Which files a run read: those whose last verification moved, and the bytes read.
+        let mut checked: Vec<String> = verified_at(&app.pool)
+            .await
+            .into_iter()
+            .zip(before)
+            .filter(|((_, after), (_, before))| after > before)
+            .map(|((id, _), _)| id)
+            .collect();
+        checked.sort();
+        let mut expected = expected.clone();
+        expected.sort();
+        assert_eq!(checked, expected, "{}", check.details());
+        let bytes: i64 = expected.iter().map(|id| sizes[id]).sum();
+        assert_eq!(check.details()["bytes_read"], bytes, "{}", check.details());
+    }
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

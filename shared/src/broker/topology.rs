@@ -303,11 +303,8 @@ impl Topology {
     pub async fn delete(&self, config: &RabbitConfig) -> Result<(), BrokerError> {
         let connection = BrokerConnection::open(config, "stayler topology").await?;
         let timeout = connection.call_timeout();
-        let mut queues: Vec<String> =
-            JobQueue::ALL.iter().flat_map(|&q| [self.queue(q), self.dead_letter_queue(q)]).collect();
-        queues.extend(self.distinct_delays().map(|delay| self.retry_queue(delay)));
         let channel = connection.open_channel().await?;
-        for name in &queues {
+        for name in &self.queue_names() {
             let deleted = channel.queue_delete(name.as_str().into(), QueueDeleteOptions::default());
             call(timeout, "queue.delete", deleted).await?;
         }
@@ -320,8 +317,19 @@ impl Topology {
         Ok(())
     }
 
-    fn distinct_delays(&self) -> impl Iterator<Item = u64> + use<> {
+    /// The configured retry delays without repeats, shortest first, in seconds: one delay
+    /// queue each.
+    pub fn distinct_delays(&self) -> impl Iterator<Item = u64> + use<> {
         self.retry_delays_secs.iter().copied().collect::<BTreeSet<_>>().into_iter()
+    }
+
+    /// Every queue this topology declares: each job queue followed by its dead-letter
+    /// queue, then the delay queues.
+    pub fn queue_names(&self) -> Vec<String> {
+        let mut queues: Vec<String> =
+            JobQueue::ALL.iter().flat_map(|&q| [self.queue(q), self.dead_letter_queue(q)]).collect();
+        queues.extend(self.distinct_delays().map(|delay| self.retry_queue(delay)));
+        queues
     }
 }
 
@@ -431,6 +439,15 @@ mod tests {
         assert_eq!(topology.queue(JobQueue::Thumbnails), "t1.thumbnails");
         assert_eq!(topology.dead_letter_queue(JobQueue::Checksums), "t1.checksums.dead");
         assert_eq!(topology.retry_queue(10), "t1.retry.10s");
+    }
+
+    #[test]
+    fn every_declared_queue_is_named_once() {
+        let topology = topology(vec![1, 10, 10]);
+        let names = topology.queue_names();
+        assert_eq!(names.len(), 2 * JobQueue::ALL.len() + 2);
+        assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len());
+        assert!(names.contains(&"t1.health.dead".to_owned()) && names.contains(&"t1.retry.10s".to_owned()));
     }
 
     #[test]

@@ -346,6 +346,34 @@ pub async fn reset_after_restore(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::
     Ok(())
 }
 
+/// Where an image's processing stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessingState {
+    pub thumbnail_status: String,
+    pub checksum_status: String,
+}
+
+/// Before a live image is processed again by hand: forgets what the sweeper recorded
+/// (re-queues, giving up; the back-off starts again from now, as the caller queues the work
+/// at once) and puts thumbnails not made back to `pending`; returns
+/// the statuses it now has, `None` if it is deleted or never existed. A pending
+/// verification stays pending; a corrupt original keeps its status and reason, since hashing
+/// the same bytes again cannot clear it (a restore can). Unlike [`reset_after_restore`] it
+/// claims nothing about the bytes, and leaves ready thumbnails alone.
+pub async fn reset_for_reprocess(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Option<ProcessingState>> {
+    sqlx::query_as!(
+        ProcessingState,
+        "UPDATE storage_files SET requeue_count = 0, last_requeued_at = now(), sweep_gave_up_at = NULL,
+                thumbnail_status = CASE WHEN thumbnail_status = 'ready' THEN 'ready' ELSE 'pending' END,
+                processing_error = CASE WHEN checksum_status = 'corrupt' THEN processing_error END
+         WHERE id = $1 AND deleted_at IS NULL
+         RETURNING thumbnail_status, checksum_status",
+        id as _,
+    )
+    .fetch_optional(db)
+    .await
+}
+
 /// A verified original due for its periodic re-check.
 #[derive(Debug, Clone)]
 pub struct IntegrityCandidate {

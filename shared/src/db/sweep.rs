@@ -139,6 +139,33 @@ pub async fn oldest_pending_secs(db: impl PgExecutor<'_>, now: DateTime<Utc>) ->
     .await
 }
 
+/// Live images the sweeper gave up on that still miss their thumbnails or verification.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GivenUpUnfinished {
+    pub count: i64,
+    /// The first `sample` of them, oldest upload first.
+    pub sample: Vec<ImageId>,
+}
+
+/// Counts the images the sweeper gave up on (in any run) that are still not fully
+/// processed, and names the oldest `sample` of them. Given-up images are few; their partial
+/// index (`storage_files_given_up_idx`) keeps this from reading the whole table.
+pub async fn given_up_unfinished(db: impl PgExecutor<'_>, sample: i64) -> sqlx::Result<GivenUpUnfinished> {
+    let rows = sqlx::query!(
+        r#"SELECT count(*) OVER () AS "count!", id AS "id: ImageId"
+           FROM storage_files
+           WHERE sweep_gave_up_at IS NOT NULL AND deleted_at IS NULL
+             AND (thumbnail_status IN ('pending', 'failed') OR checksum_status = 'pending')
+           ORDER BY created_at, id
+           LIMIT $1"#,
+        sample,
+    )
+    .fetch_all(db)
+    .await?;
+    let count = rows.first().map_or(0, |row| row.count);
+    Ok(GivenUpUnfinished { count, sample: rows.into_iter().map(|row| row.id).collect() })
+}
+
 /// A backup that is pending or running with nothing finished for a while.
 #[derive(Debug, Clone, Copy)]
 pub struct StalledBackup {

@@ -106,6 +106,26 @@ mod tests {
     }
 
     #[test]
+    fn the_latest_run_is_stale_only_past_the_configured_age() {
+        let now = Utc::now();
+        let config = HealthConfig { stale_after_secs: 120, ..HealthConfig::default() };
+        let at = |age: i64| summarize(vec![row("database", HealthStatus::Ok, age, now)], now, &config);
+        assert_eq!(at(120).status, HealthStatus::Ok, "exactly the limit");
+        assert_eq!(at(121).status, HealthStatus::Degraded);
+    }
+
+    #[test]
+    fn a_maintenance_report_counts_but_does_not_date_the_last_run() {
+        let now = Utc::now();
+        let mut rows: Vec<CheckRow> = RUN_CHECKS.iter().map(|t| row(t, HealthStatus::Ok, 600, now)).collect();
+        rows.push(row("sweep", HealthStatus::Degraded, 10, now));
+        let summary = summarize(rows, now, &HealthConfig::default());
+        assert_eq!(summary.last_run, Some(now - TimeDelta::seconds(600)), "a fresh sweep is no health check");
+        assert_eq!(summary.status, HealthStatus::Degraded);
+        assert!(summary.problems.contains(&"sweep: sweep trouble".to_owned()), "{:?}", summary.problems);
+    }
+
+    #[test]
     fn results_of_jobs_no_longer_run_are_forgotten() {
         let now = Utc::now();
         let rows =

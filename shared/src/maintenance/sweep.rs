@@ -7,17 +7,20 @@
 //! already done. To keep a long but healthy backlog from being doubled, each image waits
 //! twice as long before every further re-queue, a run re-queues at most
 //! `maintenance.maxRequeuesPerRun` images, and after `maintenance.maxRequeues` the sweeper
-//! gives up on the image and reports it.
+//! gives up on the image and reports it. Every run counts the given-up images still not
+//! fully processed, so the `sweep` check stays degraded until each is finished (a late job)
+//! or an operator retries it with [`reprocess`].
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::{MaintenanceError, REPORT_SAMPLE, SWEEP_CHECK};
 use crate::backup::{BackupId, BackupStatus};
 use crate::config::MaintenanceConfig;
-use crate::db::{health_checks, outbox, sweep};
+use crate::db::{health_checks, outbox, storage_files, sweep};
 use crate::events::{BackupBatch, BackupRequested, ImageUploaded};
 use crate::health::HealthStatus;
 use crate::images::ImageId;
@@ -36,6 +39,11 @@ pub struct SweepReport {
     pub given_up: u64,
     /// The first of them.
     pub given_up_sample: Vec<ImageId>,
+    /// Live images given up on in this or any earlier run that still miss thumbnails or
+    /// verification: each is half-processed until a late job or an operator finishes it.
+    pub given_up_unfinished: u64,
+    /// The oldest of them.
+    pub given_up_unfinished_sample: Vec<ImageId>,
     /// The longest wait of an image still swept, in seconds since its upload.
     pub oldest_pending_secs: Option<f64>,
     /// The run stopped at `maintenance.maxRequeuesPerRun`; the rest waits for the next one.
@@ -47,9 +55,27 @@ pub struct SweepReport {
 }
 
 impl SweepReport {
-    /// Degraded once an image was given up: an operator should look at it.
+    /// Degraded while an image the sweeper gave up on is still half-processed, not only in
+    /// the run that gave up: the health endpoint reads the latest run, and an image nobody
+    /// has fixed must not drop out of it.
     pub fn status(&self) -> HealthStatus {
-        if self.given_up > 0 { HealthStatus::Degraded } else { HealthStatus::Ok }
+        if self.given_up > 0 || self.given_up_unfinished > 0 { HealthStatus::Degraded } else { HealthStatus::Ok }
+    }
+
+    /// What makes the run less than `ok`, in words, for the health endpoint.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.given_up > 0 {
+            problems.push(format!("{} images were given up in this run", self.given_up));
+        }
+        if self.given_up_unfinished > 0 {
+            problems.push(format!(
+                "{} images the sweeper gave up on still miss thumbnails or verification \
+                 (POST /storage/images/{{id}}/reprocess retries one)",
+                self.given_up_unfinished
+            ));
+        }
+        problems
     }
 }
 
@@ -59,21 +85,28 @@ pub async fn run(db: &PgPool, config: &MaintenanceConfig, now: DateTime<Utc>) ->
     sweep_images(db, config, now, &mut report).await?;
     sweep_backups(db, config, now, &mut report).await?;
     report.oldest_pending_secs = sweep::oldest_pending_secs(db, now).await?;
+    let unfinished = sweep::given_up_unfinished(db, REPORT_SAMPLE as i64).await?;
+    report.given_up_unfinished = u64::try_from(unfinished.count).unwrap_or(0);
+    report.given_up_unfinished_sample = unfinished.sample;
     let details = json!({
         "requeued_thumbnails": report.requeued_thumbnails,
         "requeued_checksums": report.requeued_checksums,
         "given_up": report.given_up,
         "given_up_sample": report.given_up_sample,
+        "given_up_unfinished": report.given_up_unfinished,
+        "given_up_unfinished_sample": report.given_up_unfinished_sample,
         "oldest_pending_secs": report.oldest_pending_secs,
         "requeue_limit_reached": report.requeue_limit_reached,
         "stalled_backups": report.stalled_backups,
         "requeued_backup_jobs": report.requeued_backup_jobs,
+        "problems": report.problems(),
     });
     health_checks::record(db, SWEEP_CHECK, report.status(), &details).await?;
     tracing::info!(
         sweep.requeued_thumbnails = report.requeued_thumbnails,
         sweep.requeued_checksums = report.requeued_checksums,
         sweep.given_up = report.given_up,
+        sweep.given_up_unfinished = report.given_up_unfinished,
         sweep.oldest_pending_secs = report.oldest_pending_secs,
         sweep.stalled_backups = report.stalled_backups.len(),
         "sweep done"
@@ -165,4 +198,66 @@ async fn sweep_backups(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Why an image cannot be processed again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReprocessError {
+    #[error("no live image {0}")]
+    NotFound(ImageId),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// An image queued for processing again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reprocessed {
+    pub image_id: ImageId,
+    /// The queued `image.uploaded` event (its `message_id` in RabbitMQ).
+    pub event_id: Uuid,
+    /// The statuses after the reset: what the workers still have to do.
+    pub thumbnail_status: String,
+    pub checksum_status: String,
+}
+
+/// The operator's remedy for an image the sweeper gave up on (any live image works): its
+/// sweep state is cleared, thumbnails not made go back to `pending`, and `image.uploaded`
+/// is queued in the same transaction, so there is never a reset without its job. The
+/// handlers skip the steps already done, and the sweeper watches the image again from
+/// scratch should this job be lost too.
+pub async fn reprocess(db: &PgPool, id: ImageId) -> Result<Reprocessed, ReprocessError> {
+    let mut tx = db.begin().await?;
+    let state = storage_files::reset_for_reprocess(&mut *tx, id).await?.ok_or(ReprocessError::NotFound(id))?;
+    let event_id = outbox::enqueue(&mut *tx, ImageUploaded { image_id: id }).await?;
+    tx.commit().await?;
+    tracing::info!(
+        image.id = %id,
+        event.id = %event_id,
+        thumbnail_status = state.thumbnail_status.as_str(),
+        checksum_status = state.checksum_status.as_str(),
+        "{id} queued for processing again"
+    );
+    Ok(Reprocessed {
+        image_id: id,
+        event_id,
+        thumbnail_status: state.thumbnail_status,
+        checksum_status: state.checksum_status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_stays_degraded_while_a_given_up_image_is_unfinished() {
+        let clean = SweepReport { requeued_thumbnails: 3, ..SweepReport::default() };
+        assert_eq!((clean.status(), clean.problems().len()), (HealthStatus::Ok, 0), "re-queues are routine");
+        let giving_up = SweepReport { given_up: 1, given_up_unfinished: 1, ..SweepReport::default() };
+        assert_eq!(giving_up.status(), HealthStatus::Degraded);
+        assert_eq!(giving_up.problems().len(), 2);
+        let later = SweepReport { given_up_unfinished: 2, ..SweepReport::default() };
+        assert_eq!(later.status(), HealthStatus::Degraded, "a later run still reports it");
+        assert!(later.problems()[0].starts_with("2 images the sweeper gave up on"), "{:?}", later.problems());
+    }
 }
