@@ -9,6 +9,20 @@ use shared::test_support::{TopologyCleanup, database_url, eventually};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+/// Waits until a scheduled backup has been fired and its event published by a relay.
+async fn backup_published(pool: &PgPool) {
+    eventually(Duration::from_secs(30), "the scheduled backup is fired and published", || async {
+        let published: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE event_type = 'backup.requested' AND published_at IS NOT NULL",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        published >= 1
+    })
+    .await;
+}
+
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn two_replicas_fire_the_due_slot_once_relay_it_and_stop_on_shutdown(pool: PgPool) {
     shared::test_support::init_logging();
@@ -29,16 +43,7 @@ async fn two_replicas_fire_the_due_slot_once_relay_it_and_stop_on_shutdown(pool:
         tokio::spawn(scheduler::run(config.clone(), shutdown.clone())),
     ];
 
-    eventually(Duration::from_secs(30), "the scheduled backup is fired and published", || async {
-        let published: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox WHERE event_type = 'backup.requested' AND published_at IS NOT NULL",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        published >= 1
-    })
-    .await;
+    backup_published(&pool).await;
     // Both replicas have ticked by now; a minute boundary crossed meanwhile adds a slot, never
     // a second backup for one slot.
     let (runs, backups, events): (i64, i64, i64) = sqlx::query_as(
@@ -85,16 +90,7 @@ async fn the_binary_fires_its_jobs_and_exits_cleanly_on_sigterm(pool: PgPool) {
         .spawn()
         .expect("starting stayler-scheduler");
 
-    eventually(Duration::from_secs(30), "the binary fires the backup and publishes it", || async {
-        let published: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox WHERE event_type = 'backup.requested' AND published_at IS NOT NULL",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        published >= 1
-    })
-    .await;
+    backup_published(&pool).await;
 
     let pid = scheduler.id().to_string();
     std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();

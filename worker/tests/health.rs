@@ -166,18 +166,18 @@ async fn dead_letters_and_overdue_backups_make_the_service_degraded_and_say_why(
     broker.delete().await;
 }
 
-#[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn the_integrity_sample_finds_flipped_and_missing_files_and_walks_the_whole_tree(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+/// Uploads four JPEGs (A, B, C, D), waits until a worker has verified them, and dates their
+/// last checks an hour ago in upload order: two workers verify in any order, and the
+/// integrity sample goes by that order. Returns their ids, A first.
+async fn four_verified_in_upload_order(app: &TestApp) -> Vec<String> {
     let worker = TestWorker::start(&app.config);
     let (_, token) = app.user();
     let mut ids = Vec::new();
     for side in [64, 80, 96, 112] {
-        ids.push(upload(&app, &token, "user", images::jpeg(side, side)).await);
+        ids.push(upload(app, &token, "user", images::jpeg(side, side)).await);
     }
-    wait_verified(&app, &ids).await;
+    wait_verified(app, &ids).await;
     worker.stop().await;
-    // Two workers verify in any order: pin the order of the last checks to the upload order.
     sqlx::query(
         "UPDATE storage_files f SET verified_at = now() - interval '1 hour' + o.n * interval '1 second'
          FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM storage_files) o WHERE f.id = o.id",
@@ -185,6 +185,13 @@ async fn the_integrity_sample_finds_flipped_and_missing_files_and_walks_the_whol
     .execute(&app.pool)
     .await
     .unwrap();
+    ids
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_integrity_sample_finds_flipped_and_missing_files_and_walks_the_whole_tree(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ids = four_verified_in_upload_order(&app).await;
     let flipped = app.original_path(&ids[0]).await;
     let mut bytes = std::fs::read(&flipped).unwrap();
     let middle = bytes.len() / 2;
@@ -232,22 +239,7 @@ async fn verified_at(pool: &PgPool) -> Vec<(String, chrono::DateTime<Utc>)> {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn the_integrity_sample_rotates_through_healthy_files_least_recently_verified_first(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
-    let (_, token) = app.user();
-    let mut ids = Vec::new();
-    for side in [64, 80, 96, 112] {
-        ids.push(upload(&app, &token, "user", images::jpeg(side, side)).await);
-    }
-    wait_verified(&app, &ids).await;
-    worker.stop().await;
-    // A, B, C, D verified in upload order, an hour ago.
-    sqlx::query(
-        "UPDATE storage_files f SET verified_at = now() - interval '1 hour' + o.n * interval '1 second'
-         FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM storage_files) o WHERE f.id = o.id",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    let ids = four_verified_in_upload_order(&app).await;
     let mut sizes = std::collections::HashMap::new();
     for id in &ids {
         let file = storage_files::get(&app.pool, ImageId(id.parse().unwrap())).await.unwrap().unwrap();
