@@ -85,6 +85,17 @@ async fn restore(app: &TestApp, admin: &str, body: Value) -> Value {
 }
 
 /// `(restored, skipped, failed)` of a finished restore.
+/// The start of most restore tests: the API, a worker, an admin's token, and one image of
+/// every kind uploaded and fully processed (their ids in upload order).
+async fn processed_uploads(pool: PgPool) -> (TestApp, TestWorker, String, Vec<String>) {
+    let app = TestApp::spawn(pool).await;
+    let worker = TestWorker::start(&app.config);
+    let admin = app.token(Role::Admin, Uuid::now_v7());
+    let ids = upload_every_kind(&app).await;
+    settled(&app, "every upload is processed").await;
+    (app, worker, admin, ids)
+}
+
 fn counts(restore: &Value) -> (u64, u64, u64) {
     let count = |name: &str| restore[name].as_u64().unwrap();
     (count("restored"), count("skipped"), count("failed"))
@@ -225,11 +236,7 @@ async fn a_flipped_byte_in_an_archive_is_detected_reported_and_never_restored(po
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_restore_by_date_through_the_api_brings_back_the_originals_lost_since_that_day(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
-    let admin = app.token(Role::Admin, Uuid::now_v7());
-    let ids = upload_every_kind(&app).await;
-    settled(&app, "every upload is processed").await;
+    let (app, worker, admin, ids) = processed_uploads(pool).await;
     let before = originals(&app).await;
     let backup = back_up(&app, &admin).await;
     let (lost, kept) = ids.split_at(2);
@@ -264,12 +271,8 @@ async fn a_restore_by_date_through_the_api_brings_back_the_originals_lost_since_
 /// fails.
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_day_with_two_backups_of_each_image_restores_each_once_from_its_newest_intact_copy(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let (app, worker, admin, ids) = processed_uploads(pool).await;
     let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
-    let admin = app.token(Role::Admin, Uuid::now_v7());
-    let ids = upload_every_kind(&app).await;
-    settled(&app, "every upload is processed").await;
     let before = originals(&app).await;
     let first = back_up(&app, &admin).await;
 
@@ -323,11 +326,7 @@ async fn a_day_with_two_backups_of_each_image_restores_each_once_from_its_newest
 /// the image is verified, thumbnailed and in the sample's rotation again.
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_damaged_original_is_skipped_by_missing_only_and_repaired_by_overwrite(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
-    let admin = app.token(Role::Admin, Uuid::now_v7());
-    let ids = upload_every_kind(&app).await;
-    settled(&app, "every upload is processed").await;
+    let (app, worker, admin, ids) = processed_uploads(pool).await;
     back_up(&app, &admin).await;
     let damaged = &ids[0];
     let path = app.original_path(damaged).await;
@@ -373,12 +372,8 @@ async fn a_damaged_original_is_skipped_by_missing_only_and_repaired_by_overwrite
 /// the other lost image comes back.
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_flipped_byte_in_an_archive_fails_its_image_in_a_restore_requested_through_the_api(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let (app, worker, admin, ids) = processed_uploads(pool).await;
     let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
-    let admin = app.token(Role::Admin, Uuid::now_v7());
-    let ids = upload_every_kind(&app).await;
-    settled(&app, "every upload is processed").await;
     let backup = back_up(&app, &admin).await;
     let (damaged, intact) = (&ids[0], &ids[1]);
     flip_a_byte(&archive_of(&tree, Path::new(backup["manifest_path"].as_str().unwrap()), damaged));
