@@ -285,6 +285,8 @@ struct ProxyState {
     forwarding: CancellationToken,
     /// New connections are held open but get no bytes through.
     silent: bool,
+    /// The tasks forwarding the connections made so far (finished ones pruned on accept).
+    link_tasks: Vec<JoinHandle<()>>,
     listener: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
@@ -299,6 +301,7 @@ impl TcpProxy {
             links: CancellationToken::new(),
             forwarding: CancellationToken::new(),
             silent: false,
+            link_tasks: Vec::new(),
             listener: None,
         };
         let proxy = Self { shared: Arc::new(ProxyShared { addr, target, state: Mutex::new(state) }) };
@@ -321,15 +324,20 @@ impl TcpProxy {
 
     /// Cuts every live connection and refuses new ones until [`TcpProxy::resume`].
     pub async fn stop(&self) {
-        let listener = {
+        let (listener, links) = {
             let mut state = self.lock();
             state.links.cancel();
             state.links = CancellationToken::new();
-            state.listener.take()
+            (state.listener.take(), std::mem::take(&mut state.link_tasks))
         };
         if let Some((stop, task)) = listener {
             stop.cancel();
             let _ = task.await;
+        }
+        // Once stopped, no byte passes: a link cancelled but still running could forward
+        // what a client writes next, which then reaches the broker after the "outage".
+        for link in links {
+            let _ = link.await;
         }
     }
 
@@ -386,7 +394,10 @@ impl TcpProxy {
                     let state = proxy.lock();
                     (state.links.clone(), state.forwarding.clone(), state.silent)
                 };
-                tokio::spawn(forward(client, proxy.shared.target.clone(), links, forwarding, silent));
+                let link = tokio::spawn(forward(client, proxy.shared.target.clone(), links, forwarding, silent));
+                let mut state = proxy.lock();
+                state.link_tasks.retain(|task| !task.is_finished());
+                state.link_tasks.push(link);
             }
         });
         self.lock().listener = Some((stop, task));
