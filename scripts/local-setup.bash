@@ -143,6 +143,32 @@ ensure_rabbitmq_dashboard() {
     wait_until 60 "the RabbitMQ dashboard on :15672" port_open 127.0.0.1 15672
 }
 
+# The management API of the local RabbitMQ node, as the guest user (loopback only).
+rabbitmq_api() {
+    local method=$1 path=$2
+    curl -fsS --max-time 30 -u guest:guest -X "$method" "http://127.0.0.1:15672/api/$path"
+}
+
+# Names of the queues and exchanges of the default vhost that tests declared (prefix
+# `test-`), "queue NAME" or "exchange NAME", one a line.
+broker_test_leftovers() {
+    local kind json
+    for kind in queue exchange; do
+        json=$(rabbitmq_api GET "${kind}s/%2f?columns=name") || die "listing the broker's ${kind}s"
+        grep -o '"name":"test-[^"]*"' <<<"$json" | sed -e 's/^"name":"//' -e 's/"$//' -e "s/^/$kind /" || true
+    done
+}
+
+# Deletes what tests declared in the local broker: every queue and exchange named `test-…`.
+delete_broker_test_leftovers() {
+    local kind name
+    while read -r kind name; do
+        [ -n "$name" ] || continue
+        [[ "$name" =~ ^test-[a-z0-9.-]+$ ]] || die "unexpected test queue or exchange name '$name'"
+        rabbitmq_api DELETE "${kind}s/%2f/$name" >/dev/null || true
+    done
+}
+
 # The database named by a postgres:// URL, and the URL of the `postgres` database next to it.
 database_name() {
     local base=${1%%\?*}

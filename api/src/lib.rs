@@ -30,6 +30,7 @@ use shared::config::Config;
 use shared::storage::Storage;
 use shared::upload::Uploader;
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -101,9 +102,18 @@ pub struct RunningApi {
     relay: JoinHandle<()>,
     access_log: access_log::AccessLogWriter,
     invalidation: JoinHandle<()>,
+    relay_started: watch::Receiver<bool>,
 }
 
 impl RunningApi {
+    /// Resolves once the outbox relay has declared the broker topology and relays events;
+    /// not while the broker is unreachable. Returns as well if the relay stopped before.
+    /// Tests wait on it so that no declaration is still in flight when they delete the
+    /// topology.
+    pub async fn relay_started(&self) {
+        let _ = self.relay_started.clone().wait_for(|started| *started).await;
+    }
+
     /// Stops accepting, lets in-flight requests finish, stops the relay, and waits.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -130,7 +140,8 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
     let listener = tokio::net::TcpListener::bind(&address).await.with_context(|| format!("listening on {address}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = CancellationToken::new();
-    let relay = tokio::spawn(relay(state.db.clone(), state.config.clone(), shutdown.clone()));
+    let (relay_started_tx, relay_started) = watch::channel(false);
+    let relay = tokio::spawn(relay(state.db.clone(), state.config.clone(), shutdown.clone(), relay_started_tx));
     let cache = state.serving.cache().clone();
     let invalidation = tokio::spawn(serving::invalidation::run(state.db.clone(), cache, shutdown.clone()));
     let (log, access_log) = access_log::start(state.db.clone(), &state.config);
@@ -143,7 +154,7 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
     let app = routes(state).with(logged);
     let server = tokio::spawn(serving::server::run(listener, app, shutdown.clone(), SHUTDOWN_GRACE));
     tracing::info!(%addr, "API listening on http://{addr}");
-    Ok(RunningApi { addr, shutdown, server, relay, access_log, invalidation })
+    Ok(RunningApi { addr, shutdown, server, relay, access_log, invalidation, relay_started })
 }
 
 /// How often a topology the broker refused is declared again.
@@ -151,7 +162,8 @@ const REFUSED_TOPOLOGY_RETRY: Duration = Duration::from_secs(30);
 
 /// Publishes committed events until shut down. The API serves uploads whether or not
 /// RabbitMQ is up: events wait in the outbox and this task delivers them once it is back.
-async fn relay(db: PgPool, config: Arc<Config>, shutdown: CancellationToken) {
+/// `started` turns true once the topology is declared.
+async fn relay(db: PgPool, config: Arc<Config>, shutdown: CancellationToken, started: watch::Sender<bool>) {
     let topology = Topology::new(&config.rabbitmq);
     loop {
         match topology.declare_when_ready(&config.rabbitmq, &shutdown).await {
@@ -173,6 +185,7 @@ async fn relay(db: PgPool, config: Arc<Config>, shutdown: CancellationToken) {
             }
         }
     }
+    started.send_replace(true);
     let publisher = Publisher::new(&config.rabbitmq, "stayler-api relay");
     shared::outbox::run(db, publisher.clone(), shutdown).await;
     publisher.close().await;

@@ -51,8 +51,19 @@ impl TestApp {
         Self::spawn_with(pool, |_| {}).await
     }
 
-    /// Spawns with changes to the test configuration.
+    /// Spawns with changes to the test configuration, once its outbox relay has declared
+    /// the broker topology.
     pub async fn spawn_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> Self {
+        let app = Self::spawn_with_broker_down(pool, adjust).await;
+        // The topology is deleted when the test ends; a declaration still in flight then
+        // would recreate part of it.
+        app.api.as_ref().expect("running").relay_started().await;
+        app
+    }
+
+    /// Spawns without waiting for the broker, for tests that start the API while it is
+    /// unreachable. Once it is back, events flowing prove the topology declared.
+    pub async fn spawn_with_broker_down(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> Self {
         shared::test_support::init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path(), &pool).await;

@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use shared::auth::{Role, TokenKeys};
 use shared::storage::Storage;
+use shared::test_support::TopologyCleanup;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
@@ -25,6 +26,7 @@ async fn without_a_database_the_service_is_down_and_says_so() {
     config.storage.backup_path = dir.path().join("backups");
     config.server.host = "127.0.0.1".to_owned();
     config.server.port = 0;
+    let _topology = TopologyCleanup::new(&config.rabbitmq);
     let pool = PgPoolOptions::new()
         .acquire_timeout(Duration::from_secs(30))
         .connect_lazy("postgres://postgres@127.0.0.1:1/none")

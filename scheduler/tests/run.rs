@@ -80,6 +80,8 @@ async fn the_binary_fires_its_jobs_and_exits_cleanly_on_sigterm(pool: PgPool) {
             ("STAYLER_DATABASE__MIGRATE", "false"),
             ("STAYLER_RABBITMQ__URL", config.rabbitmq.url.expose_secret()),
             ("STAYLER_RABBITMQ__PREFIX", config.rabbitmq.prefix.as_str()),
+            // The test's delays, so that its cleanup knows every delay queue it declares.
+            ("STAYLER_RABBITMQ__RETRY_DELAYS_SECS", &format!("{:?}", config.rabbitmq.retry_delays_secs)),
             ("STAYLER_STORAGE__SIGNED_URL_KEY", "dev-test"),
             ("STAYLER_AUTH__JWT_SECRET", "dev-test"),
             ("STAYLER_STORAGE__BACKUP_POLICY__SCHEDULE", "* * * * *"),

@@ -105,6 +105,17 @@ fn message(publisher: &Publisher, row: &OutboxRow) -> Outgoing {
 /// Relays until `shutdown` is cancelled. Database and broker failures are logged and
 /// retried with back-off; they never end the loop, and no row is skipped.
 pub async fn run(pool: PgPool, publisher: Publisher, shutdown: CancellationToken) {
+    run_polling_every(pool, publisher, shutdown, POLL_INTERVAL).await;
+}
+
+/// [`run`] with another longest wait between passes; a test that sets it far beyond its
+/// own timeout proves that notifications alone wake the relay.
+pub async fn run_polling_every(
+    pool: PgPool,
+    publisher: Publisher,
+    shutdown: CancellationToken,
+    poll_interval: Duration,
+) {
     let mut listener: Option<PgListener> = None;
     let mut backoff = FIRST_BACKOFF;
     while !shutdown.is_cancelled() {
@@ -150,12 +161,12 @@ pub async fn run(pool: PgPool, publisher: Publisher, shutdown: CancellationToken
         let woken = match listener.as_mut() {
             Some(listener) => tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(POLL_INTERVAL) => Ok(()),
+                () = tokio::time::sleep(poll_interval) => Ok(()),
                 notification = listener.recv() => notification.map(drop),
             },
             None => tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(POLL_INTERVAL) => Ok(()),
+                () = tokio::time::sleep(poll_interval) => Ok(()),
             },
         };
         if let Err(error) = woken {

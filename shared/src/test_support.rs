@@ -22,11 +22,15 @@ use crate::config::{Config, RabbitConfig};
 /// Broker used by tests unless `STAYLER_TEST_RABBITMQ_URL` names another.
 pub const DEFAULT_RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// The URL of the test broker: `STAYLER_TEST_RABBITMQ_URL`, or [`DEFAULT_RABBITMQ_URL`].
+fn test_broker_url() -> SecretString {
+    SecretString::from(std::env::var("STAYLER_TEST_RABBITMQ_URL").unwrap_or_else(|_| DEFAULT_RABBITMQ_URL.to_owned()))
+}
+
 /// Broker settings for one test: its own random prefix, short retry delays and timeouts.
 pub fn rabbit_config() -> RabbitConfig {
-    let url = std::env::var("STAYLER_TEST_RABBITMQ_URL").unwrap_or_else(|_| DEFAULT_RABBITMQ_URL.to_owned());
     RabbitConfig {
-        url: SecretString::from(url),
+        url: test_broker_url(),
         prefix: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         prefetch: 8,
         max_attempts: 3,
@@ -218,7 +222,7 @@ impl TestBroker {
 
     /// Deletes the test's queues and exchanges.
     pub async fn delete(mut self) {
-        self.topology.delete(&self.config).await.expect("deleting the test topology");
+        self.topology.delete(&cleanup_config(&self.config)).await.expect("deleting the test topology");
         self.deleted = true;
     }
 }
@@ -226,7 +230,7 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         if !self.deleted {
-            delete_topology_now(&self.config.prefix);
+            delete_topology_now(&self.config);
         }
     }
 }
@@ -235,27 +239,37 @@ impl Drop for TestBroker {
 /// leaves no queues behind.
 #[derive(Debug)]
 pub struct TopologyCleanup {
-    prefix: String,
+    config: RabbitConfig,
 }
 
 impl TopologyCleanup {
     pub fn new(config: &RabbitConfig) -> Self {
-        Self { prefix: config.prefix.clone() }
+        Self { config: config.clone() }
     }
 }
 
 impl Drop for TopologyCleanup {
     fn drop(&mut self) {
-        delete_topology_now(&self.prefix);
+        delete_topology_now(&self.config);
     }
 }
 
-/// Deletes every exchange and queue of `prefix` on the test broker, directly (not through
-/// any proxy the test used); from a thread with a runtime of its own, since `drop` cannot
-/// await.
-fn delete_topology_now(prefix: &str) {
-    let mut config = rabbit_config();
-    config.prefix = prefix.to_owned();
+/// How long one call of a cleanup may take. Tests keep 2 s so that outages show quickly,
+/// but on a loaded machine deleting a quorum queue can take longer, and a cleanup that gives
+/// up leaves the rest of the topology in the broker.
+const CLEANUP_CALL_TIMEOUT_SECS: u64 = 60;
+
+/// `config` (its prefix and retry delays name the queues) reaching the test broker
+/// directly, not through any proxy the test used, with a cleanup's call timeout.
+fn cleanup_config(config: &RabbitConfig) -> RabbitConfig {
+    RabbitConfig { url: test_broker_url(), call_timeout_secs: CLEANUP_CALL_TIMEOUT_SECS, ..config.clone() }
+}
+
+/// Deletes every exchange and queue of `config`'s topology on the test broker; from a
+/// thread with a runtime of its own, since `drop` cannot await.
+fn delete_topology_now(config: &RabbitConfig) {
+    let config = cleanup_config(config);
+    let prefix = config.prefix.clone();
     let cleanup = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         runtime.block_on(Topology::new(&config).delete(&config))

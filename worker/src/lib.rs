@@ -8,7 +8,7 @@ use shared::broker::{JobQueue, Publisher, Topology};
 use shared::config::Config;
 use shared::storage::{BackupTree, Storage};
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +41,17 @@ pub struct Context {
 /// tree, declares the broker topology (waiting for the broker if it is not up yet), then
 /// consumes every job queue.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_reporting_start(config, shutdown, watch::channel(false).0).await
+}
+
+/// [`run`], turning `started` true once the topology is declared and the consumers are
+/// being started. Tests wait on it so that no declaration is still in flight when they
+/// delete the topology.
+pub async fn run_reporting_start(
+    config: Config,
+    shutdown: CancellationToken,
+    started: watch::Sender<bool>,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL")?;
     let storage = Storage::open(&config.storage.base_path).await.context("opening storage.basePath")?;
@@ -49,6 +60,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if !topology.declare_when_ready(&config.rabbitmq, &shutdown).await.context("declaring the RabbitMQ topology")? {
         return Ok(());
     }
+    started.send_replace(true);
     let context = Context { db: db.clone(), storage, backups, config: Arc::clone(&config) };
     let publisher = Publisher::new(&config.rabbitmq, "stayler-worker publisher");
     let permits = Arc::new(Semaphore::new(consumer::concurrency(&config.worker)));

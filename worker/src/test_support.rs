@@ -26,10 +26,13 @@ pub struct TestWorker {
 }
 
 impl TestWorker {
-    pub fn start(config: &Config) -> Self {
+    /// Starts a worker and waits until it has declared the broker topology (or exited), so
+    /// that no declaration is in flight when the test deletes the topology.
+    pub async fn start(config: &Config) -> Self {
         shared::test_support::init_logging();
         let shutdown = CancellationToken::new();
-        let run = crate::run(config.clone(), shutdown.clone());
+        let (started_tx, mut started) = tokio::sync::watch::channel(false);
+        let run = crate::run_reporting_start(config.clone(), shutdown.clone(), started_tx);
         let task = tokio::spawn(async move {
             let result = run.await;
             // A worker that ends before it is stopped leaves a test waiting for jobs that
@@ -39,6 +42,7 @@ impl TestWorker {
             }
             result
         });
+        let _ = started.wait_for(|started| *started).await;
         Self { shutdown, task }
     }
 

@@ -62,7 +62,7 @@ fn assert_archives_match_originals(app: &TestApp, tree: &BackupTree, entries: &[
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_requested_backup_fans_out_to_two_workers_and_archives_every_image_verifiably(pool: PgPool) {
     let app = TestApp::spawn_with(pool, |config| config.storage.backup_policy.batch_size = 2).await;
-    let workers = [TestWorker::start(&app.config), TestWorker::start(&app.config)];
+    let workers = [TestWorker::start(&app.config).await, TestWorker::start(&app.config).await];
     let ids = upload_every_kind(&app).await;
     let admin = app.token(Role::Admin, Uuid::now_v7());
     let (_, user) = app.user();
@@ -240,7 +240,7 @@ async fn the_rolling_check_finds_damaged_archives_reports_them_and_the_next_back
     use shared::health::HealthStatus;
 
     let app = TestApp::spawn_with(pool, |config| config.maintenance.backup_verify_per_run = 1).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let admin = app.token(Role::Admin, Uuid::now_v7());
     upload_every_kind(&app).await;
     let first: Value = request_backup(&app, &admin).await.json().await.unwrap();

@@ -82,7 +82,7 @@ fn handler(app: &TestApp) -> Deletions {
 async fn a_deleted_image_loses_its_files_and_a_duplicated_job_changes_nothing(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let broker = TestBroker::start(&app.config.rabbitmq).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let (user, token) = app.user();
     let doomed = upload(&app, &token, "doomed.jpg").await;
     let kept = upload(&app, &token, "kept.jpg").await;
@@ -137,7 +137,7 @@ async fn a_deleted_image_loses_its_files_and_a_duplicated_job_changes_nothing(po
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_deletion_job_for_a_live_image_removes_nothing(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let (_, token) = app.user();
     let id = upload(&app, &token, "alive.jpg").await;
     let files = processed_files(&app, &token, &id).await;
@@ -163,7 +163,7 @@ async fn an_image_deleted_before_its_thumbnails_leaves_nothing_on_disk(pool: PgP
     broker.wait_for_depth(&deletions, 1, PROCESSING_TIMEOUT).await;
     broker.wait_for_depth(&thumbnails, 1, PROCESSING_TIMEOUT).await;
 
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     for queue in [&thumbnails, &deletions, &broker.topology.queue(JobQueue::Checksums)] {
         broker.wait_for_depth(queue, 0, PROCESSING_TIMEOUT).await;
     }

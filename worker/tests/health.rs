@@ -51,7 +51,7 @@ async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: Pg
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "degraded", "no check has run yet: {body}");
 
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let ids = vec![
         upload(&app, &token, "user", images::jpeg(320, 240)).await,
         upload(&app, &token, "user", images::png(200, 100)).await,
@@ -127,7 +127,7 @@ async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: Pg
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn dead_letters_and_overdue_backups_make_the_service_degraded_and_say_why(pool: PgPool) {
     let app = TestApp::spawn_with(pool, |c| c.health.backup_max_age_hours = 1).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let broker = TestBroker::start(&app.config.rabbitmq).await;
     let (_, token) = app.user();
     // A PNG whose pixel data is garbage: its thumbnail job is given up.
@@ -170,7 +170,7 @@ async fn dead_letters_and_overdue_backups_make_the_service_degraded_and_say_why(
 /// last checks an hour ago in upload order: two workers verify in any order, and the
 /// integrity sample goes by that order. Returns their ids, A first.
 async fn four_verified_in_upload_order(app: &TestApp) -> Vec<String> {
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let (_, token) = app.user();
     let mut ids = Vec::new();
     for side in [64, 80, 96, 112] {
@@ -271,7 +271,7 @@ async fn the_integrity_sample_rotates_through_healthy_files_least_recently_verif
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn metrics_roll_up_uploads_latency_failures_and_depths_and_chart_them(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let (_, token) = app.user();
     let vendor = app.token(Role::Vendor, Uuid::now_v7());
     let ids = vec![

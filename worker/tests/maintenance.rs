@@ -85,7 +85,7 @@ async fn an_image_whose_jobs_were_lost_is_processed_after_a_sweep_delivered_twic
     for _ in 0..2 {
         outbox::enqueue(&app.pool, SweepRequested { requested_at: Utc::now() }).await.unwrap();
     }
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     eventually(TIMEOUT, "the image is processed", || async {
         let view: Value = app.get_image(&token, &id).await.json().await.unwrap();
         view["thumbnails"]["status"] == "ready" && view["checksum"]["status"] == "verified"
@@ -301,7 +301,7 @@ fn set_age(path: &Path, age: Duration) {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn the_file_audit_quarantines_old_orphans_reports_missing_originals_and_never_moves_live_files(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let ids = upload_every_kind(&app).await;
     eventually(TIMEOUT, "every thumbnail is made", || async {
         count(&app.pool, "SELECT count(*) FROM storage_files WHERE thumbnail_status <> 'ready'").await == 0
@@ -377,7 +377,7 @@ async fn the_file_audit_quarantines_old_orphans_reports_missing_originals_and_ne
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn an_admin_runs_the_maintenance_jobs_now_through_the_workers(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let (_, token) = app.user();
     let id = app.upload_image(&token, "user", "kept.jpg", &[]).await;
     let other = app.upload_image(&token, "user", "other.jpg", &[]).await;
@@ -506,7 +506,7 @@ async fn an_admin_reprocesses_an_image_the_sweeper_gave_up_on_and_health_is_ok_a
     assert_eq!(events, events_before + 1);
     assert_eq!(processing_of(&app.pool, &id).await, ("pending".into(), "pending".into(), 0, false, None));
 
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     eventually(TIMEOUT, "the image is processed", || async {
         let view: Value = app.get_image(&token, &id).await.json().await.unwrap();
         view["thumbnails"]["status"] == "ready" && view["checksum"]["status"] == "verified"
@@ -545,7 +545,7 @@ async fn a_job_the_broker_dead_letters_by_its_delivery_limit_is_reported_and_swe
     }
 
     // Workers never saw a failure: nothing recorded it, and the image waits.
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let rows = run_health_check(&app).await;
     assert_eq!(processing_of(&app.pool, &id).await, ("pending".into(), "pending".into(), 0, false, None));
     assert_eq!(count(&app.pool, "SELECT count(*) FROM job_failures").await, 0, "no failure hook ran");

@@ -87,7 +87,7 @@ fn assert_thumbnails(app: &TestApp, view: &Value, oriented: (u32, u32)) {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn every_format_gets_its_thumbnails_and_a_verified_checksum(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let (_, token) = app.user();
     let animated = {
         let mut out = Vec::new();
@@ -135,7 +135,7 @@ async fn every_format_gets_its_thumbnails_and_a_verified_checksum(pool: PgPool) 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_duplicated_event_changes_nothing_the_second_time(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let (_, token) = app.user();
     let response = app.upload(&token, "user", "a.jpg", images::jpeg(800, 600), &[]).await;
     let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
@@ -168,7 +168,7 @@ async fn a_duplicated_event_changes_nothing_the_second_time(pool: PgPool) {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn an_undecodable_image_is_dead_lettered_and_its_metadata_says_why(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let broker = TestBroker::start(&app.config.rabbitmq).await;
     let (_, token) = app.user();
     // A PNG whose header and end chunk are intact but whose pixel data is garbage.
@@ -201,10 +201,10 @@ async fn uploads_succeed_while_the_broker_is_unreachable_and_are_processed_once_
     let proxy = TcpProxy::start(&rabbit).await;
     let proxied = proxy.proxied(&rabbit);
     proxy.stop().await;
-    let app = TestApp::spawn_with(pool, |c| c.rabbitmq = proxied.clone()).await;
+    let app = TestApp::spawn_with_broker_down(pool, |c| c.rabbitmq = proxied.clone()).await;
     let mut direct = (*app.config).clone();
     direct.rabbitmq = rabbit.clone();
-    let worker = TestWorker::start(&direct);
+    let worker = TestWorker::start(&direct).await;
     let (_, token) = app.user();
 
     let mut ids = Vec::new();
@@ -233,7 +233,7 @@ async fn broker_connections_cut_while_uploads_and_jobs_flow_heal_without_restart
     let proxy = TcpProxy::start(&rabbit).await;
     let proxied = proxy.proxied(&rabbit);
     let app = TestApp::spawn_with(pool, |c| c.rabbitmq = proxied.clone()).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let (_, token) = app.user();
 
     let mut ids = Vec::new();
@@ -279,7 +279,7 @@ async fn a_stored_file_that_no_longer_matches_its_checksum_is_marked_corrupt(poo
     bytes[middle] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
 
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     eventually(PROCESSING_TIMEOUT, "the image is marked corrupt", || async {
         image_view(&app, &token, &id).await["checksum"]["status"] == "corrupt"
     })

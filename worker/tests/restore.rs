@@ -55,6 +55,15 @@ async fn settled(app: &TestApp, what: &str) {
     .await;
 }
 
+/// Waits until the restored images are processed again, then asserts that no staged file is
+/// left. Counting earlier would race the worker, which stages the restored image's
+/// thumbnails while it makes them; once every image is ready, whatever is still staged was
+/// left half-written by the restore or the pipeline.
+async fn nothing_half_written_once_settled(app: &TestApp) {
+    settled(app, "the restored image is processed again").await;
+    assert_eq!(app.storage.count_staged().await.unwrap(), 0, "nothing half-written is left");
+}
+
 async fn admin_post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
     let response = app.client.post(app.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED, "POST {path}");
@@ -89,7 +98,7 @@ async fn restore(app: &TestApp, admin: &str, body: Value) -> Value {
 /// every kind uploaded and fully processed (their ids in upload order).
 async fn processed_uploads(pool: PgPool) -> (TestApp, TestWorker, String, Vec<String>) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let admin = app.token(Role::Admin, Uuid::now_v7());
     let ids = upload_every_kind(&app).await;
     settled(&app, "every upload is processed").await;
@@ -119,7 +128,7 @@ fn flip_a_byte(path: &Path) {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn after_losing_every_file_and_row_a_restore_brings_back_identical_originals_rows_and_thumbnails(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let admin = app.token(Role::Admin, Uuid::now_v7());
     let mut ids = upload_every_kind(&app).await;
     ids.extend(upload_every_kind(&app).await);
@@ -215,6 +224,7 @@ async fn a_flipped_byte_in_an_archive_is_detected_reported_and_never_restored(po
     assert!(operator::restore(&app.config, target, RestoreMode::MissingOnly).await.is_err(), "a failure is an error");
     assert!(!damaged_path.exists(), "damaged bytes are never restored");
     assert_eq!(std::fs::read(&intact_path).unwrap(), intact_bytes);
+    // No worker runs in this test, so nothing but the restore can have staged a file.
     assert_eq!(app.storage.count_staged().await.unwrap(), 0, "nothing half-written is left");
 
     // Again, through the library, to read the reasons: the intact one is present now.
@@ -389,8 +399,7 @@ async fn a_flipped_byte_in_an_archive_fails_its_image_in_a_restore_requested_thr
     assert!(reason.starts_with("archive corrupt"), "{reason}");
     assert!(!damaged_path.exists(), "damaged bytes are never restored");
     assert_eq!(std::fs::read(&intact_path).unwrap(), intact_bytes);
-    assert_eq!(app.storage.count_staged().await.unwrap(), 0, "nothing half-written is left");
-    settled(&app, "the restored image is processed again").await;
+    nothing_half_written_once_settled(&app).await;
     worker.stop().await;
     app.stop().await;
 }

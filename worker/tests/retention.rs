@@ -120,7 +120,7 @@ async fn expired_backups_go_but_never_before_their_last_copies_of_live_images_ar
 async fn the_admin_cleanup_runs_retention_through_the_maintenance_worker(pool: PgPool) {
     // Retention of zero days: every finished backup has expired by the time it is asked.
     let app = TestApp::spawn_with(pool, |config| config.storage.retention_policy.retention_days = 0).await;
-    let worker = TestWorker::start(&app.config);
+    let worker = TestWorker::start(&app.config).await;
     let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
     let admin = app.token(Role::Admin, Uuid::now_v7());
     let (_, user) = app.user();

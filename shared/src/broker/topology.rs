@@ -299,22 +299,41 @@ impl Topology {
     }
 
     /// Deletes every queue (with its messages) and exchange of this topology; for tests and
-    /// for retiring a deployment prefix. Deleting what is already gone is a no-op.
+    /// for retiring a deployment prefix. Deleting what is already gone is a no-op. A failed
+    /// deletion does not stop the others: the first error is returned once all were tried.
     pub async fn delete(&self, config: &RabbitConfig) -> Result<(), BrokerError> {
         let connection = BrokerConnection::open(config, "stayler topology").await?;
         let timeout = connection.call_timeout();
-        let channel = connection.open_channel().await?;
-        for name in &self.queue_names() {
-            let deleted = channel.queue_delete(name.as_str().into(), QueueDeleteOptions::default());
-            call(timeout, "queue.delete", deleted).await?;
+        let mut first_error = None;
+        let mut channel = None;
+        let queues = self.queue_names().into_iter().map(|name| (true, name));
+        let exchanges = [self.events_exchange(), self.retry_exchange(), self.dead_letter_exchange()];
+        for (is_queue, name) in queues.chain(exchanges.into_iter().map(|name| (false, name))) {
+            // A failed call closes its channel: the next deletion gets a fresh one.
+            if channel.as_ref().is_none_or(|channel: &Channel| !channel.status().connected()) {
+                channel = match connection.open_channel().await {
+                    Ok(channel) => Some(channel),
+                    Err(error) => return Err(first_error.unwrap_or(error)),
+                };
+            }
+            let open = channel.as_ref().expect("opened above");
+            let deleted = if is_queue {
+                call(timeout, "queue.delete", open.queue_delete(name.as_str().into(), QueueDeleteOptions::default()))
+                    .await
+                    .map(drop)
+            } else {
+                let deleted = open.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default());
+                call(timeout, "exchange.delete", deleted).await
+            };
+            if let Err(error) = deleted {
+                first_error.get_or_insert(error);
+            }
         }
-        for name in [self.events_exchange(), self.retry_exchange(), self.dead_letter_exchange()] {
-            let deleted = channel.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default());
-            call(timeout, "exchange.delete", deleted).await?;
+        if let Some(channel) = &channel {
+            close_channel(channel, timeout).await;
         }
-        close_channel(&channel, timeout).await;
         connection.close().await;
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The configured retry delays without repeats, shortest first, in seconds: one delay
