@@ -3,7 +3,7 @@
 use poem::Request;
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
-use shared::auth::{Claims, TokenKeys};
+use shared::auth::{Claims, Role, TokenKeys};
 
 use crate::error::ApiError;
 
@@ -16,6 +16,21 @@ pub struct BearerAuth(pub Claims);
 async fn verify(request: &Request, bearer: Bearer) -> poem::Result<Claims> {
     let keys = request.data::<TokenKeys>().expect("TokenKeys is installed with the routes");
     keys.verify(&bearer.token).map_err(|_| ApiError::unauthorized().into())
+}
+
+/// The same bearer token, accepted only with role `admin` (403 `forbidden` for any other
+/// role). Admin-only operations that take a body use it: a parameter is checked before the
+/// body is read, so other callers are refused without reading a byte of it.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "verify_admin")]
+pub struct AdminAuth(pub Claims);
+
+async fn verify_admin(request: &Request, bearer: Bearer) -> poem::Result<Claims> {
+    let claims = verify(request, bearer).await?;
+    if claims.role != Role::Admin {
+        return Err(ApiError::forbidden("this operation is for admins").into());
+    }
+    Ok(claims)
 }
 
 /// The token of an `Authorization: Bearer` header, for middleware that runs before the

@@ -43,7 +43,7 @@ pub enum ApiError {
     /// The resource is not in the state the request needs yet (e.g. a thumbnail not made).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// The upload exceeds `storage.maxFileSize`.
+    /// The upload exceeds `storage.maxFileSize`, or a body its limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
     /// The bytes are not an accepted image type.
@@ -58,7 +58,13 @@ pub enum ApiError {
     /// Something failed on our side; the cause is in the logs.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database cannot be reached right now; retry after `Retry-After` seconds.
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
+
+/// What a client is told to wait before retrying a request the database could not serve.
+const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
 fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
     Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } })
@@ -89,10 +95,27 @@ impl ApiError {
         Self::Conflict(body(code, message))
     }
 
+    /// 413 `body_too_large`: the request body is over `limit_bytes`.
+    pub fn body_too_large(limit_bytes: u64) -> Self {
+        Self::PayloadTooLarge(body("body_too_large", format!("the request body is over the {limit_bytes}-byte limit")))
+    }
+
     /// 429 `rate_limited`, retry after `retry_after_secs` (whole seconds, rounded up).
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let message = format!("too many requests; retry in {retry_after_secs} s");
         Self::TooManyRequests(body("rate_limited", message), retry_after_secs)
+    }
+
+    /// A database failure: 503 `service_unavailable` with `Retry-After` while the database
+    /// cannot be reached (so clients and load balancers back off instead of failing the
+    /// request for good), 500 for anything else. The cause is logged, never sent.
+    pub fn database(cause: &sqlx::Error) -> Self {
+        if !shared::db::is_unavailable(cause) {
+            return Self::internal(cause);
+        }
+        tracing::warn!(error = %cause, "database unavailable");
+        let message = "the database is unavailable; retry shortly";
+        Self::ServiceUnavailable(body("service_unavailable", message), DATABASE_RETRY_AFTER_SECS)
     }
 
     /// Logs the cause (once, here) and answers 500 without revealing it.
@@ -121,14 +144,14 @@ impl From<UploadError> for ApiError {
             UploadError::Forbidden(_) => Self::Forbidden(body("forbidden", message)),
             UploadError::QuotaExceeded => Self::Forbidden(body("quota_exceeded", message)),
             UploadError::Storage(e) => Self::internal(&e),
-            UploadError::Db(e) => Self::internal(&e),
+            UploadError::Db(e) => Self::database(&e),
         }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::internal(&e)
+        Self::database(&e)
     }
 }
 
@@ -152,7 +175,7 @@ impl From<ReprocessError> for ApiError {
     fn from(e: ReprocessError) -> Self {
         match e {
             ReprocessError::NotFound(_) => Self::not_found("image"),
-            ReprocessError::Db(e) => Self::internal(&e),
+            ReprocessError::Db(e) => Self::database(&e),
         }
     }
 }

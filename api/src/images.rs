@@ -26,7 +26,7 @@ pub use upload::{UploadBody, UploadResponse};
 pub use view::ImageView;
 
 use crate::AppState;
-use crate::auth::BearerAuth;
+use crate::auth::{AdminAuth, BearerAuth};
 use crate::error::ApiError;
 
 #[derive(Tags)]
@@ -255,7 +255,7 @@ impl ImagesApi {
     #[oai(path = "/storage/quota/:owner_id", method = "put", tag = "ApiTags::Quotas")]
     async fn set_quota(
         &self,
-        auth: BearerAuth,
+        auth: AdminAuth,
         owner_id: Path<Uuid>,
         body: Json<QuotaUpdate>,
     ) -> Result<Json<QuotaView>, ApiError> {

@@ -5,6 +5,7 @@ pub mod access;
 pub mod access_log;
 pub mod auth;
 pub mod backups;
+pub mod body_limit;
 pub mod error;
 pub mod health;
 pub mod images;
@@ -86,9 +87,10 @@ pub fn routes(state: AppState) -> impl Endpoint {
     let limits = rate_limit::RateLimit::new(&state.config);
     let files = state.serving.clone();
     let public_path = state.config.server.public_path.clone();
+    let body_limit = body_limit::JsonBodyLimit { limit: state.config.limits.json_body_bytes };
     let service = openapi(state);
     let spec = service.spec_endpoint();
-    let api = Route::new().nest("/", service).at("/openapi.json", spec).data(keys).with(Tracing);
+    let api = Route::new().nest("/", service).at("/openapi.json", spec).data(keys).with(body_limit).with(Tracing);
     // File serving, the hottest path, goes first: no router, tracing span or token keys.
     files.in_front_of(&public_path, api).with(limits).catch_all_error(error::render)
 }
@@ -151,8 +153,9 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
         public_path: state.config.server.public_path.clone(),
         trust_forwarded_for: state.config.rate_limit.trust_forwarded_for,
     };
+    let connections = serving::server::ConnectionLimits::new(&state.config.limits);
     let app = routes(state).with(logged);
-    let server = tokio::spawn(serving::server::run(listener, app, shutdown.clone(), SHUTDOWN_GRACE));
+    let server = tokio::spawn(serving::server::run(listener, app, connections, shutdown.clone(), SHUTDOWN_GRACE));
     tracing::info!(%addr, "API listening on http://{addr}");
     Ok(RunningApi { addr, shutdown, server, relay, access_log, invalidation, relay_started })
 }

@@ -1,6 +1,9 @@
 //! Rate limiting: a middleware that counts each request against the limit of its route
 //! group (`rateLimit.uploads`, `reads`, `serving`) for its client, and answers 429 with
-//! `Retry-After` once the client is over it.
+//! `Retry-After` once the client is over it. The `service` role (the main app writing
+//! try-on results for every owner: one principal carrying a whole app's traffic) has a
+//! group of its own, `rateLimit.service`, for its uploads and reads alike; per-owner quotas
+//! still bound what it stores for each owner.
 //!
 //! The client is the principal (the bearer token's `sub`) when the request carries a valid
 //! token, else its IP: serving (signed URLs, public images) is always counted per IP since
@@ -25,7 +28,7 @@ use poem::http::header::HeaderName;
 use poem::http::{HeaderMap, HeaderValue, Method};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use secrecy::ExposeSecret;
-use shared::auth::{Claims, TokenKeys};
+use shared::auth::{Claims, Role, TokenKeys};
 use shared::config::{Config, RateLimitConfig, RouteLimit};
 use uuid::Uuid;
 
@@ -49,10 +52,12 @@ pub enum Group {
     Reads = 1,
     /// `/storage/signed/…` and the public path: per client IP.
     Serving = 2,
+    /// Uploads and API calls of a `service` token.
+    Service = 3,
 }
 
 impl Group {
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
 
     /// The name in the configuration and in Redis keys.
     pub fn name(self) -> &'static str {
@@ -60,6 +65,7 @@ impl Group {
             Self::Uploads => "uploads",
             Self::Reads => "reads",
             Self::Serving => "serving",
+            Self::Service => "service",
         }
     }
 }
@@ -117,11 +123,12 @@ impl RateLimiter {
             return None;
         }
         let limit = |route: &RouteLimit| route.enabled.then(|| Limit::new(route.per_second, route.burst));
-        let limits = [limit(&settings.uploads), limit(&settings.reads), limit(&settings.serving)];
+        let limits =
+            [limit(&settings.uploads), limit(&settings.reads), limit(&settings.serving), limit(&settings.service)];
         if limits.iter().all(Option::is_none) {
             return None;
         }
-        let shared = [settings.uploads.shared, settings.reads.shared, settings.serving.shared];
+        let shared = [settings.uploads.shared, settings.reads.shared, settings.serving.shared, settings.service.shared];
         let any_shared = limits.iter().zip(shared).any(|(limit, shared)| limit.is_some() && shared);
         let public = config.server.public_path.trim_end_matches('/');
         Some(Self {
@@ -150,16 +157,38 @@ impl RateLimiter {
         }
     }
 
+    /// The group and client `request` is counted in, `None` for routes that are not
+    /// limited: a `service` token's uploads and reads go to [`Group::Service`].
+    pub fn classify(&self, request: &Request) -> Option<(Group, ClientKey)> {
+        let group = self.group_of(request.method(), request.uri().path())?;
+        if group == Group::Serving {
+            return Some((group, self.address_of(request)));
+        }
+        Some(match self.claims_of(request) {
+            Some(claims) if claims.role == Role::Service => (Group::Service, ClientKey::Principal(claims.sub)),
+            Some(claims) => (group, ClientKey::Principal(claims.sub)),
+            None => (group, self.address_of(request)),
+        })
+    }
+
     /// Whom `request` is counted against in `group`.
     pub fn client_of(&self, group: Group, request: &Request) -> ClientKey {
-        if group != Group::Serving {
-            if let Some(claims) = request.extensions().get::<Claims>() {
-                return ClientKey::Principal(claims.sub);
-            }
-            if let Some(claims) = bearer_token(request).and_then(|token| self.keys.verify(token).ok()) {
-                return ClientKey::Principal(claims.sub);
-            }
+        match self.claims_of(request) {
+            Some(claims) if group != Group::Serving => ClientKey::Principal(claims.sub),
+            _ => self.address_of(request),
         }
+    }
+
+    /// The claims of a valid bearer token, verified here unless a handler did already.
+    fn claims_of(&self, request: &Request) -> Option<Claims> {
+        if let Some(claims) = request.extensions().get::<Claims>() {
+            return Some(claims.clone());
+        }
+        bearer_token(request).and_then(|token| self.keys.verify(token).ok())
+    }
+
+    /// The client address of `request`, as a rate-limit key.
+    fn address_of(&self, request: &Request) -> ClientKey {
         let peer = request.remote_addr().as_socket_addr().map(|addr| addr.ip());
         let ip = client_ip(request.headers(), peer, self.trust_forwarded_for);
         // No address at all (not a TCP peer): such clients share one bucket.
@@ -270,9 +299,8 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
 
     async fn call(&self, request: Request) -> poem::Result<Response> {
         let counted = match &self.limiter {
-            Some(limiter) => match limiter.group_of(request.method(), request.uri().path()) {
-                Some(group) => {
-                    let client = limiter.client_of(group, &request);
+            Some(limiter) => match limiter.classify(&request) {
+                Some((group, client)) => {
                     let decision = limiter.check(group, &client).await;
                     decision.zip(limiter.limit(group)).map(|(decision, limit)| (group, limit, decision))
                 }
@@ -366,6 +394,26 @@ mod tests {
     }
 
     #[test]
+    fn a_service_token_is_counted_in_the_service_group_for_uploads_and_reads() {
+        let limiter = limiter("/public");
+        let request = |role, method: Method, path: &str| {
+            let sub = Uuid::now_v7();
+            let token = limiter.keys.mint(sub, role, chrono::Duration::minutes(1));
+            let request = Request::builder().method(method).uri(path.parse().unwrap());
+            (sub, request.header(AUTHORIZATION, format!("Bearer {token}")).finish())
+        };
+        let (sub, upload) = request(Role::Service, Method::POST, "/storage/images");
+        assert_eq!(limiter.classify(&upload), Some((Group::Service, ClientKey::Principal(sub))));
+        let (sub, read) = request(Role::Service, Method::GET, "/storage/images/x");
+        assert_eq!(limiter.classify(&read), Some((Group::Service, ClientKey::Principal(sub))));
+        let (_, served) = request(Role::Service, Method::GET, "/storage/signed/x");
+        assert_eq!(limiter.classify(&served).map(|(group, _)| group), Some(Group::Serving), "serving stays per IP");
+        let (sub, user) = request(Role::User, Method::POST, "/storage/images");
+        assert_eq!(limiter.classify(&user), Some((Group::Uploads, ClientKey::Principal(sub))));
+        assert_eq!(limiter.limit(Group::Service), Some(Limit::new(1_000.0, 5_000)));
+    }
+
+    #[test]
     fn forwarded_for_is_ignored_unless_trusted_and_then_only_its_last_entry_counts() {
         let peer = Some(IpAddr::from([10, 0, 0, 2]));
         let forwarded = headers(&[("x-forwarded-for", "198.51.100.9, 203.0.113.7:4711")]);
@@ -393,7 +441,7 @@ mod tests {
         let limiter = RateLimiter::from_config(&config).unwrap();
         assert!(limiter.limit(Group::Serving).is_none());
         assert_eq!(limiter.limit(Group::Uploads), Some(Limit::new(5.0, 50)));
-        assert_eq!(limiter.shared, [true, true, false], "serving stays in process by default");
+        assert_eq!(limiter.shared, [true, true, false, true], "serving stays in process by default");
         assert!(limiter.redis.is_none(), "no Redis without a URL");
         config.rate_limit.enabled = false;
         assert!(RateLimiter::from_config(&config).is_none());

@@ -15,7 +15,7 @@ use shared::images::ImageId;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::auth::BearerAuth;
+use crate::auth::{AdminAuth, BearerAuth};
 use crate::error::ApiError;
 
 /// Most image ids one request may name.
@@ -110,10 +110,7 @@ impl RestoresApi {
     /// is verified against its recorded SHA-256 before it replaces anything; thumbnails are
     /// made again by the workers.
     #[oai(path = "/storage/restore", method = "post")]
-    async fn request_restore(&self, auth: BearerAuth, body: Json<RestoreRequest>) -> Result<Accepted, ApiError> {
-        if auth.0.role != Role::Admin {
-            return Err(ApiError::forbidden("restores are for admins"));
-        }
+    async fn request_restore(&self, auth: AdminAuth, body: Json<RestoreRequest>) -> Result<Accepted, ApiError> {
         let (selection, mode) = parse(body.0)?;
         let mut tx = self.state.db.begin().await?;
         let id = storage_restores::request(&mut tx, &selection, mode, Some(auth.0.sub)).await?;

@@ -1,17 +1,21 @@
-//! `GET /storage/health` when the database does not answer: `down` with 503, promptly,
-//! saying why to an admin. (The recorded checks and the `ok` / `degraded` answers are tested
-//! with the workers that write them, in the worker's tests.)
+//! The API when the database does not answer: `GET /storage/health` is `down` with 503,
+//! promptly, saying why to an admin; requests that need the database answer 503 with
+//! `Retry-After` within the acquire timeout, store nothing, and succeed again as soon as it
+//! is back. (The recorded checks and the `ok` / `degraded` answers are tested with the
+//! workers that write them, in the worker's tests.)
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::AppState;
+use api::test_support::{TestApp, images};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::Value;
 use shared::auth::{Role, TokenKeys};
 use shared::storage::Storage;
-use shared::test_support::TopologyCleanup;
+use shared::test_support::{TcpProxy, TopologyCleanup};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
@@ -54,4 +58,47 @@ async fn without_a_database_the_service_is_down_and_says_so() {
     // within its shutdown grace, not the pool's.
     let stopped = tokio::time::timeout(Duration::from_secs(15), api.stop()).await;
     stopped.expect("the API stops without waiting for the database").unwrap();
+}
+
+/// The database cut off (every connection dropped, new ones refused) while the API runs.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn with_the_database_cut_off_requests_fail_fast_with_503_and_recover_at_once(pool: PgPool) {
+    let direct = shared::test_support::database_url(&pool).await;
+    let (server, database) =
+        direct.trim_start_matches("postgres://").split_once('@').unwrap().1.split_once('/').unwrap();
+    let proxy = TcpProxy::start_to(server.to_owned()).await;
+    let proxied = format!("postgres://postgres@{}/{database}", proxy.addr());
+    let options = shared::config::DatabaseConfig { acquire_timeout_secs: 1, ..Default::default() };
+    let proxied_pool = shared::db::pool_options(&options).connect(&proxied).await.unwrap();
+    let app = TestApp::spawn_with(proxied_pool, |c| c.database.acquire_timeout_secs = 1).await;
+    let (user, token) = app.user();
+    let upload = || app.upload(&token, "user", "a.png", images::png(8, 8), &[]);
+    assert_eq!(upload().await.status(), StatusCode::CREATED);
+
+    proxy.stop().await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = upload().await;
+        // Far above the 1 s acquire timeout, far below the 10 s the pool used to wait.
+        assert!(started.elapsed() < Duration::from_secs(8), "answered after {:?}", started.elapsed());
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "5");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "service_unavailable", "{body}");
+        let read = app.client.get(app.url(&format!("/storage/images/{}", Uuid::now_v7()))).bearer_auth(&token);
+        assert_eq!(read.send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM storage_files").fetch_one(&pool).await.unwrap();
+    assert_eq!((rows, app.storage.count_objects().await.unwrap()), (1, 1), "only the first upload is stored");
+    assert_eq!(app.storage.count_staged().await.unwrap(), 0, "nothing half-written");
+    let used: i64 = sqlx::query_scalar("SELECT used_files FROM storage_quotas WHERE owner_id = $1")
+        .bind(user)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(used, 1);
+
+    proxy.resume().await;
+    assert_eq!(upload().await.status(), StatusCode::CREATED, "the first request after the outage succeeds");
+    app.stop().await;
 }

@@ -337,3 +337,36 @@ async fn measure_the_cost_of_a_check() {
     let checks = 64.0 * 2_000.0;
     println!("Redis, 64 at a time: {:.0} checks per second", checks / started.elapsed().as_secs_f64());
 }
+
+/// The main app's result uploads through one `service` token, for many owners, with the
+/// default limits: none is throttled, while a user's burst still is.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn two_hundred_result_uploads_of_one_service_token_are_not_throttled_by_default(pool: PgPool) {
+    use futures::StreamExt;
+    let app = TestApp::spawn_with(pool, |c| c.rate_limit = shared::config::RateLimitConfig::default()).await;
+    let service = app.token(shared::auth::Role::Service, Uuid::now_v7());
+    let bytes = api::test_support::images::jpeg(16, 16);
+    let app_ref = &app;
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..200)
+        .map(|i| {
+            let (app, service, bytes) = (app_ref, &service, bytes.clone());
+            async move {
+                let owner = Uuid::now_v7().to_string();
+                let extra = [("owner_id", owner.as_str())];
+                app.upload(service, "result", &format!("try-on-{i}.jpg"), bytes, &extra).await.status()
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|status| *status == StatusCode::CREATED), "{statuses:?}");
+
+    // Counted in their own groups: the service's, and the user's upload limit.
+    let owner = Uuid::now_v7().to_string();
+    let response = app.upload(&service, "result", "one-more.jpg", bytes.clone(), &[("owner_id", &owner)]).await;
+    assert_eq!(header(&response, "ratelimit-limit"), Some(RouteLimit::SERVICE.burst.to_string()));
+    let (_, user) = app.user();
+    let response = app.upload(&user, "user", "mine.jpg", bytes, &[]).await;
+    assert_eq!(header(&response, "ratelimit-limit"), Some(RouteLimit::UPLOADS.burst.to_string()));
+    app.stop().await;
+}

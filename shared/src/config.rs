@@ -17,9 +17,11 @@ use serde::Deserialize;
 use crate::imaging::ImageFormat;
 
 mod health;
+mod limits;
 mod maintenance;
 mod scheduler;
 pub use health::{HealthConfig, MetricsConfig};
+pub use limits::LimitsConfig;
 pub use maintenance::MaintenanceConfig;
 pub use scheduler::SchedulerConfig;
 
@@ -82,6 +84,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// The `storage:` section.
@@ -163,6 +167,9 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Applies pending migrations at start-up.
     pub migrate: bool,
+    /// How long a request waits for a database connection before it is answered 503
+    /// `service_unavailable` (the database unreachable, or every connection busy).
+    pub acquire_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -260,6 +267,10 @@ pub struct RateLimitConfig {
     /// `/storage/signed/…` and `server.publicPath`, always per client IP.
     #[serde(deserialize_with = "RouteLimit::serving")]
     pub serving: RouteLimit,
+    /// Uploads and API calls of a `service` token, per service principal, instead of
+    /// `uploads` and `reads`.
+    #[serde(deserialize_with = "RouteLimit::service")]
+    pub service: RouteLimit,
 }
 
 /// The limit of one route group: `perSecond` sustained, up to `burst` at once. Keys left
@@ -295,6 +306,10 @@ impl RouteLimit {
     /// with Redis: the hottest path cannot afford a round trip per request, and a flood is
     /// stopped just as well by each replica counting alone.
     pub const SERVING: Self = Self { enabled: true, shared: false, per_second: 1_000.0, burst: 2_000 };
+    /// Per service principal: the main app stores every user's try-on results through one
+    /// token, so its group is sized for a whole app's ingestion, above what one API process
+    /// sustains (about 400 uploads/s in the upload benchmark); it only stops a runaway loop.
+    pub const SERVICE: Self = Self { enabled: true, shared: true, per_second: 1_000.0, burst: 5_000 };
 
     fn with_defaults<'de, D: serde::Deserializer<'de>>(defaults: Self, input: D) -> Result<Self, D::Error> {
         let keys = RouteLimitKeys::deserialize(input)?;
@@ -317,6 +332,10 @@ impl RouteLimit {
     fn serving<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
         Self::with_defaults(Self::SERVING, input)
     }
+
+    fn service<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Self, D::Error> {
+        Self::with_defaults(Self::SERVICE, input)
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -331,6 +350,7 @@ impl Default for RateLimitConfig {
             uploads: RouteLimit::UPLOADS,
             reads: RouteLimit::READS,
             serving: RouteLimit::SERVING,
+            service: RouteLimit::SERVICE,
         }
     }
 }
@@ -352,6 +372,7 @@ impl RateLimitConfig {
             ("rateLimit.uploads", &self.uploads),
             ("rateLimit.reads", &self.reads),
             ("rateLimit.serving", &self.serving),
+            ("rateLimit.service", &self.service),
         ] {
             if !limit.enabled {
                 continue;
@@ -490,7 +511,7 @@ impl Default for ServerConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: SecretString::from(""), max_connections: 20, migrate: true }
+        Self { url: SecretString::from(""), max_connections: 20, migrate: true, acquire_timeout_secs: 2 }
     }
 }
 
@@ -596,6 +617,9 @@ impl Config {
                 "must be true: images are kept until their owner deletes them, and no job expires them",
             );
         }
+        if self.database.acquire_timeout_secs == 0 {
+            return bad("database.acquireTimeoutSecs", "must be at least 1");
+        }
         if self.rabbitmq.max_attempts == 0 {
             return bad("rabbitmq.maxAttempts", "must be at least 1");
         }
@@ -606,6 +630,7 @@ impl Config {
             return bad("rabbitmq.prefix", "must be a plain name");
         }
         self.rate_limit.validate()?;
+        self.limits.validate()?;
         self.health.validate()?;
         self.metrics.validate()?;
         self.validate_serving()?;

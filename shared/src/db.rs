@@ -31,13 +31,31 @@ pub mod upload_idempotency;
 /// The SQL migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// The pool settings of `database:`: its size, and how long a caller waits for a
+/// connection before giving up with [`sqlx::Error::PoolTimedOut`].
+pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+}
+
+/// True when `error` means the database cannot be reached or is going away (no connection
+/// within the acquire timeout, a dropped connection, a server shutting down), as opposed to
+/// a statement it refused: the same request may succeed once it is back.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        // Class 08: connection exceptions; 57P01-57P03: shutting down, crashed, starting up.
+        sqlx::Error::Database(error) => {
+            error.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        }
+        _ => false,
+    }
+}
+
 /// Connects, and migrates when `database.migrate` is on.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let pool = PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(config.url.expose_secret())
-        .await?;
+    let pool = pool_options(config).connect(config.url.expose_secret()).await?;
     if config.migrate {
         MIGRATOR.run(&pool).await?;
     }

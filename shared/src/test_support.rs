@@ -279,8 +279,8 @@ fn delete_topology_now(config: &RabbitConfig) {
     }
 }
 
-/// A TCP proxy in front of the broker that a test can stop, restart, cut or silence, to
-/// play network failures against real connections.
+/// A TCP proxy in front of the broker (or the database) that a test can stop, restart, cut
+/// or silence, to play network failures against real connections.
 #[derive(Clone)]
 pub struct TcpProxy {
     shared: Arc<ProxyShared>,
@@ -308,7 +308,12 @@ impl TcpProxy {
     /// Listens on 127.0.0.1 (random port) and forwards to the broker of `config`.
     pub async fn start(config: &RabbitConfig) -> Self {
         let uri: AMQPUri = config.url.expose_secret().parse().expect("a valid rabbitmq.url");
-        let target = format!("{}:{}", uri.authority.host, uri.authority.port);
+        Self::start_to(format!("{}:{}", uri.authority.host, uri.authority.port)).await
+    }
+
+    /// Listens on 127.0.0.1 (random port) and forwards to `target` (`host:port`), for
+    /// services other than the broker.
+    pub async fn start_to(target: String) -> Self {
         let socket = bind("127.0.0.1:0".parse().expect("an address"));
         let addr = socket.local_addr().expect("the proxy's address");
         let state = ProxyState {

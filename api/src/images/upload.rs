@@ -5,8 +5,18 @@
 //! text parts are read with a bound. The body is parsed with `multer` straight from the
 //! connection's byte chunks, so the file's bytes reach the staged file's writer without
 //! being copied into intermediate buffers.
+//!
+//! The body as a whole is bounded before it is read (`storage.maxFileSize` plus
+//! `limits.uploadFormBytes`: a larger `Content-Length` is refused at once, a chunked body is
+//! cut off there), and so are the preamble and each part's headers
+//! (`limits.multipartHeaderBytes`) and the number of parts (`limits.multipartParts`).
 
-use multer::{Field, Multipart};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use multer::{Constraints, Field, Multipart, SizeLimit};
 use poem::http::header;
 use poem::{Request, RequestBody};
 use poem_openapi::payload::{Json, ParsePayload, Payload};
@@ -48,8 +58,14 @@ struct UploadForm {
     source_ids: Option<String>,
 }
 
-/// A `multipart/form-data` body read as a stream.
-pub struct UploadBody(Multipart<'static>);
+/// A `multipart/form-data` body, not read yet: the handler reads it as a stream, within
+/// the bounds of the configuration.
+pub struct UploadBody {
+    body: poem::Body,
+    boundary: String,
+    /// The `Content-Length` the client declared, if any.
+    declared_length: Option<u64>,
+}
 
 impl Payload for UploadBody {
     const CONTENT_TYPE: &'static str = "multipart/form-data";
@@ -75,7 +91,12 @@ impl ParsePayload for UploadBody {
         // The content type itself was checked by `check_content_type`.
         let boundary =
             multer::parse_boundary(content_type.unwrap_or_default()).map_err(|e| poem::Error::from(malformed(e)))?;
-        Ok(Self(Multipart::new(body.take()?.into_bytes_stream(), boundary)))
+        let declared_length = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse().ok());
+        Ok(Self { body: body.take()?, boundary, declared_length })
     }
 }
 
@@ -102,10 +123,30 @@ pub async fn handle(
     idempotency_key: Option<String>,
     body: UploadBody,
 ) -> Result<UploadResponse, ApiError> {
-    let mut multipart = body.0;
+    let limits = &state.config.limits;
+    let body_limit = state.config.storage.max_file_size.saturating_add(limits.upload_form_bytes);
+    if body.declared_length.is_some_and(|length| length > body_limit) {
+        return Err(ApiError::body_too_large(body_limit));
+    }
+    let headers = HeaderBudget::new(limits.multipart_header_bytes);
+    let stream = headers.guard(body.body.into_bytes_stream());
+    let constraints = Constraints::new().size_limit(SizeLimit::new().whole_stream(body_limit));
+    let mut multipart = Multipart::with_constraints(stream, body.boundary, constraints);
     let mut fields = UploadFields { idempotency_key, ..Default::default() };
     let mut received = None;
-    while let Some(mut field) = multipart.next_field().await.map_err(malformed)? {
+    let mut parts = 0;
+    loop {
+        headers.start();
+        let next = multipart.next_field().await;
+        headers.stop();
+        let Some(mut field) = next.map_err(|error| unreadable(error, &headers, body_limit))? else { break };
+        parts += 1;
+        if parts > limits.multipart_parts {
+            return Err(ApiError::bad_request(
+                "malformed_body",
+                format!("the form has more than {} parts", limits.multipart_parts),
+            ));
+        }
         let name = field.name().unwrap_or_default().to_owned();
         let slot = match name.as_str() {
             "file" if received.is_some() => return Err(ApiError::bad_request("invalid_field", "only one `file` part")),
@@ -113,7 +154,7 @@ pub async fn handle(
                 fields.file_name = field.file_name().map(str::to_owned);
                 let mut incoming = IncomingFile::start(&state.storage, state.config.storage.max_file_size).await?;
                 let streamed = async {
-                    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+                    while let Some(chunk) = field.chunk().await.map_err(|e| unreadable(e, &headers, body_limit))? {
                         incoming.push(chunk).await?;
                     }
                     Ok::<_, ApiError>(())
@@ -137,7 +178,7 @@ pub async fn handle(
                 return Err(ApiError::bad_request("invalid_field", format!("unknown form field `{other}`")));
             }
         };
-        *slot = Some(read_text(field, &name).await?);
+        *slot = Some(read_text(field, &name, |e| unreadable(e, &headers, body_limit)).await?);
     }
     let received = received.ok_or(UploadError::MissingFile)?;
     let request = fields.validate()?;
@@ -153,10 +194,15 @@ pub async fn handle(
     ))
 }
 
-/// Reads a text part, refusing it as soon as it exceeds [`MAX_TEXT_FIELD_BYTES`].
-async fn read_text(mut field: Field<'static>, name: &str) -> Result<String, ApiError> {
+/// Reads a text part, refusing it as soon as it exceeds [`MAX_TEXT_FIELD_BYTES`]; read
+/// errors become what `unreadable` makes of them.
+async fn read_text(
+    mut field: Field<'static>,
+    name: &str,
+    unreadable: impl Fn(multer::Error) -> ApiError,
+) -> Result<String, ApiError> {
     let mut text = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+    while let Some(chunk) = field.chunk().await.map_err(&unreadable)? {
         if text.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
             return Err(ApiError::bad_request(
                 "invalid_field",
@@ -169,6 +215,84 @@ async fn read_text(mut field: Field<'static>, name: &str) -> Result<String, ApiE
         .map_err(|_| ApiError::bad_request("invalid_field", format!("field `{name}` is not UTF-8 text")))
 }
 
+/// The answer to a body multer could not read: over the whole body's bound, over the
+/// budget for part headers, or malformed.
+fn unreadable(error: multer::Error, headers: &HeaderBudget, body_limit: u64) -> ApiError {
+    if headers.exceeded() {
+        let limit = headers.0.limit;
+        return ApiError::bad_request(
+            "malformed_body",
+            format!("no complete multipart part headers within {limit} bytes"),
+        );
+    }
+    match error {
+        multer::Error::StreamSizeExceeded { .. } => ApiError::body_too_large(body_limit),
+        other => malformed(other),
+    }
+}
+
 fn malformed(error: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("malformed_body", format!("the multipart body cannot be read: {error}"))
+}
+
+/// Counts the bytes multer pulls from the body while it looks for the next part (the
+/// preamble, a boundary, the part's headers), and fails the body once they pass the
+/// budget: multer buffers until it finds what it looks for, so a body whose boundary or
+/// header end never comes would otherwise be held whole. Between [`HeaderBudget::start`]
+/// and [`HeaderBudget::stop`] at most the budget plus one network chunk is buffered.
+#[derive(Clone)]
+struct HeaderBudget(Arc<BudgetState>);
+
+struct BudgetState {
+    limit: u64,
+    reading_headers: AtomicBool,
+    pulled: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl HeaderBudget {
+    fn new(limit: u64) -> Self {
+        let state = BudgetState {
+            limit,
+            reading_headers: AtomicBool::new(false),
+            pulled: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        };
+        Self(Arc::new(state))
+    }
+
+    /// The search for the next part begins, with a full budget.
+    fn start(&self) {
+        self.0.pulled.store(0, Ordering::Relaxed);
+        self.0.reading_headers.store(true, Ordering::Relaxed);
+    }
+
+    /// The next part (or the end of the body) was found.
+    fn stop(&self) {
+        self.0.reading_headers.store(false, Ordering::Relaxed);
+    }
+
+    fn exceeded(&self) -> bool {
+        self.0.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// `body` failing once the search for a part has pulled the budget and wants more.
+    fn guard(
+        &self,
+        body: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let budget = self.clone();
+        body.map(move |chunk| {
+            let chunk = chunk?;
+            let state = &budget.0;
+            if state.reading_headers.load(Ordering::Relaxed) {
+                if state.pulled.load(Ordering::Relaxed) >= state.limit {
+                    state.exceeded.store(true, Ordering::Relaxed);
+                    return Err(std::io::Error::other("multipart part headers over their budget"));
+                }
+                state.pulled.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            Ok(chunk)
+        })
+    }
 }

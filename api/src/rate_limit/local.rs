@@ -110,7 +110,7 @@ mod tests {
     use super::*;
 
     fn limiter(per_second: f64, burst: u32) -> Arc<LocalLimiter> {
-        LocalLimiter::new([Some(Limit::new(per_second, burst)), None, None])
+        LocalLimiter::new([Some(Limit::new(per_second, burst)), None, None, None])
     }
 
     fn ip(last: u8) -> ClientKey {
@@ -146,7 +146,7 @@ mod tests {
         }
         assert_eq!(limiter.key_count(), 100);
         std::thread::sleep(Duration::from_millis(5));
-        let slow = LocalLimiter::new([Some(Limit::new(0.001, 1)), None, None]);
+        let slow = LocalLimiter::new([Some(Limit::new(0.001, 1)), None, None, None]);
         slow.check(Group::Uploads, &ip(1));
         limiter.sweep();
         slow.sweep();
