@@ -83,7 +83,7 @@ pub fn openapi(state: AppState) -> OpenApiService<Apis, ()> {
 
 /// All routes, with JSON errors, request tracing, rate limits and the token keys.
 pub fn routes(state: AppState) -> impl Endpoint {
-    let keys = TokenKeys::new(&state.config.auth.jwt_secret);
+    let keys = TokenKeys::from_config(&state.config.auth);
     let limits = rate_limit::RateLimit::new(&state.config);
     let files = state.serving.clone();
     let public_path = state.config.server.public_path.clone();
@@ -149,7 +149,7 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
     let (log, access_log) = access_log::start(state.db.clone(), &state.config);
     let logged = access_log::AccessLogLayer {
         log,
-        keys: TokenKeys::new(&state.config.auth.jwt_secret),
+        keys: TokenKeys::from_config(&state.config.auth),
         public_path: state.config.server.public_path.clone(),
         trust_forwarded_for: state.config.rate_limit.trust_forwarded_for,
     };

@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
             api.stop().await
         }
         Command::MintToken { role, sub, ttl } => {
-            let keys = TokenKeys::new(&config.auth.jwt_secret);
+            let keys = TokenKeys::from_config(&config.auth);
             println!("{}", keys.mint(sub.unwrap_or_else(Uuid::now_v7), role, chrono::Duration::seconds(ttl)));
             Ok(())
         }

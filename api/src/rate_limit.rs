@@ -136,7 +136,7 @@ impl RateLimiter {
             shared,
             local: LocalLimiter::new(limits),
             redis: if any_shared { connect_redis(settings) } else { None },
-            keys: TokenKeys::new(&config.auth.jwt_secret),
+            keys: TokenKeys::from_config(&config.auth),
             public_prefix: (!public.is_empty()).then(|| format!("{public}/")),
             trust_forwarded_for: settings.trust_forwarded_for,
         })

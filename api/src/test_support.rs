@@ -77,7 +77,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             pool,
             storage,
-            keys: TokenKeys::new(&config.auth.jwt_secret),
+            keys: TokenKeys::from_config(&config.auth),
             _topology: TopologyCleanup::new(&config.rabbitmq),
             config,
             api: Some(api),

@@ -155,6 +155,7 @@ async fn a_signed_url_serves_the_original_with_its_headers_and_is_recorded_once(
     assert_eq!(header(&response, CONTENT_LENGTH), image.bytes.len().to_string());
     assert_eq!(header(&response, ETAG), format!("\"{}\"", sha256(&image.bytes)));
     assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&response, "content-security-policy"), "default-src 'none'; sandbox");
     assert_eq!(header(&response, ACCEPT_RANGES), "bytes");
     assert!(response.headers().get(CONTENT_DISPOSITION).is_none());
     let max_age: i64 = header(&response, CACHE_CONTROL).strip_prefix("private, max-age=").unwrap().parse().unwrap();
@@ -381,13 +382,26 @@ async fn a_download_carries_the_utf8_file_name_and_an_ascii_fallback(pool: PgPoo
     let expected = "attachment; filename=\"______ ______.jpg\"; \
                     filename*=UTF-8''%D0%9F%D0%BB%D0%B0%D1%82%D1%8C%D0%B5%20%22%D0%BB%D0%B5%D1%82%D0%BE%22.jpg";
     // The rename reaches the cache through its notification.
-    eventually(Duration::from_secs(5), "the download carries the new name", || async {
+    eventually(Duration::from_secs(30), "the download carries the new name", || async {
         header(&get(&app, &path).await, CONTENT_DISPOSITION) == expected
     })
     .await;
     let response = get(&app, &path).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.bytes().await.unwrap(), image.bytes);
+
+    // A name stored before uploads dropped format characters: served without them, so a
+    // right-to-left override cannot dress `gpj.exe` up as an image in a save dialog.
+    sqlx::query("UPDATE storage_files SET original_name = E'me\\u202Egpj.exe' WHERE id = $1")
+        .bind(image.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let expected = "attachment; filename=\"megpj.exe\"; filename*=UTF-8''megpj.exe";
+    eventually(Duration::from_secs(30), "the download drops the override", || async {
+        header(&get(&app, &path).await, CONTENT_DISPOSITION) == expected
+    })
+    .await;
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -448,6 +462,7 @@ async fn the_public_path_serves_public_images_only(pool: PgPool) {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(header(&response, CACHE_CONTROL), "public, max-age=3600");
     assert_eq!(header(&response, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&response, "content-security-policy"), "default-src 'none'; sandbox");
     assert_eq!(header(&response, ETAG), format!("\"{}\"", sha256(&public.bytes)));
     assert_eq!(response.bytes().await.unwrap(), public.bytes);
     assert_eq!(app.client.head(app.url(&path)).send().await.unwrap().status(), StatusCode::OK);

@@ -300,3 +300,25 @@ async fn the_openapi_spec_is_served(pool: PgPool) {
     assert!(spec["paths"]["/storage/images"]["post"].is_object());
     assert!(spec["paths"]["/storage/images/{id}"]["get"].is_object());
 }
+
+/// With `auth.issuer`, `auth.audience` and `auth.maxLifetimeSecs` configured, only tokens
+/// that carry both claims and expire soon enough are accepted.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn configured_issuer_audience_and_lifetime_are_enforced(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, |c| {
+        c.auth.issuer = Some("stayler-app".to_owned());
+        c.auth.audience = Some("stayler-storage".to_owned());
+        c.auth.max_lifetime_secs = 3600;
+    })
+    .await;
+    let png = images::png(8, 8);
+    let (_, token) = app.user();
+    assert_eq!(app.upload(&token, "user", "a.png", png.clone(), &[]).await.status(), StatusCode::CREATED);
+
+    let keys = shared::auth::TokenKeys::new(&app.config.auth.jwt_secret);
+    let no_claims = keys.mint(Uuid::now_v7(), Role::User, chrono::Duration::minutes(5));
+    assert_eq!(app.upload(&no_claims, "user", "a.png", png.clone(), &[]).await.status(), StatusCode::UNAUTHORIZED);
+    let configured = shared::auth::TokenKeys::from_config(&app.config.auth);
+    let too_long = configured.mint(Uuid::now_v7(), Role::User, chrono::Duration::hours(2));
+    assert_eq!(app.upload(&too_long, "user", "a.png", png, &[]).await.status(), StatusCode::UNAUTHORIZED);
+}

@@ -7,7 +7,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::config::AuthConfig;
 use crate::images::{ImageType, Owner, OwnerId, OwnerType};
+
+/// Clock skew tolerated on `exp` (and on the lifetime bound), in seconds.
+const TOKEN_LEEWAY_SECS: u64 = 30;
 
 /// What a caller is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +102,23 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     encoding: EncodingKey,
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
+    /// Longest accepted time between now and a token's expiry; `None`: any.
+    max_lifetime: Option<Duration>,
+}
+
+/// What a minted token carries: [`Claims`] plus the configured issuer and audience.
+#[derive(Serialize)]
+struct MintedClaims<'a> {
+    sub: Uuid,
+    role: Role,
+    exp: i64,
+    iat: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -107,23 +128,71 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 impl TokenKeys {
+    /// Keys checking only signature, `exp` and `sub` (tests, and tools without a config).
     pub fn new(secret: &SecretString) -> Self {
         let secret = secret.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
-        Self { decoding: DecodingKey::from_secret(secret), encoding: EncodingKey::from_secret(secret), validation }
+        validation.leeway = TOKEN_LEEWAY_SECS;
+        // An `aud` claim is only checked where an audience is configured.
+        validation.validate_aud = false;
+        Self {
+            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret),
+            validation,
+            issuer: None,
+            audience: None,
+            max_lifetime: None,
+        }
+    }
+
+    /// Keys as `auth:` configures them: with `issuer` and `audience` set, a token must carry
+    /// exactly those `iss` and `aud`; with `maxLifetimeSecs`, one expiring further ahead is
+    /// refused, so a leaked long-lived token is worth little.
+    pub fn from_config(config: &AuthConfig) -> Self {
+        let mut keys = Self::new(&config.jwt_secret);
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = config.issuer.as_deref().filter(|issuer| !issuer.is_empty()) {
+            keys.validation.set_issuer(&[issuer]);
+            keys.issuer = Some(issuer.to_owned());
+            required.push("iss");
+        }
+        if let Some(audience) = config.audience.as_deref().filter(|audience| !audience.is_empty()) {
+            keys.validation.set_audience(&[audience]);
+            keys.validation.validate_aud = true;
+            keys.audience = Some(audience.to_owned());
+            required.push("aud");
+        }
+        keys.validation.set_required_spec_claims(&required);
+        keys.max_lifetime = (config.max_lifetime_secs > 0).then(|| Duration::seconds(config.max_lifetime_secs as i64));
+        keys
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|_| AuthError::InvalidToken)
+            .map_err(|_| AuthError::InvalidToken)?;
+        if let Some(max_lifetime) = self.max_lifetime {
+            let latest = (Utc::now() + max_lifetime).timestamp() + TOKEN_LEEWAY_SECS as i64;
+            if claims.exp > latest {
+                return Err(AuthError::InvalidToken);
+            }
+        }
+        Ok(claims)
     }
 
-    /// A token for `sub` with `role`, valid for `ttl` (the mint-token command and tests).
+    /// A token for `sub` with `role`, valid for `ttl` (the mint-token command and tests),
+    /// with the configured issuer and audience.
     pub fn mint(&self, sub: Uuid, role: Role, ttl: Duration) -> String {
-        let claims = Claims { sub, role, exp: (Utc::now() + ttl).timestamp() };
+        let now = Utc::now();
+        let claims = MintedClaims {
+            sub,
+            role,
+            exp: (now + ttl).timestamp(),
+            iat: now.timestamp(),
+            iss: self.issuer.as_deref(),
+            aud: self.audience.as_deref(),
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 encoding cannot fail")
     }
@@ -204,6 +273,42 @@ mod tests {
 
     fn claims(role: Role) -> Claims {
         Claims { sub: Uuid::from_u128(7), role, exp: 0 }
+    }
+
+    fn configured(issuer: Option<&str>, audience: Option<&str>, max_lifetime_secs: u64) -> TokenKeys {
+        TokenKeys::from_config(&AuthConfig {
+            jwt_secret: SecretString::from("test-secret"),
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
+            max_lifetime_secs,
+        })
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_must_both_match() {
+        let strict = configured(Some("stayler-app"), Some("storage"), 0);
+        let sub = Uuid::from_u128(9);
+        assert_eq!(strict.verify(&strict.mint(sub, Role::User, Duration::minutes(5))).unwrap().sub, sub);
+        let plain = keys().mint(sub, Role::User, Duration::minutes(5));
+        assert!(strict.verify(&plain).is_err(), "no iss or aud");
+        let other_issuer =
+            configured(Some("elsewhere"), Some("storage"), 0).mint(sub, Role::User, Duration::minutes(5));
+        assert!(strict.verify(&other_issuer).is_err());
+        let other_audience =
+            configured(Some("stayler-app"), Some("mail"), 0).mint(sub, Role::User, Duration::minutes(5));
+        assert!(strict.verify(&other_audience).is_err());
+        // Without configured checks, tokens carrying either claim are accepted as before.
+        assert!(keys().verify(&strict.mint(sub, Role::User, Duration::minutes(5))).is_ok());
+    }
+
+    #[test]
+    fn a_token_expiring_beyond_the_maximum_lifetime_is_refused() {
+        let bounded = configured(None, None, 3600);
+        let sub = Uuid::from_u128(9);
+        assert!(bounded.verify(&bounded.mint(sub, Role::Admin, Duration::seconds(3600))).is_ok(), "at the limit");
+        let long = bounded.mint(sub, Role::Admin, Duration::seconds(3600 + 120));
+        assert!(bounded.verify(&long).is_err(), "two minutes over (beyond the 30 s leeway)");
+        assert!(configured(None, None, 0).verify(&long).is_ok(), "0 accepts any lifetime");
     }
 
     #[test]

@@ -197,6 +197,12 @@ pub struct RabbitConfig {
 pub struct AuthConfig {
     /// HS256 secret shared with the main application.
     pub jwt_secret: SecretString,
+    /// When set, every token must carry this `iss`.
+    pub issuer: Option<String>,
+    /// When set, every token must carry this `aud`.
+    pub audience: Option<String>,
+    /// Tokens expiring more than this many seconds ahead are refused; 0 accepts any.
+    pub max_lifetime_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -531,7 +537,7 @@ impl Default for RabbitConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { jwt_secret: SecretString::from("") }
+        Self { jwt_secret: SecretString::from(""), issuer: None, audience: None, max_lifetime_secs: 24 * 3600 }
     }
 }
 

@@ -118,3 +118,15 @@ mod tests {
         assert!(a < b);
     }
 }
+
+/// What an owner reads in an image's `processing_error`: a stable code, a colon and a short
+/// sentence. Causes (error texts, hashes) stay in the logs and `job_failures`; only a
+/// failure that retrying cannot fix is recorded at all; infrastructure errors leave the
+/// image pending for the sweeper.
+pub mod processing_error {
+    /// The original cannot be decoded, so it has no thumbnails.
+    pub const THUMBNAILS_UNDECODABLE: &str = "thumbnails_failed: the image could not be decoded to make its thumbnails";
+    /// The stored original no longer hashes to the SHA-256 recorded at upload.
+    pub const CHECKSUM_MISMATCH: &str =
+        "checksum_mismatch: the stored bytes no longer match the checksum recorded at upload";
+}

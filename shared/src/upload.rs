@@ -171,13 +171,34 @@ pub fn parse_sources(image_type: ImageType, raw: Option<&str>) -> Result<Vec<Ima
     Ok(sources)
 }
 
-/// Keeps the last path component of a client's file name, without control characters,
-/// bounded in length. The result is only ever stored and shown, never used as a path.
+/// Keeps the last path component of a client's file name, without control or format
+/// characters, bounded in length. The result is only ever stored and shown, never used as
+/// a path.
 pub fn sanitize_file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = last.chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect();
+    let cleaned: String =
+        last.chars().filter(|&c| !c.is_control() && !is_format_character(c)).take(MAX_NAME_CHARS).collect();
     let cleaned = cleaned.trim();
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." { "unnamed".to_owned() } else { cleaned.to_owned() }
+}
+
+/// Invisible characters that change how text around them is shown (Unicode category Cf):
+/// bidirectional overrides and isolates, which turn `gpj.exe` into what reads as an image
+/// name in a save dialog, zero-width characters and the byte-order mark. File names lose
+/// them; nothing a client names needs them.
+pub fn is_format_character(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// Tags: a JSON array of strings or a comma-separated list; trimmed, de-duplicated, bounded.
@@ -470,6 +491,7 @@ mod tests {
         assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
         assert_eq!(sanitize_file_name("C:\\photos\\me.jpg"), "me.jpg");
         assert_eq!(sanitize_file_name("a\u{0}b\nc.png"), "abc.png");
+        assert_eq!(sanitize_file_name("me\u{202E}gpj.exe"), "megpj.exe", "bidi overrides are dropped");
         assert_eq!(sanitize_file_name(""), "unnamed");
         assert_eq!(sanitize_file_name(".."), "unnamed");
         assert_eq!(sanitize_file_name(&"é".repeat(300)).chars().count(), MAX_NAME_CHARS);

@@ -18,7 +18,7 @@ use shared::events::{BackupBatch, BackupRequested, BackupVerifyDue, BackupVerify
 use uuid::Uuid;
 
 use crate::Context;
-use crate::consumer::{Handler, Job, JobError};
+use crate::consumer::{GivenUp, Handler, Job, JobError};
 
 pub struct Backups {
     context: Context,
@@ -164,7 +164,7 @@ impl Handler for Backups {
 
     /// A given-up job must not leave its backup running for ever: its batch's images are
     /// recorded as failed (or the unplanned backup as failed), and the backup finishes.
-    async fn on_dead_letter(&self, job: &Job, reason: &str) {
+    async fn on_dead_letter(&self, job: &Job, reason: &str, _given_up: GivenUp) {
         let db = &self.context.db;
         let result: Result<(), backup::BackupError> = match job.event_type.as_str() {
             BackupRequested::TYPE => match job.payload::<BackupRequested>() {

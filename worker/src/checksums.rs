@@ -3,9 +3,11 @@
 //!
 //! A mismatch marks the image corrupt at once (visible in its metadata) and is retried, so
 //! a transient read error can still clear it; a job for a verified or deleted image does
-//! nothing.
+//! nothing. Only a mismatch marks an image corrupt: read or database errors are retried,
+//! and once retries run out the image stays pending for the sweeper.
 
 use shared::db::storage_files;
+use shared::images::processing_error::CHECKSUM_MISMATCH;
 use shared::storage::sha256_hex;
 use tokio::task::spawn_blocking;
 
@@ -43,16 +45,11 @@ impl Handler for Checksums {
             return Ok(());
         }
         let reason = format!("checksum mismatch: recorded {}, stored bytes hash to {actual}", file.checksum);
-        storage_files::mark_corrupt(db, id, &reason).await.map_err(JobError::retry)?;
+        storage_files::mark_corrupt(db, id, CHECKSUM_MISMATCH).await.map_err(JobError::retry)?;
         tracing::warn!(image.id = %id, "stored bytes of {id} do not match their checksum");
         Err(JobError::Retry(reason))
     }
 
-    async fn on_dead_letter(&self, job: &Job, reason: &str) {
-        let Ok(id) = image_id(job) else { return };
-        let reason = format!("verification: {reason}");
-        if let Err(error) = storage_files::mark_corrupt(&self.context.db, id, &reason).await {
-            tracing::error!(image.id = %id, error = %error, "could not record the verification failure");
-        }
-    }
+    // No `on_dead_letter`: a mismatch is recorded when it is found, and a job that ran out
+    // of attempts on infrastructure errors leaves the image pending for the sweeper.
 }

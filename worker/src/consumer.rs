@@ -85,15 +85,25 @@ impl From<tokio::task::JoinError> for JobError {
     }
 }
 
+/// Why a job was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GivenUp {
+    /// Its handler rejected it: retrying cannot fix it (an undecodable image).
+    Rejected,
+    /// It kept failing in ways that may pass (database, disk, a panic) until its attempts
+    /// ran out.
+    OutOfAttempts,
+}
+
 /// The work of one queue. Must be idempotent: a job can be delivered more than once.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, job: &Job) -> Result<(), JobError>;
 
     /// Called once when a job is given up for good (sent to the dead-letter queue), so the
-    /// handler can record why (e.g. on the image row).
-    async fn on_dead_letter(&self, job: &Job, reason: &str) {
-        let _ = (job, reason);
+    /// handler can record why (e.g. on the image row) where that is final.
+    async fn on_dead_letter(&self, job: &Job, reason: &str, given_up: GivenUp) {
+        let _ = (job, reason, given_up);
     }
 }
 
@@ -297,9 +307,13 @@ impl Consumer {
                     self.log_failure(&job, false, &error).await;
                     self.retry(&delivery, &job, &error, timeout).await;
                 }
-                Err(JobError::Retry(error) | JobError::Reject(error)) => {
+                Err(JobError::Retry(error)) => {
                     self.log_failure(&job, true, &error).await;
-                    self.dead_letter(&delivery, &job, &error, timeout).await;
+                    self.dead_letter(&delivery, &job, &error, GivenUp::OutOfAttempts, timeout).await;
+                }
+                Err(JobError::Reject(error)) => {
+                    self.log_failure(&job, true, &error).await;
+                    self.dead_letter(&delivery, &job, &error, GivenUp::Rejected, timeout).await;
                 }
             }
         }
@@ -343,14 +357,14 @@ impl Consumer {
         }
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, job: &Job, error: &str, timeout: Duration) {
+    async fn dead_letter(&self, delivery: &Delivery, job: &Job, error: &str, given_up: GivenUp, timeout: Duration) {
         let dead = DeadLetter { queue: self.queue, attempts: job.attempt, error };
         let copy = self.topology.dead_letter_message(&delivery.properties, job.body.clone(), &dead);
         match self.publisher.publish(&copy).await {
             Ok(()) => {
                 tracing::error!(error, job.attempts = job.attempt, "job given up; sent to the dead-letter queue");
                 ack(delivery, timeout).await;
-                let recorded = AssertUnwindSafe(self.handler.on_dead_letter(job, error)).catch_unwind().await;
+                let recorded = AssertUnwindSafe(self.handler.on_dead_letter(job, error, given_up)).catch_unwind().await;
                 if let Err(panic) = recorded {
                     tracing::error!(panic = panic_message(&*panic), "on_dead_letter panicked");
                 }

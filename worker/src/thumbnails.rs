@@ -9,11 +9,12 @@ use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails::{self, ThumbnailRecord};
 use shared::events::ImageUploaded;
 use shared::images::ImageId;
+use shared::images::processing_error::THUMBNAILS_UNDECODABLE;
 use shared::imaging::{self, Thumbnail, ThumbnailSpec};
 use tokio::task::spawn_blocking;
 
 use crate::Context;
-use crate::consumer::{Handler, Job, JobError};
+use crate::consumer::{GivenUp, Handler, Job, JobError};
 
 pub struct Thumbnails {
     context: Context,
@@ -102,10 +103,17 @@ impl Handler for Thumbnails {
         Ok(())
     }
 
-    async fn on_dead_letter(&self, job: &Job, reason: &str) {
+    /// Only an image that cannot be decoded is marked failed. A job that ran out of
+    /// attempts on infrastructure errors (database, disk) leaves the image pending: the
+    /// sweeper queues it again later, and its owner never sees an outage as a verdict.
+    async fn on_dead_letter(&self, job: &Job, _reason: &str, given_up: GivenUp) {
         let Ok(id) = image_id(job) else { return };
-        let reason = format!("thumbnails: {reason}");
-        if let Err(error) = storage_files::mark_thumbnails_failed(&self.context.db, id, &reason).await {
+        if given_up == GivenUp::OutOfAttempts {
+            tracing::warn!(image.id = %id, "thumbnails of {id} left pending for the sweeper");
+            return;
+        }
+        let failed = storage_files::mark_thumbnails_failed(&self.context.db, id, THUMBNAILS_UNDECODABLE).await;
+        if let Err(error) = failed {
             tracing::error!(image.id = %id, error = %error, "could not record the thumbnail failure");
         }
     }

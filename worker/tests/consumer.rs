@@ -13,7 +13,7 @@ use shared::images::ImageId;
 use shared::test_support::{TcpProxy, TestBroker, config, eventually};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use worker::consumer::{Consumer, Handler, Job, JobError};
+use worker::consumer::{Consumer, GivenUp, Handler, Job, JobError};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -81,7 +81,7 @@ impl Handler for Recorder {
         outcome
     }
 
-    async fn on_dead_letter(&self, job: &Job, reason: &str) {
+    async fn on_dead_letter(&self, job: &Job, reason: &str, _given_up: GivenUp) {
         self.dead.lock().unwrap().push((job.clone(), reason.to_owned()));
     }
 }

@@ -10,6 +10,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use shared::broker::{JobQueue, Publisher};
 use shared::config::Config;
+use shared::db::outbox;
+use shared::events::ImageUploaded;
+use shared::images::processing_error::{CHECKSUM_MISMATCH, THUMBNAILS_UNDECODABLE};
 use shared::test_support::{TcpProxy, TestBroker, eventually};
 use sqlx::PgPool;
 use worker::test_support::TestWorker;
@@ -190,7 +193,7 @@ async fn an_undecodable_image_is_dead_lettered_and_its_metadata_says_why(pool: P
     })
     .await;
     let view = image_view(&app, &token, &id).await;
-    assert!(view["processing_error"].as_str().unwrap().contains("thumbnails"), "{view}");
+    assert_eq!(view["processing_error"], THUMBNAILS_UNDECODABLE, "a stable code and sentence, no decoder text");
     worker.stop().await;
     broker.delete().await;
 }
@@ -290,7 +293,7 @@ async fn a_stored_file_that_no_longer_matches_its_checksum_is_marked_corrupt(poo
     assert_eq!(message.header(shared::broker::headers::ATTEMPTS).as_deref(), Some("3"));
     let view = image_view(&app, &token, &id).await;
     assert_eq!(view["checksum"]["status"], "corrupt");
-    assert!(view["processing_error"].as_str().unwrap().contains("checksum mismatch"), "{view}");
+    assert_eq!(view["processing_error"], CHECKSUM_MISMATCH, "a stable code and sentence, no hashes");
     worker.stop().await;
     broker.delete().await;
 }
@@ -342,4 +345,44 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_another_and_nothing_duplicate
     std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = tokio::task::spawn_blocking(move || survivor.wait()).await.unwrap().unwrap();
     assert!(status.success(), "the worker exits cleanly on SIGTERM: {status}");
+}
+
+/// An original that cannot be read (a disk or store problem, here the file taken away)
+/// fails both jobs until their attempts run out: the image stays pending, with nothing said
+/// to its owner, and is finished once the file is back and the work is queued again.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn jobs_that_run_out_of_attempts_on_infrastructure_errors_leave_the_image_pending(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let broker = TestBroker::start(&app.config.rabbitmq).await;
+    let (_, token) = app.user();
+    let response = app.upload(&token, "user", "a.jpg", images::jpeg(320, 240), &[]).await;
+    let body: Value = response.json().await.unwrap();
+    let id = body["id"].as_str().unwrap().to_owned();
+    let path = app.storage.root().join(body["path"].as_str().unwrap());
+    let aside = path.with_extension("aside");
+    std::fs::rename(&path, &aside).unwrap();
+
+    let worker = TestWorker::start(&app.config).await;
+    for queue in [JobQueue::Thumbnails, JobQueue::Checksums] {
+        broker.wait_for_depth(&broker.topology.dead_letter_queue(queue), 1, PROCESSING_TIMEOUT).await;
+    }
+    // Stopping waits for the jobs in flight, their dead-letter handling included.
+    worker.stop().await;
+    let failures: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_failures WHERE final").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(failures, 2, "the causes are kept for operators");
+    let view = image_view(&app, &token, &id).await;
+    assert_eq!(
+        (view["thumbnails"]["status"].as_str(), view["checksum"]["status"].as_str()),
+        (Some("pending"), Some("pending"))
+    );
+    assert!(view["processing_error"].is_null(), "{view}");
+
+    std::fs::rename(&aside, &path).unwrap();
+    let worker = TestWorker::start(&app.config).await;
+    let image_id = shared::images::ImageId(id.parse().unwrap());
+    outbox::enqueue(&app.pool, ImageUploaded { image_id }).await.unwrap();
+    processed(&app, &token, &id).await;
+    worker.stop().await;
+    broker.delete().await;
 }

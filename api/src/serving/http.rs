@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use poem::http::HeaderValue;
+use shared::upload::is_format_character;
 
 /// Bytes that RFC 5987 `attr-char` allows unencoded in `filename*`.
 const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
@@ -84,7 +85,8 @@ pub fn if_range_allows(header: &str, etag: &str) -> bool {
 
 /// `attachment` with the file name twice, per RFC 6266: `filename*` with the UTF-8 name
 /// percent-encoded, and `filename` with an ASCII stand-in for clients that do not read the
-/// former. Control characters, quotes, backslashes and path separators never get through.
+/// former. Control and format characters (bidi overrides), quotes, backslashes and path
+/// separators never get through.
 pub fn attachment(file_name: &str) -> HeaderValue {
     let name = clean_file_name(file_name);
     let fallback: String = name
@@ -99,8 +101,11 @@ pub fn attachment(file_name: &str) -> HeaderValue {
 /// The name with path separators and control characters replaced, cut to a bounded length
 /// (keeping the extension), and never empty.
 fn clean_file_name(file_name: &str) -> String {
-    let cleaned: String =
-        file_name.chars().map(|c| if c.is_control() || matches!(c, '/' | '\\') { '_' } else { c }).collect();
+    let cleaned: String = file_name
+        .chars()
+        .filter(|&c| !is_format_character(c))
+        .map(|c| if c.is_control() || matches!(c, '/' | '\\') { '_' } else { c })
+        .collect();
     let cleaned = cleaned.trim();
     if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
         return "image".to_owned();
@@ -183,6 +188,15 @@ mod tests {
         let long = format!("{}.jpeg", "é".repeat(400));
         let text = attachment(&long).to_str().unwrap().to_owned();
         assert!(text.ends_with(".jpeg") && text.len() < 2000, "{text}");
+    }
+
+    #[test]
+    fn bidi_overrides_and_other_format_characters_are_dropped_from_download_names() {
+        // U+202E turns `gpj.exe` around: the save dialog would show `exe.jpg`.
+        let text = attachment("photo\u{202E}gpj.exe").to_str().unwrap().to_owned();
+        assert_eq!(text, "attachment; filename=\"photogpj.exe\"; filename*=UTF-8''photogpj.exe");
+        let text = attachment("\u{FEFF}a\u{200B}b\u{2066}c\u{2069}.png").to_str().unwrap().to_owned();
+        assert_eq!(text, "attachment; filename=\"abc.png\"; filename*=UTF-8''abc.png");
     }
 
     #[test]
