@@ -221,6 +221,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Seconds a worker waits for in-flight jobs on SIGTERM before returning them.
     pub shutdown_grace_secs: u64,
+    /// Seconds an image's decode, resize and encode may take; past it the job fails and is
+    /// retried like any other failure.
+    pub image_deadline_secs: u64,
 }
 
 /// The `accessLog:` section: how access records are batched into `storage_access_logs`.
@@ -549,7 +552,7 @@ impl Default for QuotaConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { concurrency: 0, shutdown_grace_secs: 30 }
+        Self { concurrency: 0, shutdown_grace_secs: 30, image_deadline_secs: 120 }
     }
 }
 
@@ -622,6 +625,9 @@ impl Config {
                 "storage.retentionPolicy.keepImagesForever",
                 "must be true: images are kept until their owner deletes them, and no job expires them",
             );
+        }
+        if self.worker.image_deadline_secs == 0 {
+            return bad("worker.imageDeadlineSecs", "must be at least 1");
         }
         if self.database.acquire_timeout_secs == 0 {
             return bad("database.acquireTimeoutSecs", "must be at least 1");

@@ -8,7 +8,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 
 mod thumbnails;
 
-pub use thumbnails::{Thumbnail, ThumbnailSpec, make_thumbnails};
+pub use thumbnails::{MAX_JPEG_SCANS, Thumbnail, ThumbnailSpec, make_thumbnails};
 
 /// An image format the service stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeleteOptions, QueuePurgeOptions};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel};
 use secrecy::{ExposeSecret, SecretString};
@@ -213,6 +213,12 @@ impl TestBroker {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+
+    /// Deletes one queue with its messages and bindings, to play a topology that lost it.
+    pub async fn delete_queue(&self, queue: &str) {
+        let deleted = self.channel.queue_delete(queue.into(), QueueDeleteOptions::default());
+        call(self.connection.call_timeout(), "queue.delete", deleted).await.expect("queue.delete");
     }
 
     pub async fn purge(&self, queue: &str) {

@@ -43,13 +43,16 @@ async fn declaring_twice_is_harmless_and_an_event_reaches_both_job_queues() {
     broker.delete().await;
 }
 
+/// Every event type is bound to a queue, so one that reaches none is an error for its
+/// publisher (the outbox keeps it), never a silent drop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_nobody_subscribes_to_is_confirmed_and_dropped() {
+async fn an_event_no_queue_takes_is_returned_as_unroutable() {
     let config = rabbit_config();
     let broker = TestBroker::start(&config).await;
     let publisher = Publisher::new(&config, "test publisher");
     let (id, body) = event_body();
-    publisher.publish_event(id, "nothing.happened", body).await.expect("events need no subscriber");
+    let error = publisher.publish_event(id, "nothing.happened", body).await.unwrap_err();
+    assert!(matches!(error, BrokerError::Unroutable { .. }), "{error}");
     assert_eq!(broker.depth(&broker.topology.queue(JobQueue::Thumbnails)).await, 0);
     publisher.close().await;
     broker.delete().await;

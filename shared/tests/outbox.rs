@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shared::broker::{JobQueue, Publisher};
+use shared::broker::{BrokerError, JobQueue, Publisher};
 use shared::db::outbox;
 use shared::events::ImageUploaded;
 use shared::images::ImageId;
-use shared::outbox::{publish_pending_once, run, run_polling_every};
+use shared::outbox::{RelayError, publish_pending_once, run, run_polling_every};
 use shared::test_support::{TcpProxy, TestBroker, eventually, rabbit_config};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,31 @@ async fn enqueued_events_are_published_once_and_marked_sent(pool: PgPool) {
     let envelope: serde_json::Value = serde_json::from_slice(&messages[0].body).unwrap();
     assert_eq!(envelope["type"], "image.uploaded");
     assert!(ids.contains(envelope["id"].as_str().unwrap()), "the body is the stored envelope");
+    publisher.close().await;
+    broker.delete().await;
+}
+
+/// Events are published `mandatory`: one that no queue takes (its queues lost) is not
+/// dropped but stays in the outbox with the reason, and goes out once the topology is back.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_event_routed_to_no_queue_stays_in_the_outbox_until_its_queues_are_back(pool: PgPool) {
+    let config = rabbit_config();
+    let broker = TestBroker::start(&config).await;
+    let publisher = Publisher::new(&config, "test relay");
+    for queue in [JobQueue::Thumbnails, JobQueue::Checksums] {
+        broker.delete_queue(&broker.topology.queue(queue)).await;
+    }
+    let ids = enqueue(&pool, 1).await;
+    let error = publish_pending_once(&pool, &publisher).await.unwrap_err();
+    assert!(matches!(error, RelayError::Broker { error: BrokerError::Unroutable { .. }, .. }), "{error}");
+    assert_eq!(unpublished(&pool).await, 1, "kept, not dropped");
+    assert_eq!(least_attempts(&pool).await, 1, "the failure is recorded");
+
+    broker.topology.declare(&config).await.unwrap();
+    assert_eq!(publish_pending_once(&pool, &publisher).await.unwrap(), 1);
+    let queue = broker.topology.queue(JobQueue::Thumbnails);
+    broker.wait_for_depth(&queue, 1, WAIT).await;
+    assert_eq!(ids_of(&broker.take_all(&queue).await).into_iter().collect::<BTreeSet<_>>(), ids);
     publisher.close().await;
     broker.delete().await;
 }

@@ -123,14 +123,43 @@ pub fn worker_environment(config: &Config) -> Vec<(String, String)> {
 
 /// Starts the worker binary at `binary` (a test's `env!("CARGO_BIN_EXE_stayler-worker")`)
 /// configured like `config`, for tests that kill it or send it signals.
-pub fn spawn_worker_process(binary: &std::path::Path, config: &Config) -> std::process::Child {
-    std::process::Command::new(binary)
+pub fn spawn_worker_process(binary: &std::path::Path, config: &Config) -> WorkerProcess {
+    let child = std::process::Command::new(binary)
         .env_clear()
         .envs(worker_environment(config))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("starting stayler-worker")
+        .expect("starting stayler-worker");
+    WorkerProcess(child)
+}
+
+/// A worker process that is killed when dropped, so that a test failing half-way leaves no
+/// worker running (it would hold the test database's connections and keep consuming).
+#[derive(Debug)]
+pub struct WorkerProcess(std::process::Child);
+
+impl std::ops::Deref for WorkerProcess {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerProcess {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Enqueues a health check as the scheduler does, waits until a running worker has recorded

@@ -4,6 +4,8 @@
 //! size, and their rows are upserts, so a redelivered job converges on the same result; a
 //! job for an image whose thumbnails are ready, or which was deleted, does nothing.
 
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails::{self, ThumbnailRecord};
@@ -58,6 +60,24 @@ impl Thumbnails {
     }
 }
 
+/// Runs `work` on the blocking pool and fails the job (to be retried like any failure) if
+/// it takes longer than `deadline`. A thread cannot be stopped, so the job keeps its slot
+/// until the work has ended (bounded by the pixel, allocation and scan limits): slow images
+/// never run more at once than `worker.concurrency`.
+async fn within_deadline<T: Send + 'static>(
+    deadline: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, JobError> {
+    let mut running = spawn_blocking(work);
+    match tokio::time::timeout(deadline, &mut running).await {
+        Ok(done) => Ok(done?),
+        Err(_) => {
+            let _ = running.await;
+            Err(JobError::Retry(format!("the image took longer than {} ms to process", deadline.as_millis())))
+        }
+    }
+}
+
 /// The image a job is about.
 pub(crate) fn image_id(job: &Job) -> Result<ImageId, JobError> {
     Ok(job.payload::<ImageUploaded>()?.image_id)
@@ -79,7 +99,8 @@ impl Handler for Thumbnails {
         let specs = self.specs();
         let max_pixels = self.context.config.storage.max_pixels;
         let started = std::time::Instant::now();
-        let thumbnails = spawn_blocking(move || imaging::make_thumbnails(&bytes, &specs, max_pixels))
+        let deadline = Duration::from_secs(self.context.config.worker.image_deadline_secs);
+        let thumbnails = within_deadline(deadline, move || imaging::make_thumbnails(&bytes, &specs, max_pixels))
             .await?
             .map_err(JobError::reject)?; // undecodable: goes to the dead-letter queue
 
@@ -116,5 +137,27 @@ impl Handler for Thumbnails {
         if let Err(error) = failed {
             tracing::error!(image.id = %id, error = %error, "could not record the thumbnail failure");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn work_past_its_deadline_fails_the_job_once_the_work_has_ended() {
+        let ended = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ended);
+        let late = within_deadline(Duration::from_millis(20), move || {
+            std::thread::sleep(Duration::from_millis(300));
+            flag.store(true, Ordering::SeqCst);
+        })
+        .await;
+        assert!(matches!(late, Err(JobError::Retry(ref reason)) if reason.contains("longer than 20 ms")), "{late:?}");
+        assert!(ended.load(Ordering::SeqCst), "the slot is kept until the thread is done");
+        assert_eq!(within_deadline(Duration::from_secs(60), || 7).await.unwrap(), 7);
     }
 }

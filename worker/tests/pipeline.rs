@@ -298,7 +298,7 @@ async fn a_stored_file_that_no_longer_matches_its_checksum_is_marked_corrupt(poo
     broker.delete().await;
 }
 
-fn spawn_worker_process(config: &Config) -> std::process::Child {
+fn spawn_worker_process(config: &Config) -> worker::test_support::WorkerProcess {
     worker::test_support::spawn_worker_process(Path::new(env!("CARGO_BIN_EXE_stayler-worker")), config)
 }
 
@@ -385,4 +385,65 @@ async fn jobs_that_run_out_of_attempts_on_infrastructure_errors_leave_the_image_
     processed(&app, &token, &id).await;
     worker.stop().await;
     broker.delete().await;
+}
+
+/// A GIF whose logical screen is one pixel and whose one frame is `side` × `side` pixels of
+/// one colour: a few hundred kilobytes that pass the upload's pixel check (the screen) and
+/// decode to `side² × 4` bytes unless the frame itself is bounded.
+fn gif_bomb(side: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = gif::Encoder::new(&mut out, 1, 1, &[0, 0, 0, 255, 255, 255]).unwrap();
+        let pixels = vec![1u8; usize::from(side) * usize::from(side)];
+        encoder
+            .write_frame(&gif::Frame { width: side, height: side, buffer: pixels.into(), ..Default::default() })
+            .unwrap();
+    }
+    out
+}
+
+/// The largest resident size a process has reached, in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// A burst of GIFs whose frames hold 64 million pixels each behind a one-pixel screen
+/// (256 MB apiece once decoded), among real photos: the worker refuses each within its
+/// allocation limit and stays under the documented bound, and the photos are processed.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_burst_of_decompression_bombs_leaves_the_worker_within_its_memory_bound(pool: PgPool) {
+    const BOUND_BYTES: u64 = 192 * 1024 * 1024;
+    let app = TestApp::spawn(pool).await;
+    let (_, token) = app.user();
+    let bomb = gif_bomb(8000);
+    let mut bombs = Vec::new();
+    let mut photos = Vec::new();
+    for i in 0..4 {
+        let response = app.upload(&token, "user", &format!("bomb-{i}.gif"), bomb.clone(), &[]).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "the screen is within the pixel limit");
+        bombs.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+        if i % 2 == 0 {
+            let response = app.upload(&token, "user", &format!("{i}.jpg"), fixture("photo-12mp.jpg"), &[]).await;
+            photos.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut worker = spawn_worker_process(&app.config);
+    for id in &bombs {
+        eventually(PROCESSING_TIMEOUT, &format!("bomb {id} is refused"), || async {
+            image_view(&app, &token, id).await["thumbnails"]["status"] == "failed"
+        })
+        .await;
+    }
+    for id in &photos {
+        processed(&app, &token, id).await;
+    }
+    let peak = peak_memory(worker.id());
+    // SIGTERM, not SIGKILL: the worker closes its database connections before it exits, so
+    // the test's database can be dropped.
+    std::process::Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || worker.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the worker exits cleanly: {status}");
+    assert!(peak < BOUND_BYTES, "the worker peaked at {} MiB", peak >> 20);
 }

@@ -22,8 +22,9 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     pub properties: BasicProperties,
     /// Makes an unroutable message an error ([`BrokerError::Unroutable`]) instead of a
-    /// silent drop: set for retries and dead letters, whose queues must exist; not for
-    /// events, which may legitimately have no subscriber yet.
+    /// silent drop. Set for everything this service publishes: every event type is bound to
+    /// a job queue, so an event routed nowhere means a missing binding or queue, and the
+    /// outbox keeps it until the topology is back.
     pub mandatory: bool,
 }
 
@@ -42,7 +43,7 @@ impl Outgoing {
             routing_key: event_type.to_owned(),
             body,
             properties,
-            mandatory: false,
+            mandatory: true,
         }
     }
 }

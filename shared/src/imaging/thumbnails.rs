@@ -17,6 +17,7 @@ mod resize;
 #[cfg(test)]
 mod tests;
 
+pub use self::decode::MAX_JPEG_SCANS;
 use self::decode::Source;
 use self::encode::Encoder;
 use self::resize::Size;
@@ -49,7 +50,9 @@ pub struct Thumbnail {
 ///
 /// Images of more than `max_pixels` pixels are refused from their header alone
 /// ([`ImagingError::TooManyPixels`]); data that does not decode gives
-/// [`ImagingError::Undecodable`] with a short message fit for users.
+/// [`ImagingError::Undecodable`] with a short message fit for users, and so does a decode
+/// that would allocate more than the pixel limit allows (a GIF frame larger than its
+/// screen) or a JPEG of more than [`MAX_JPEG_SCANS`] scans.
 pub fn make_thumbnails(data: &[u8], specs: &[ThumbnailSpec], max_pixels: u64) -> Result<Vec<Thumbnail>, ImagingError> {
     let source = Source::open(data, max_pixels)?;
     let stored = source.size;

@@ -17,10 +17,16 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, RgbImage};
 use turbojpeg::{Colorspace, Decompressor, PixelFormat};
 
-use super::jpeg_segments::read_jpeg_segments;
+use super::jpeg_segments::{count_scans, read_jpeg_segments};
 use super::orientation;
 use super::resize::Size;
 use crate::imaging::{ImageFormat, ImagingError};
+
+/// Scans a JPEG may have. Progressive JPEGs use about ten (one per refinement pass); each
+/// scan is a pass over the whole image, so thousands of tiny scans hold a worker for minutes.
+pub const MAX_JPEG_SCANS: usize = 100;
+/// What a decoder may allocate besides the pixels (tables, compressed chunks, row buffers).
+const DECODER_OVERHEAD_BYTES: u64 = 16 * 1024 * 1024;
 
 /// An original whose header has been read and whose pixels have not.
 pub(super) struct Source<'a> {
@@ -72,6 +78,12 @@ impl<'a> Source<'a> {
     }
 
     fn open_jpeg(data: &'a [u8]) -> Result<Self, ImagingError> {
+        let scans = count_scans(data);
+        if scans > MAX_JPEG_SCANS {
+            return Err(ImagingError::Undecodable(format!(
+                "the JPEG has {scans} scans, more than the {MAX_JPEG_SCANS} allowed"
+            )));
+        }
         let corrupt = |e: turbojpeg::Error| undecodable(ImageFormat::Jpeg, e);
         let mut decompressor = Decompressor::new().map_err(corrupt)?;
         let header = decompressor.read_header(data).map_err(corrupt)?;
@@ -92,13 +104,15 @@ impl<'a> Source<'a> {
         max_pixels: u64,
     ) -> Result<Self, ImagingError> {
         let mut decoder = decoder.map_err(|e| undecodable(format, e))?;
-        // Decoders made with `new` have no allocation limit. Give them one that any image
-        // within the pixel limit passes (8 bytes per pixel: 16-bit RGBA), and at least the
-        // image crate's default, so that nothing else in the file (a frame larger than the
-        // canvas, a huge metadata chunk) can make them allocate more.
+        // Decoders made with `new` have no allocation limit. The canvas itself is checked
+        // against the pixel limit by the caller; this bounds what a decoder allocates
+        // besides it, derived from the same limit, so that nothing else in the file can make
+        // it allocate more: a GIF frame larger than its logical screen (its frames are
+        // decoded as RGBA, 4 bytes a pixel, so no frame may exceed the pixel limit), a huge
+        // metadata chunk, a PNG's 16-bit rows.
         let mut limits = image::Limits::default();
-        let budget = max_pixels.saturating_mul(8);
-        limits.max_alloc = limits.max_alloc.map(|default| default.max(budget));
+        let bytes_per_pixel = if format == ImageFormat::Gif { 4 } else { 8 };
+        limits.max_alloc = Some(max_pixels.saturating_mul(bytes_per_pixel).saturating_add(DECODER_OVERHEAD_BYTES));
         decoder.set_limits(limits).map_err(|e| undecodable(format, e))?;
         let (width, height) = decoder.dimensions();
         if width == 0 || height == 0 {

@@ -88,9 +88,80 @@ pub(super) fn read_jpeg_segments(data: &[u8]) -> JpegSegments<'_> {
     found
 }
 
+/// The number of scans (SOS markers) in a JPEG, walking its segments and skipping the
+/// entropy-coded data after each scan header. A progressive JPEG has one scan per pass,
+/// usually about ten; a file of thousands of tiny scans costs the decoder minutes, so the
+/// count is checked before decoding. Stops at EOI or at the first byte that breaks the
+/// structure (the decoder judges the rest).
+pub(super) fn count_scans(data: &[u8]) -> usize {
+    if data.get(..2) != Some(&[0xFF, SOI]) {
+        return 0;
+    }
+    let (mut pos, mut scans) = (2, 0);
+    loop {
+        while data.get(pos) == Some(&0xFF) && data.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        let (Some(&0xFF), Some(&marker)) = (data.get(pos), data.get(pos + 1)) else { return scans };
+        pos += 2;
+        match marker {
+            EOI => return scans,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(length) = data.get(pos..pos + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+            return scans;
+        };
+        if length < 2 {
+            return scans;
+        }
+        pos += length;
+        if marker == SOS {
+            scans += 1;
+            // The scan's data runs to the next marker that is neither a stuffed 0xFF00 nor a
+            // restart marker.
+            while let Some(&byte) = data.get(pos) {
+                if byte == 0xFF {
+                    match data.get(pos + 1) {
+                        Some(0x00 | 0xD0..=0xD7) => pos += 2,
+                        Some(0xFF) => pos += 1,
+                        _ => break,
+                    }
+                    continue;
+                }
+                pos += 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    /// SOI, `scans` scans of a few entropy-coded bytes each (with a stuffed 0xFF00, a
+    /// restart marker and fill bytes), then EOI.
+    pub(in crate::imaging::thumbnails) fn jpeg_with_scans(scans: usize) -> Vec<u8> {
+        let mut out = vec![0xFF, SOI];
+        out.extend(segment(0xDB, &[0; 65]));
+        for _ in 0..scans {
+            out.extend(segment(SOS, &[1, 1, 0, 0, 63, 0]));
+            out.extend_from_slice(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56, 0xFF, 0xFF]);
+        }
+        out.extend_from_slice(&[0xFF, EOI]);
+        out
+    }
+
+    #[test]
+    fn scans_are_counted_across_their_entropy_coded_data() {
+        assert_eq!(count_scans(&jpeg_with_scans(0)), 0);
+        assert_eq!(count_scans(&jpeg_with_scans(1)), 1);
+        assert_eq!(count_scans(&jpeg_with_scans(1000)), 1000);
+        assert_eq!(count_scans(b"not a jpeg"), 0);
+        let mut truncated = jpeg_with_scans(3);
+        truncated.truncate(truncated.len() - 5);
+        assert_eq!(count_scans(&truncated), 3, "a cut file counts what it has");
+    }
 
     /// A complete segment (marker, length, payload) as it appears in a JPEG file.
     pub(in crate::imaging::thumbnails) fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {

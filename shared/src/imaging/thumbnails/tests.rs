@@ -10,7 +10,7 @@ use image::{DynamicImage, ExtendedColorType, Frame, ImageEncoder, Rgb, RgbImage,
 use moxcms::{ColorProfile, Layout};
 
 use super::jpeg_segments::read_jpeg_segments;
-use super::jpeg_segments::tests::{icc_segment, insert_after_soi, segment};
+use super::jpeg_segments::tests::{icc_segment, insert_after_soi, jpeg_with_scans, segment};
 use super::*;
 
 const PHOTO_2MP: &[u8] = include_bytes!("../../../benches/images/photo-2mp.jpg");
@@ -390,4 +390,44 @@ fn a_jpeg_with_stray_bytes_that_viewers_show_still_gets_thumbnails() {
 #[test]
 fn no_specs_means_no_thumbnails() {
     assert!(make_thumbnails(PHOTO_2MP, &[], LIMIT).unwrap().is_empty());
+}
+
+/// A GIF whose logical screen is `screen` but whose one frame is `frame` (width, height)
+/// pixels of one colour: tiny on disk, huge once decoded.
+fn gif_with_frame(screen: (u16, u16), frame: (u16, u16)) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = gif::Encoder::new(&mut out, screen.0, screen.1, &[0, 0, 0, 255, 255, 255]).unwrap();
+        let pixels = vec![1u8; usize::from(frame.0) * usize::from(frame.1)];
+        let frame = gif::Frame { width: frame.0, height: frame.1, buffer: pixels.into(), ..gif::Frame::default() };
+        encoder.write_frame(&frame).unwrap();
+    }
+    out
+}
+
+#[test]
+fn a_gif_frame_larger_than_the_pixel_limit_is_refused_whatever_its_screen_says() {
+    let limit = 1_000_000;
+    // 9 million pixels behind a 1×1 screen: 36 MB of RGBA that the canvas check never sees.
+    let hostile = gif_with_frame((1, 1), (3000, 3000));
+    assert!(hostile.len() < 100_000, "{} bytes", hostile.len());
+    let refused = make_thumbnails(&hostile, &specs(), limit);
+    assert!(matches!(refused, Err(ImagingError::Undecodable(_))), "{refused:?}");
+    // Within the limit, the same trick decodes: the limit is on the frame, not the trick.
+    let fits = gif_with_frame((1, 1), (1000, 1000));
+    assert!(make_thumbnails(&fits, &specs(), limit).is_ok());
+}
+
+#[test]
+fn a_jpeg_with_more_scans_than_allowed_is_refused_before_decoding() {
+    let refused = make_thumbnails(&jpeg_with_scans(MAX_JPEG_SCANS + 1), &specs(), LIMIT);
+    match refused {
+        Err(ImagingError::Undecodable(reason)) => assert!(reason.contains("scans"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // At the limit the scan count is no reason to refuse: the decoder judges the bytes.
+    match make_thumbnails(&jpeg_with_scans(MAX_JPEG_SCANS), &specs(), LIMIT) {
+        Err(ImagingError::Undecodable(reason)) => assert!(!reason.contains("scans"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
 }
