@@ -61,6 +61,9 @@ pub enum ApiError {
     /// The database cannot be reached right now; retry after `Retry-After` seconds.
     #[oai(status = 503)]
     ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+    /// The storage disk is full; retry once an operator has made room.
+    #[oai(status = 507)]
+    InsufficientStorage(Json<ErrorBody>),
 }
 
 /// What a client is told to wait before retrying a request the database could not serve.
@@ -143,6 +146,10 @@ impl From<UploadError> for ApiError {
             }
             UploadError::Forbidden(_) => Self::Forbidden(body("forbidden", message)),
             UploadError::QuotaExceeded => Self::Forbidden(body("quota_exceeded", message)),
+            UploadError::Storage(e) if shared::storage::is_out_of_space(&e) => {
+                tracing::error!(error = %e, "the storage disk is full");
+                Self::InsufficientStorage(body("insufficient_storage", "the storage disk is full; retry later"))
+            }
             UploadError::Storage(e) => Self::internal(&e),
             UploadError::Db(e) => Self::database(&e),
         }

@@ -102,3 +102,58 @@ async fn with_the_database_cut_off_requests_fail_fast_with_503_and_recover_at_on
     assert_eq!(upload().await.status(), StatusCode::CREATED, "the first request after the outage succeeds");
     app.stop().await;
 }
+
+/// A tmpfs of its own for one test, unmounted when dropped (mounting needs root, as CI has).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "this test mounts a small tmpfs, which needs root");
+        Self { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// The storage disk full: uploads answer 507 and store nothing, health is `down` at once
+/// (not at the next scheduled check), and uploads succeed again as soon as there is room.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn with_the_storage_disk_full_uploads_answer_507_and_health_is_down_at_once(pool: PgPool) {
+    let disk = SmallDisk::mount("2m");
+    let app = TestApp::spawn_with(pool, |c| c.storage.base_path = disk.path().join("storage")).await;
+    let photo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/benches/images/photo-2mp.jpg")).unwrap();
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 2 * 1024 * 1024 - photo.len() / 2]).unwrap();
+    let (_, token) = app.user();
+    let admin = app.token(Role::Admin, Uuid::now_v7());
+
+    let response = app.upload(&token, "user", "photo.jpg", photo.clone(), &[]).await;
+    assert_eq!(response.status().as_u16(), 507);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
+    assert_eq!((app.row_count().await, app.storage.count_staged().await.unwrap()), (0, 0), "nothing half-stored");
+    let (status, health) = app.health(Some(&admin)).await;
+    assert_eq!((status, health["status"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("down")), "{health}");
+    assert!(health.to_string().contains("ran out of space"), "{health}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let response = app.upload(&token, "user", "photo.jpg", photo, &[]).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "room again, uploads again");
+    app.stop().await;
+}

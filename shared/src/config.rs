@@ -109,6 +109,26 @@ pub struct StorageConfig {
     pub max_pixels: u64,
     pub retention_policy: RetentionPolicy,
     pub backup_policy: BackupPolicy,
+    /// File-creation mask of the API and worker processes, in octal: what the service
+    /// writes (originals, thumbnails, backups) is readable by its user and group only. With
+    /// `027`, files are 0640 and folders 0750. Written as text or as digits (YAML and the
+    /// environment may read `027` as a number); the digits are octal either way.
+    #[serde(deserialize_with = "octal_digits")]
+    pub umask: String,
+}
+
+/// The digits of an octal setting, given as text or as a number.
+fn octal_digits<'de, D: serde::Deserializer<'de>>(input: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Written::deserialize(input)? {
+        Written::Text(text) => text,
+        Written::Number(number) => number.to_string(),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -484,7 +504,15 @@ impl Default for StorageConfig {
             max_pixels: 50_000_000,
             retention_policy: RetentionPolicy::default(),
             backup_policy: BackupPolicy::default(),
+            umask: "027".to_owned(),
         }
+    }
+}
+
+impl StorageConfig {
+    /// `umask` as mode bits; validated at start-up.
+    pub fn umask_bits(&self) -> Option<u32> {
+        u32::from_str_radix(&self.umask, 8).ok().filter(|bits| *bits <= 0o777 && !self.umask.is_empty())
     }
 }
 
@@ -625,6 +653,9 @@ impl Config {
                 "storage.retentionPolicy.keepImagesForever",
                 "must be true: images are kept until their owner deletes them, and no job expires them",
             );
+        }
+        if self.storage.umask_bits().is_none() {
+            return bad("storage.umask", "must be an octal mask such as 027");
         }
         if self.worker.image_deadline_secs == 0 {
             return bad("worker.imageDeadlineSecs", "must be at least 1");
@@ -788,6 +819,23 @@ mod tests {
             assert_eq!(config.rabbitmq.prefix, "t1");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_umask_is_octal_however_it_is_written() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", &valid_yaml().replacen("storage:\n", "storage:\n  umask: 007\n", 1))?;
+            assert_eq!(Config::load_from(Some(Path::new("c.yaml"))).unwrap().storage.umask_bits(), Some(0o7));
+            jail.set_env("STAYLER_STORAGE__UMASK", "027");
+            assert_eq!(Config::load_from(Some(Path::new("c.yaml"))).unwrap().storage.umask_bits(), Some(0o27));
+            jail.set_env("STAYLER_STORAGE__UMASK", "\"0077\"");
+            assert_eq!(Config::load_from(Some(Path::new("c.yaml"))).unwrap().storage.umask_bits(), Some(0o77));
+            jail.set_env("STAYLER_STORAGE__UMASK", "089");
+            let err = Config::load_from(Some(Path::new("c.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("storage.umask"), "{err}");
+            Ok(())
+        });
+        assert_eq!(StorageConfig::default().umask_bits(), Some(0o27), "files 0640, folders 0750");
     }
 
     #[test]

@@ -67,6 +67,15 @@ pub async fn run_checks(db: &PgPool, storage: &Storage, backup_root: &Path, conf
     vec![database, broker, disk, outbox, backup, integrity]
 }
 
+/// Records at once that the storage disk ran out of space under a write, so that the health
+/// answer says `down` now rather than at the next scheduled check (which measures the disk
+/// again and clears it once there is room).
+pub async fn record_storage_full(db: &PgPool, storage: &Storage, config: &Config) -> sqlx::Result<()> {
+    let mut check = probes::disk(storage.root(), None, &config.health);
+    check.problem(HealthStatus::Down, "the storage disk ran out of space during a write");
+    record(db, &[check]).await
+}
+
 /// Stores the results of one run together, so that a reader never sees half a run.
 pub async fn record(db: &PgPool, results: &[CheckResult]) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;

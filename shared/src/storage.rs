@@ -426,6 +426,20 @@ fn create_dir_all_durably(root: &Path, directory: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets the process's file-creation mask (`storage.umask`), so that every file and folder
+/// the process creates from now on has at most the permissions it leaves: with `027`,
+/// files 0640 and folders 0750, readable by the service's user and group only. Set once at
+/// start-up, before any file is written; it applies to the whole process.
+pub fn apply_umask(mask: u32) {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
+}
+
+/// True when `error` means the file system has no room left (`ENOSPC`, or `EDQUOT` for a
+/// quota): the write may succeed once space is freed, and it is no fault of the request.
+pub fn is_out_of_space(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
 /// Blocking.
 fn sync_dir(directory: &Path) -> io::Result<()> {
     std::fs::File::open(directory)?.sync_all()

@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     shared::telemetry::init();
     let config = Config::load().context("loading the configuration")?;
+    shared::storage::apply_umask(config.storage.umask_bits().expect("validated with the configuration"));
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config).await,
         Command::Backup => operator::backup(&config).await,

@@ -411,7 +411,8 @@ fn peak_memory(pid: u32) -> u64 {
 
 /// A burst of GIFs whose frames hold 64 million pixels each behind a one-pixel screen
 /// (256 MB apiece once decoded), among real photos: the worker refuses each within its
-/// allocation limit and stays under the documented bound, and the photos are processed.
+/// allocation limit and stays under the documented bound, and the photos are processed,
+/// their thumbnails written readable by the service's user and group only.
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_burst_of_decompression_bombs_leaves_the_worker_within_its_memory_bound(pool: PgPool) {
     const BOUND_BYTES: u64 = 192 * 1024 * 1024;
@@ -440,6 +441,13 @@ async fn a_burst_of_decompression_bombs_leaves_the_worker_within_its_memory_boun
         processed(&app, &token, id).await;
     }
     let peak = peak_memory(worker.id());
+    // What the worker process wrote follows `storage.umask` (027 by default).
+    use std::os::unix::fs::PermissionsExt;
+    let view = image_view(&app, &token, &photos[0]).await;
+    let thumbnail = app.storage.root().join(view["thumbnails"]["variants"][0]["path"].as_str().unwrap());
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&thumbnail), 0o640, "thumbnail files are not world-readable");
+    assert_eq!(mode(thumbnail.parent().unwrap()), 0o750, "nor their folders");
     // SIGTERM, not SIGKILL: the worker closes its database connections before it exits, so
     // the test's database can be dropped.
     std::process::Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();

@@ -123,6 +123,22 @@ pub async fn handle(
     idempotency_key: Option<String>,
     body: UploadBody,
 ) -> Result<UploadResponse, ApiError> {
+    let stored = receive_and_store(state, claims, idempotency_key, body).await;
+    if let Err(ApiError::InsufficientStorage(_)) = &stored {
+        // Health says `down` now, not at the next scheduled check.
+        if let Err(error) = shared::health::record_storage_full(&state.db, &state.storage, &state.config).await {
+            tracing::warn!(error = %error, "could not record the full storage disk in the health checks");
+        }
+    }
+    stored
+}
+
+async fn receive_and_store(
+    state: &AppState,
+    claims: &Claims,
+    idempotency_key: Option<String>,
+    body: UploadBody,
+) -> Result<UploadResponse, ApiError> {
     let limits = &state.config.limits;
     let body_limit = state.config.storage.max_file_size.saturating_add(limits.upload_form_bytes);
     if body.declared_length.is_some_and(|length| length > body_limit) {
