@@ -113,8 +113,9 @@ fn multipart_head(app: &TestApp, token: &str, content_length: u64) -> String {
     )
 }
 
-#[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn an_upload_body_whose_boundary_never_comes_is_refused_without_being_held(pool: PgPool) {
+/// An upload whose gigabyte body starts with `prefix` and never completes a part's headers
+/// is refused as malformed, within the memory bound, and stores nothing.
+async fn assert_malformed_upload_refused(pool: PgPool, prefix: &'static [u8]) {
     let app = TestApp::spawn(pool).await;
     let (_, token) = app.user();
     let request = app
@@ -122,26 +123,24 @@ async fn an_upload_body_whose_boundary_never_comes_is_refused_without_being_held
         .post(app.url("/storage/images"))
         .bearer_auth(&token)
         .header("content-type", "multipart/form-data; boundary=XYZ");
-    if let Some(body) = assert_refused_within_memory(request, b"").await {
+    if let Some(body) = assert_refused_within_memory(request, prefix).await {
         assert_eq!(body["error"]["code"], "malformed_body", "{body}");
     }
     app.assert_nothing_stored().await;
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_upload_body_whose_boundary_never_comes_is_refused_without_being_held(pool: PgPool) {
+    assert_malformed_upload_refused(pool, b"").await;
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn upload_part_headers_that_never_end_are_refused_without_being_held(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    let (_, token) = app.user();
-    let request = app
-        .client
-        .post(app.url("/storage/images"))
-        .bearer_auth(&token)
-        .header("content-type", "multipart/form-data; boundary=XYZ");
-    let prefix = b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nX-Padding: ";
-    if let Some(body) = assert_refused_within_memory(request, prefix).await {
-        assert_eq!(body["error"]["code"], "malformed_body", "{body}");
-    }
-    app.assert_nothing_stored().await;
+    assert_malformed_upload_refused(
+        pool,
+        b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\nX-Padding: ",
+    )
+    .await;
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

@@ -267,16 +267,23 @@ async fn broker_connections_cut_while_uploads_and_jobs_flow_heal_without_restart
     worker.stop().await;
 }
 
-#[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn a_stored_file_that_no_longer_matches_its_checksum_is_marked_corrupt(pool: PgPool) {
+/// The API, the test's broker topology and one user's JPEG stored, with no worker yet:
+/// (app, broker, the user's token, the image id, the original's path on disk).
+async fn one_upload_before_any_worker(pool: PgPool) -> (TestApp, TestBroker, String, String, std::path::PathBuf) {
     let app = TestApp::spawn(pool).await;
     let broker = TestBroker::start(&app.config.rabbitmq).await;
     let (_, token) = app.user();
     let response = app.upload(&token, "user", "a.jpg", images::jpeg(320, 240), &[]).await;
     let body: Value = response.json().await.unwrap();
     let id = body["id"].as_str().unwrap().to_owned();
-    // Bit rot between upload and verification.
     let path = app.storage.root().join(body["path"].as_str().unwrap());
+    (app, broker, token, id, path)
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_stored_file_that_no_longer_matches_its_checksum_is_marked_corrupt(pool: PgPool) {
+    let (app, broker, token, id, path) = one_upload_before_any_worker(pool).await;
+    // Bit rot between upload and verification.
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
@@ -352,13 +359,7 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_another_and_nothing_duplicate
 /// to its owner, and is finished once the file is back and the work is queued again.
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn jobs_that_run_out_of_attempts_on_infrastructure_errors_leave_the_image_pending(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    let broker = TestBroker::start(&app.config.rabbitmq).await;
-    let (_, token) = app.user();
-    let response = app.upload(&token, "user", "a.jpg", images::jpeg(320, 240), &[]).await;
-    let body: Value = response.json().await.unwrap();
-    let id = body["id"].as_str().unwrap().to_owned();
-    let path = app.storage.root().join(body["path"].as_str().unwrap());
+    let (app, broker, token, id, path) = one_upload_before_any_worker(pool).await;
     let aside = path.with_extension("aside");
     std::fs::rename(&path, &aside).unwrap();
 
