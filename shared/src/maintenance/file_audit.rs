@@ -7,8 +7,9 @@
 //! within the grace, whose deletion job may still be on its way) names it, and it was last
 //! written more than `maintenance.orphanGraceSecs` ago: an upload renames its file into
 //! place just before its row commits, and thumbnails are written before their rows, so a
-//! young file may be about to be referenced. Orphans are moved, never deleted, to
-//! `quarantine/{YYYY-MM-DD}/…`; staged files older than the grace are removed.
+//! young file may be about to be referenced. Orphans are moved, not deleted, to
+//! `quarantine/{YYYY-MM-DD}/…`, and deleted with their day once it is older than
+//! `maintenance.quarantineRetentionDays`; staged files older than the grace are removed.
 //!
 //! Memory stays bounded whatever the tree holds: a blocking thread walks it and hands over
 //! batches of [`LOOKUP_BATCH`] paths through a channel of two, each looked up in one query;
@@ -61,6 +62,8 @@ pub struct AuditReport {
     pub missing_sample: Vec<MissingOriginal>,
     /// Staged files older than the grace, removed.
     pub stale_temp_removed: u64,
+    /// Quarantined files past `maintenance.quarantineRetentionDays`, deleted.
+    pub quarantine_purged: u64,
     /// Images marked ready whose thumbnail files were missing, queued for new thumbnails.
     pub thumbnails_requeued: u64,
 }
@@ -84,6 +87,9 @@ pub async fn run(
     let staged = storage.clone();
     report.stale_temp_removed = spawn_blocking(move || staged.remove_staged_older_than(grace)).await??;
     quarantine_orphans(db, storage, grace, now, &mut report).await?;
+    let oldest_kept = now.date_naive() - chrono::Days::new(u64::from(config.quarantine_retention_days));
+    let quarantine = storage.clone();
+    report.quarantine_purged = spawn_blocking(move || quarantine.remove_quarantined_before(oldest_kept)).await??;
     find_missing_originals(db, storage, &mut report).await?;
     remake_missing_thumbnails(db, storage, &mut report).await?;
     let details = json!({
@@ -94,6 +100,7 @@ pub async fn run(
         "missing_originals": report.missing_originals,
         "missing_sample": report.missing_sample,
         "stale_temp_removed": report.stale_temp_removed,
+        "quarantine_purged": report.quarantine_purged,
         "thumbnails_requeued": report.thumbnails_requeued,
     });
     health_checks::record(db, FILES_CHECK, report.status(), &details).await?;
@@ -102,6 +109,7 @@ pub async fn run(
         audit.orphans_quarantined = report.orphans_quarantined,
         audit.missing_originals = report.missing_originals,
         audit.stale_temp_removed = report.stale_temp_removed,
+        audit.quarantine_purged = report.quarantine_purged,
         audit.thumbnails_requeued = report.thumbnails_requeued,
         "file audit done"
     );

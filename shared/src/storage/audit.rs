@@ -1,9 +1,10 @@
 //! What the file audit needs from the tree: every stored file, walked incrementally; moving
-//! an orphan into quarantine; removing stale staged files; whether an original exists.
+//! an orphan into quarantine and purging old quarantine days; removing stale staged files;
+//! whether an original exists.
 //!
 //! Quarantine is `quarantine/{YYYY-MM-DD}/{path relative to the root}`, beside `images/`
 //! and outside the walk, so a quarantined file is never audited again and an operator can
-//! move it back with its path intact.
+//! move it back with its path intact, until its day is past the retention.
 
 use std::fs::{self, ReadDir};
 use std::io;
@@ -33,6 +34,20 @@ impl ScannedFile {
     pub fn db_path(&self) -> Option<&str> {
         self.relative.to_str()
     }
+}
+
+/// Regular files below `directory`, at any depth. Blocking.
+fn count_files(directory: &Path) -> io::Result<u64> {
+    let mut count = 0;
+    for entry in fs::read_dir(directory)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            count += count_files(&entry.path())?;
+        } else {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 /// A depth-first walk of `images/` that holds one open directory per level (the layout is
@@ -124,6 +139,31 @@ impl Storage {
         Ok(Some(relative))
     }
 
+    /// Deletes the quarantine days before `oldest_kept` with everything in them; returns
+    /// how many files went. Folders that are not a `YYYY-MM-DD` day (an operator's own) are
+    /// left alone. Blocking.
+    pub fn remove_quarantined_before(&self, oldest_kept: NaiveDate) -> io::Result<u64> {
+        let days = match fs::read_dir(self.root.join(QUARANTINE_DIR)) {
+            Ok(days) => days,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(error),
+        };
+        let mut removed = 0;
+        for day in days {
+            let day = day?;
+            let name = day.file_name();
+            let Some(date) = name.to_str().and_then(|name| NaiveDate::parse_from_str(name, "%Y-%m-%d").ok()) else {
+                continue;
+            };
+            if date >= oldest_kept || !day.file_type()?.is_dir() {
+                continue;
+            }
+            removed += count_files(&day.path())?;
+            fs::remove_dir_all(day.path())?;
+        }
+        Ok(removed)
+    }
+
     /// Removes staged files not written to for `age` (writes in flight keep theirs fresh);
     /// returns how many. Blocking.
     pub fn remove_staged_older_than(&self, age: Duration) -> io::Result<u64> {
@@ -161,4 +201,32 @@ impl Storage {
 /// Makes renames in `directory` durable.
 fn sync_dir_blocking(directory: &Path) -> io::Result<()> {
     fs::File::open(directory)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn quarantine_days_before_the_oldest_kept_go_with_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).await.unwrap();
+        let quarantine = dir.path().join(QUARANTINE_DIR);
+        for (day, files) in [("2026-01-30", 2), ("2026-01-31", 1), ("2026-02-01", 1), ("kept-by-hand", 1)] {
+            let folder = quarantine.join(day).join("images/user/x/images");
+            fs::create_dir_all(&folder).unwrap();
+            for n in 0..files {
+                fs::write(folder.join(format!("{n}.jpg")), b"orphan").unwrap();
+            }
+        }
+        let oldest_kept = NaiveDate::from_ymd_opt(2026, 2, 1).unwrap();
+        assert_eq!(storage.remove_quarantined_before(oldest_kept).unwrap(), 3);
+        let mut left: Vec<String> =
+            fs::read_dir(&quarantine).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["2026-02-01", "kept-by-hand"], "the oldest kept day and folders that are no day stay");
+        assert_eq!(storage.remove_quarantined_before(oldest_kept).unwrap(), 0, "a second run finds nothing");
+        fs::remove_dir_all(&quarantine).unwrap();
+        assert_eq!(storage.remove_quarantined_before(oldest_kept).unwrap(), 0, "no quarantine at all");
+    }
 }
