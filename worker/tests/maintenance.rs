@@ -259,16 +259,33 @@ async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
     .await
     .unwrap();
 
+    // Idempotency keys three days and an hour old (the retention is two days).
+    sqlx::query(
+        "INSERT INTO upload_idempotency (principal_id, idempotency_key, image_id, checksum, created_at) VALUES
+             (gen_random_uuid(), 'old', $1, 'x', now() - interval '3 days'),
+             (gen_random_uuid(), 'recent', $1, 'x', now() - interval '1 hour')",
+    )
+    .bind(image)
+    .execute(&pool)
+    .await
+    .unwrap();
+
     let report = purge::run(&pool, &MaintenanceConfig::default(), Utc::now()).await.unwrap();
-    assert_eq!(
-        report,
-        purge::PurgeReport { signed_urls: 1, outbox: 1, health_checks: old_checks as u64, job_failures: 1 }
-    );
+    let expected = purge::PurgeReport {
+        signed_urls: 1,
+        outbox: 1,
+        health_checks: old_checks as u64,
+        job_failures: 1,
+        idempotency_keys: 1,
+    };
+    assert_eq!(report, expected);
     assert_eq!(count(&pool, "SELECT count(*) FROM storage_signed_urls").await, 2);
     assert_eq!(count(&pool, "SELECT count(*) FROM outbox").await, 2, "the recent and the unpublished rows stay");
     assert_eq!(count(&pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM storage_health_checks").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM job_failures").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM upload_idempotency WHERE idempotency_key = 'recent'").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM upload_idempotency").await, 1);
     let again = purge::run(&pool, &MaintenanceConfig::default(), Utc::now()).await.unwrap();
     assert_eq!(again, purge::PurgeReport::default(), "a second purge finds nothing");
 }

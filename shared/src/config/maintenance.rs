@@ -28,6 +28,9 @@ pub struct MaintenanceConfig {
     pub health_check_retention_days: u32,
     /// Job failure records are deleted after this many days.
     pub job_failure_retention_days: u32,
+    /// Upload idempotency keys are deleted after this many days: a retried upload past it
+    /// is stored again instead of answered with the first result.
+    pub idempotency_retention_days: u32,
     /// Files the file audit quarantined are deleted after this many days (by the day
     /// folder they were moved to), so an operator has that long to move one back.
     pub quarantine_retention_days: u32,
@@ -51,6 +54,7 @@ impl Default for MaintenanceConfig {
             outbox_retention_days: 7,
             health_check_retention_days: 30,
             job_failure_retention_days: 30,
+            idempotency_retention_days: 2,
             quarantine_retention_days: 30,
             orphan_grace_secs: 3600,
             backup_verify_per_run: 7,
@@ -92,6 +96,7 @@ impl Config {
             ("maintenance.outboxRetentionDays", maintenance.outbox_retention_days),
             ("maintenance.healthCheckRetentionDays", maintenance.health_check_retention_days),
             ("maintenance.jobFailureRetentionDays", maintenance.job_failure_retention_days),
+            ("maintenance.idempotencyRetentionDays", maintenance.idempotency_retention_days),
             ("maintenance.quarantineRetentionDays", maintenance.quarantine_retention_days),
         ] {
             if !(1..=MAX_DAYS).contains(&days) {

@@ -60,3 +60,16 @@ pub async fn job_failures_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>,
     .await?;
     Ok(deleted.rows_affected())
 }
+
+/// Idempotency keys recorded before `cutoff`; the upload each one answers for stays.
+pub async fn idempotency_keys_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM upload_idempotency WHERE (principal_id, idempotency_key) IN
+             (SELECT principal_id, idempotency_key FROM upload_idempotency WHERE created_at < $1 LIMIT $2)",
+        cutoff,
+        limit,
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}

@@ -1,7 +1,8 @@
 //! The purge: expired signed URLs and old bookkeeping rows. Signed URL records are kept
 //! `maintenance.signedUrlGraceDays` past their expiry (usage statistics and abuse flags
-//! read them); published outbox rows, health check results and job failures are kept for
-//! their own number of days. Unpublished outbox rows are never purged.
+//! read them); published outbox rows, health check results, job failures and upload
+//! idempotency keys are kept for their own number of days. Unpublished outbox rows are
+//! never purged.
 //!
 //! Rows go in batches of [`BATCH`], one short statement each, so a table with millions of
 //! old rows never holds one long lock; a second run finds nothing left to delete.
@@ -24,6 +25,7 @@ pub struct PurgeReport {
     pub outbox: u64,
     pub health_checks: u64,
     pub job_failures: u64,
+    pub idempotency_keys: u64,
 }
 
 /// Purges once as of `now`.
@@ -37,12 +39,17 @@ pub async fn run(db: &PgPool, config: &MaintenanceConfig, now: DateTime<Utc>) ->
             .await?,
         job_failures: in_batches(|| purge::job_failures_before(db, days(config.job_failure_retention_days), BATCH))
             .await?,
+        idempotency_keys: in_batches(|| {
+            purge::idempotency_keys_before(db, days(config.idempotency_retention_days), BATCH)
+        })
+        .await?,
     };
     tracing::info!(
         purge.signed_urls = report.signed_urls,
         purge.outbox = report.outbox,
         purge.health_checks = report.health_checks,
         purge.job_failures = report.job_failures,
+        purge.idempotency_keys = report.idempotency_keys,
         "purge done"
     );
     Ok(report)
