@@ -1,7 +1,9 @@
 //! `/storage/images/:id/signed-url` and `/storage/images/:id/access`: URLs through which an
-//! image's bytes can be fetched without a bearer token (served by `crate::serving`).
+//! image's bytes can be fetched without a bearer token (served by `crate::serving`), and
+//! `/storage/images/:id/revoke-urls`, which ends every signed URL of an image at once.
 
 use chrono::{DateTime, Utc};
+use poem_openapi::ApiResponse;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
@@ -41,6 +43,23 @@ pub struct AccessUrl {
     pub access_type: String,
     /// Whether the URL is signed (else it is the image's public URL).
     pub signed: bool,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Object)]
+pub struct Revocation {
+    /// The image's new URL generation: URLs signed from now on carry it, earlier ones are
+    /// refused (410 `url_revoked`).
+    pub url_generation: i32,
+    /// Issued URLs that had not expired yet and now no longer work.
+    pub revoked_urls: u64,
+}
+
+#[derive(ApiResponse)]
+enum RevokeResponse {
+    /// Every signed URL issued so far is refused from now on.
+    #[oai(status = 200)]
+    Revoked(Json<Revocation>),
 }
 
 #[OpenApi(tag = "ApiTags::Access")]
@@ -100,6 +119,28 @@ impl AccessApi {
         }
         let ttl = self.state.config.signed_urls.default_ttl_secs;
         self.sign(&auth.0, &file, variant, AccessType::View, ttl).await.map(Json)
+    }
+
+    /// Revoke every signed URL of an image before it expires.
+    ///
+    /// For the image's owner (and admins): every URL signed for it so far answers 410
+    /// `url_revoked` from now on, on every replica; new URLs work as before. Making a public
+    /// image private does the same. The image's public URL is not affected: it works exactly
+    /// as long as the image is public. 404 when the caller may not read the image, 403 when
+    /// it may read but not change it.
+    #[oai(path = "/storage/images/:id/revoke-urls", method = "post")]
+    async fn revoke_urls(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<RevokeResponse, ApiError> {
+        let id = ImageId(id.0);
+        let file = self.readable(&auth.0, id).await?;
+        crate::images::require_write(&auth.0, &file)?;
+        let mut tx = self.state.db.begin().await?;
+        let generation = storage_files::revoke_urls(&mut *tx, id).await?.ok_or_else(|| ApiError::not_found("image"))?;
+        let revoked_urls = storage_signed_urls::mark_revoked(&mut *tx, id, generation).await?;
+        tx.commit().await?;
+        // Other replicas hear of it from PostgreSQL; this one needs no round trip.
+        self.state.serving.cache().invalidate(id);
+        tracing::info!(image.id = %id, url_generation = generation, revoked_urls, "revoked the signed URLs of {id}");
+        Ok(RevokeResponse::Revoked(Json(Revocation { url_generation: generation, revoked_urls })))
     }
 }
 
@@ -165,7 +206,7 @@ impl AccessApi {
         let config = &self.state.config;
         let now = Utc::now().timestamp();
         let expires = signing::rounded_expiry(now, ttl, config.signed_urls.expiry_window_secs);
-        let grant = Grant { image_id: file.id, variant, access, expires };
+        let grant = Grant { image_id: file.id, variant, access, expires, generation: file.signing_generation() };
         let keys = self.state.serving.keys();
         let segment = keys.sign(&grant);
         storage_signed_urls::record(&self.state.db, &grant, keys.active_key_id(), claims.sub).await?;

@@ -123,6 +123,7 @@ fn signed_url_use(segment: &str) -> Option<SignedUrlUse> {
         access_type: grant.access.as_str(),
         expires_at: DateTime::from_timestamp(grant.expires, 0)?,
         key_id: claimed.key_id.to_owned(),
+        url_generation: i32::try_from(grant.generation).ok()?,
     })
 }
 

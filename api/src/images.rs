@@ -77,7 +77,7 @@ impl From<Reprocessed> for ReprocessView {
 /// Refuses a change to an image the caller may not write: 404 when they may not even see
 /// it (existence does not leak), 403 when they may only read it (a public image of another
 /// owner).
-fn require_write(claims: &Claims, file: &StorageFile) -> Result<(), ApiError> {
+pub(crate) fn require_write(claims: &Claims, file: &StorageFile) -> Result<(), ApiError> {
     match claims.image_access(file.owner_id, file.image_type, file.is_public) {
         ImageAccess::Write => Ok(()),
         ImageAccess::Read => Err(ApiError::forbidden("only the image's owner may change or delete it")),

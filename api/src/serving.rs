@@ -9,7 +9,8 @@
 //! the URL's fields are parsed strictly, so nothing in it can reach another file.
 //!
 //! Answers: 200/206/304 with the file; 403 for a malformed or tampered URL, an unknown
-//! key or the other access type; 410 once expired; 404 when the image is deleted or the
+//! key or the other access type; 410 once expired or revoked (the image's URL generation
+//! moved past the URL's); 404 when the image is deleted or the
 //! variant does not exist; 416 for a range past the end. These routes run without the
 //! request-tracing middleware: a span and a log line per request would cost more than the
 //! rest of the serve.
@@ -97,6 +98,9 @@ impl Serving {
         let verified = self.inner.keys.verify(token, now, requested).map_err(Denial::Signature)?;
         let grant = verified.grant;
         let image = self.image(grant.image_id).await?;
+        if grant.generation != image.url_generation {
+            return Err(Denial::Revoked);
+        }
         let file = image.file(grant.variant).ok_or(Denial::NotFound)?;
         // Caches may keep the file no longer than the URL lives.
         let cache_control = HeaderValue::try_from(format!("private, max-age={}", grant.expires - now))
@@ -234,9 +238,13 @@ impl<E: Endpoint> Endpoint for Files<E> {
 #[derive(Debug)]
 enum Denial {
     Signature(SignatureError),
+    /// Signed before the image's URLs were revoked (or it was made private).
+    Revoked,
     NotFound,
     BadAccessType,
-    RangeNotSatisfiable { size: u64 },
+    RangeNotSatisfiable {
+        size: u64,
+    },
     MethodNotAllowed,
     Internal(String),
 }
@@ -252,6 +260,7 @@ impl Denial {
             Self::Signature(SignatureError::Malformed | SignatureError::BadSignature) => {
                 (StatusCode::FORBIDDEN, "invalid_signature", self.message())
             }
+            Self::Revoked => (StatusCode::GONE, "url_revoked", self.message()),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "image not found".to_owned()),
             Self::BadAccessType => (StatusCode::BAD_REQUEST, "invalid_access_type", self.message()),
             Self::RangeNotSatisfiable { .. } => {
@@ -275,6 +284,7 @@ impl Denial {
     fn message(&self) -> String {
         match self {
             Self::Signature(e) => e.to_string(),
+            Self::Revoked => "the signed URL was revoked; ask for a new one".to_owned(),
             Self::NotFound => "image not found".to_owned(),
             Self::BadAccessType => "access_type must be view or download".to_owned(),
             Self::RangeNotSatisfiable { size } => format!("the range starts past the end of the {size}-byte file"),

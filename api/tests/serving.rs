@@ -1,6 +1,6 @@
 //! Signed URLs and file serving: issuing, every way a URL can be refused, the HTTP
-//! semantics of serving (Range, If-None-Match, HEAD, downloads), public serving, and the
-//! serving cache following changes made in the database.
+//! semantics of serving (Range, If-None-Match, HEAD, downloads), public serving, revoking
+//! URLs, and the serving cache following changes made in the database.
 
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ fn keys(app: &TestApp) -> SigningKeys {
 }
 
 fn grant(id: Uuid, access: AccessType, expires: i64) -> Grant<'static> {
-    Grant { image_id: ImageId(id), variant: Variant::Original, access, expires }
+    Grant { image_id: ImageId(id), variant: Variant::Original, access, expires, generation: 0 }
 }
 
 fn now() -> i64 {
@@ -599,4 +599,98 @@ async fn another_owners_private_image_gets_no_url(pool: PgPool) {
     let admin = app.token(Role::Admin, Uuid::now_v7());
     assert_eq!(issue(&app, &admin, image.id, "signed-url", "").await.status(), StatusCode::OK);
     assert!(storage_signed_urls::list_for_image(&app.pool, ImageId(image.id)).await.unwrap().len() == 1);
+}
+
+/// `POST /storage/images/{id}/revoke-urls`.
+async fn revoke(app: &TestApp, token: &str, id: Uuid) -> reqwest::Response {
+    app.client.post(app.url(&format!("/storage/images/{id}/revoke-urls"))).bearer_auth(token).send().await.unwrap()
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn revoked_urls_are_refused_on_every_replica_and_new_ones_work(pool: PgPool) {
+    // Entries would live an hour: only the notification can tell the second replica.
+    let a = TestApp::spawn_with(pool.clone(), |config| config.serving.cache_ttl_secs = 3600).await;
+    let files = a.config.storage.base_path.clone();
+    let b = TestApp::spawn_with(pool, move |config| {
+        config.serving.cache_ttl_secs = 3600;
+        config.storage.base_path = files;
+    })
+    .await;
+    let image = upload(&a, &[]).await;
+    let view = signed_path(&a, &image.token, image.id, "").await;
+    let download = signed_path(&a, &image.token, image.id, "access_type=download").await;
+    for (app, path) in [(&a, &view), (&a, &download), (&b, &view), (&b, &download)] {
+        assert_eq!(get(app, path).await.status(), StatusCode::OK, "{path}");
+    }
+
+    // Only who may change the image may revoke its URLs; others learn nothing of it.
+    let (_, stranger) = a.user();
+    assert_eq!(revoke(&a, &stranger, image.id).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(revoke(&a, &image.token, Uuid::now_v7()).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get(&a, &view).await.status(), StatusCode::OK);
+
+    let response = revoke(&a, &image.token, image.id).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(response).await;
+    assert_eq!((body["url_generation"].as_i64(), body["revoked_urls"].as_u64()), (Some(1), Some(2)), "{body}");
+    // At once on the replica that revoked, as soon as the notification arrives on the other.
+    let response = get(&a, &view).await;
+    assert_eq!(response.status(), StatusCode::GONE);
+    assert_eq!(error_code(response).await, "url_revoked");
+    eventually(Duration::from_secs(5), "the other replica refuses both URLs", || async {
+        get(&b, &view).await.status() == StatusCode::GONE && get(&b, &download).await.status() == StatusCode::GONE
+    })
+    .await;
+    assert_eq!(get(&a, &download).await.status(), StatusCode::GONE);
+
+    // A URL asked for now carries the new generation and works everywhere.
+    let fresh = signed_path(&a, &image.token, image.id, "").await;
+    assert_ne!(fresh, view, "the same window, but another generation");
+    assert_eq!(fresh.split('.').nth(4), Some("1"), "{fresh}");
+    assert_eq!(get(&a, &fresh).await.status(), StatusCode::OK);
+    assert_eq!(get(&b, &fresh).await.status(), StatusCode::OK);
+    let issued = storage_signed_urls::list_for_image(&a.pool, ImageId(image.id)).await.unwrap();
+    let states: Vec<(i32, bool)> = issued.iter().map(|url| (url.url_generation, url.revoked_at.is_some())).collect();
+    assert_eq!(states, [(0, true), (0, true), (1, false)]);
+
+    // Admins may revoke any image's URLs.
+    let admin = a.token(Role::Admin, Uuid::now_v7());
+    let body = json(revoke(&a, &admin, image.id).await).await;
+    assert_eq!((body["url_generation"].as_i64(), body["revoked_urls"].as_u64()), (Some(2), Some(1)), "{body}");
+    assert_eq!(get(&a, &fresh).await.status(), StatusCode::GONE);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn making_an_image_private_revokes_the_urls_signed_while_it_was_public(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, |config| config.serving.cache_ttl_secs = 3600).await;
+    let image = upload(&app, &[("is_public", "true")]).await;
+    // Anyone could read it, so anyone could have had a URL signed.
+    let (_, reader) = app.user();
+    let theirs = signed_path(&app, &reader, image.id, "").await;
+    let owners = signed_path(&app, &image.token, image.id, "").await;
+    let update = |body: Value| {
+        app.client.put(app.url(&format!("/storage/images/{}", image.id))).bearer_auth(&image.token).json(&body).send()
+    };
+
+    // Other changes, and making it public again, leave the URLs alone.
+    assert_eq!(update(serde_json::json!({"tags": ["summer"]})).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(update(serde_json::json!({"is_public": true})).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get(&app, &theirs).await.status(), StatusCode::OK);
+
+    assert_eq!(update(serde_json::json!({"is_public": false})).await.unwrap().status(), StatusCode::OK);
+    for path in [&theirs, &owners] {
+        let response = get(&app, path).await;
+        assert_eq!(response.status(), StatusCode::GONE, "{path}");
+        assert_eq!(error_code(response).await, "url_revoked");
+    }
+    // The reader may no longer see it; its owner gets working URLs.
+    assert_eq!(issue(&app, &reader, image.id, "signed-url", "").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get(&app, &signed_path(&app, &image.token, image.id, "").await).await.status(), StatusCode::OK);
+    assert_eq!(update(serde_json::json!({"is_public": false})).await.unwrap().status(), StatusCode::OK);
+    let generation: i32 = sqlx::query_scalar("SELECT url_generation FROM storage_files WHERE id = $1")
+        .bind(image.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(generation, 1, "only the change from public to private revokes");
 }

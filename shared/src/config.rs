@@ -244,6 +244,10 @@ pub struct WorkerConfig {
     /// Seconds an image's decode, resize and encode may take; past it the job fails and is
     /// retried like any other failure.
     pub image_deadline_secs: u64,
+    /// Seconds a long job (a restore, a backup check) holds its lease without renewing it;
+    /// a running job renews it every third of that. A second delivery of a job whose lease
+    /// is live is left to its holder; a holder that died is replaced once the lease ran out.
+    pub job_lease_secs: u64,
 }
 
 /// The `accessLog:` section: how access records are batched into `storage_access_logs`.
@@ -260,11 +264,14 @@ pub struct AccessLogConfig {
     /// Records queued in memory at most; beyond it (the database unreachable for long)
     /// new records are dropped and counted rather than stalling requests.
     pub queue_capacity: usize,
+    /// Rows older than this many days are deleted by the scheduled purge
+    /// (`scheduler.purge`); at a row per served file the log would otherwise grow for ever.
+    pub retention_days: u32,
 }
 
 impl Default for AccessLogConfig {
     fn default() -> Self {
-        Self { batch_size: 5000, flush_interval_ms: 500, queue_capacity: 100_000 }
+        Self { batch_size: 5000, flush_interval_ms: 500, queue_capacity: 100_000, retention_days: 90 }
     }
 }
 
@@ -580,7 +587,7 @@ impl Default for QuotaConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { concurrency: 0, shutdown_grace_secs: 30, image_deadline_secs: 120 }
+        Self { concurrency: 0, shutdown_grace_secs: 30, image_deadline_secs: 120, job_lease_secs: 120 }
     }
 }
 
@@ -660,6 +667,9 @@ impl Config {
         if self.worker.image_deadline_secs == 0 {
             return bad("worker.imageDeadlineSecs", "must be at least 1");
         }
+        if !(3..=3600).contains(&self.worker.job_lease_secs) {
+            return bad("worker.jobLeaseSecs", "must be between 3 and 3600");
+        }
         if self.database.acquire_timeout_secs == 0 {
             return bad("database.acquireTimeoutSecs", "must be at least 1");
         }
@@ -738,6 +748,11 @@ impl Config {
     /// Accepted formats, in the order of `storage.allowedTypes`.
     pub fn allowed_formats(&self) -> Vec<ImageFormat> {
         self.storage.allowed_types.iter().filter_map(|m| ImageFormat::from_mime(m)).collect()
+    }
+
+    /// `worker.jobLeaseSecs` as a duration.
+    pub fn job_lease(&self) -> Duration {
+        Duration::from_secs(self.worker.job_lease_secs)
     }
 
     pub fn rabbit_call_timeout(&self) -> Duration {

@@ -1,10 +1,13 @@
 //! Signed URLs: the one path segment that grants time-limited access to one variant of one
 //! image, and the keys that sign and verify it.
 //!
-//! A signed path segment is `{image_id}.{variant}.{v|d}.{expires}.{key_id}.{signature}`:
+//! A signed path segment is `{image_id}.{variant}.{v|d}.{expires}[.{generation}].{key_id}.{signature}`:
 //! the image id as a lower-case hyphenated UUID, the variant (`original` or a thumbnail size
-//! name), `v` for view or `d` for download, the expiry in Unix seconds, the id of the key
-//! that signed it, and the unpadded base64url HMAC-SHA256 of everything before the last dot.
+//! name), `v` for view or `d` for download, the expiry in Unix seconds, the image's URL
+//! generation when it is not 0, the id of the key that signed it, and the unpadded base64url
+//! HMAC-SHA256 of everything before the last dot. The generation is how URLs are revoked
+//! before they expire: serving refuses a URL whose generation is not the image's current one
+//! (generation 0 is left out, so URLs signed before generations existed read as 0).
 //! Every field comes from ids and enums (never from a client's file name), none may contain
 //! a dot, and each has exactly one accepted spelling, so the signed bytes *are* the
 //! canonical string and no encoding trick can make two different grants share a signature.
@@ -131,6 +134,9 @@ pub struct Grant<'a> {
     pub access: AccessType,
     /// Unix seconds after which the URL is refused.
     pub expires: i64,
+    /// The image's URL generation when the URL was signed; serving refuses the URL once
+    /// the image's generation has moved on (its URLs were revoked).
+    pub generation: u32,
 }
 
 /// A grant whose signature checked out, and the key that signed it.
@@ -197,13 +203,13 @@ impl SigningKeys {
     /// The signed path segment for `grant`, signed with the active key.
     pub fn sign(&self, grant: &Grant<'_>) -> String {
         let (key_id, key) = &self.keys[0];
-        let mut segment = format!(
-            "{}.{}.{}.{}.{key_id}",
-            grant.image_id.0.hyphenated(),
-            grant.variant,
-            grant.access.code(),
-            grant.expires
-        );
+        let mut segment =
+            format!("{}.{}.{}.{}", grant.image_id.0.hyphenated(), grant.variant, grant.access.code(), grant.expires);
+        if grant.generation > 0 {
+            segment.push_str(&format!(".{}", grant.generation));
+        }
+        segment.push('.');
+        segment.push_str(key_id);
         let mut mac = key.clone();
         mac.update(DOMAIN);
         mac.update(segment.as_bytes());
@@ -255,18 +261,21 @@ struct Parsed<'s> {
     signature: [u8; 32],
 }
 
-/// Strict parsing: exactly six fields, each in its one canonical spelling.
+/// Strict parsing: six fields, or seven with a generation, each in its one canonical
+/// spelling (a generation of 0 is never written, so it has one spelling too).
 fn parse(segment: &str) -> Option<Parsed<'_>> {
     if segment.len() > MAX_SEGMENT_BYTES {
         return None;
     }
     let (signed, signature_text) = segment.rsplit_once('.')?;
-    let mut fields = signed.split('.');
-    let (id, variant, access, expires, key_id) =
-        (fields.next()?, fields.next()?, fields.next()?, fields.next()?, fields.next()?);
-    if fields.next().is_some() {
-        return None;
-    }
+    let fields: Vec<&str> = signed.split('.').collect();
+    let (id, variant, access, expires, generation, key_id) = match fields[..] {
+        [id, variant, access, expires, key_id] => (id, variant, access, expires, 0, key_id),
+        [id, variant, access, expires, generation, key_id] => {
+            (id, variant, access, expires, parse_generation(generation)?, key_id)
+        }
+        _ => return None,
+    };
     let image_id = parse_uuid(id)?;
     let variant = Variant::parse(variant)?;
     let access = AccessType::from_code(access)?;
@@ -275,7 +284,7 @@ fn parse(segment: &str) -> Option<Parsed<'_>> {
         return None;
     }
     let signature = parse_signature(signature_text)?;
-    let grant = Grant { image_id: ImageId(image_id), variant, access, expires };
+    let grant = Grant { image_id: ImageId(image_id), variant, access, expires, generation };
     Some(Parsed { verified: Verified { grant, key_id }, signed, signature })
 }
 
@@ -296,6 +305,12 @@ fn parse_unix_seconds(text: &str) -> Option<i64> {
         return None;
     }
     text.parse::<i64>().ok().filter(|&seconds| seconds > 0)
+}
+
+/// A written generation: canonical decimal, at least 1, at most what the database keeps.
+fn parse_generation(text: &str) -> Option<u32> {
+    let generation = parse_unix_seconds(text)?;
+    u32::try_from(generation).ok().filter(|&generation| i32::try_from(generation).is_ok())
 }
 
 /// Exactly 43 base64url characters whose unused trailing bits are zero (the decoder refuses
@@ -341,6 +356,7 @@ mod tests {
             variant: Variant::Thumbnail("small"),
             access: AccessType::View,
             expires: NOW + 600,
+            generation: 0,
         }
     }
 
@@ -382,6 +398,32 @@ mod tests {
         let flipped = if signature.starts_with('A') { "B" } else { "A" };
         let segment = with_field(&segment, 5, &format!("{flipped}{}", &signature[1..]));
         assert_eq!(keys.verify(&segment, NOW, None), Err(SignatureError::BadSignature));
+    }
+
+    #[test]
+    fn a_generation_is_written_only_when_not_zero_and_is_signed() {
+        let keys = keys();
+        let first = keys.sign(&grant());
+        assert_eq!(first.split('.').count(), 6, "{first}");
+        let revoked_once = Grant { generation: 1, ..grant() };
+        let segment = keys.sign(&revoked_once);
+        assert_eq!(segment.split('.').nth(4), Some("1"), "{segment}");
+        assert_eq!(keys.verify(&segment, NOW, None).unwrap().grant, revoked_once);
+        let max = Grant { generation: i32::MAX as u32, ..grant() };
+        assert_eq!(keys.verify(&keys.sign(&max), NOW, None).unwrap().grant, max);
+        // Another generation, or none, is another grant: the signature no longer matches.
+        assert_eq!(keys.verify(&with_field(&segment, 4, "2"), NOW, None), Err(SignatureError::BadSignature));
+        let mut fields: Vec<&str> = segment.split('.').collect();
+        fields.remove(4);
+        assert_eq!(keys.verify(&fields.join("."), NOW, None), Err(SignatureError::BadSignature));
+        let mut fields: Vec<&str> = first.split('.').collect();
+        fields.insert(4, "1");
+        assert_eq!(keys.verify(&fields.join("."), NOW, None), Err(SignatureError::BadSignature));
+        // One spelling: no written 0, no leading zero, nothing past what the database keeps.
+        for generation in ["0", "01", "+1", "2147483648", "x"] {
+            let segment = with_field(&segment, 4, generation);
+            assert_eq!(keys.verify(&segment, NOW, None), Err(SignatureError::Malformed), "{segment}");
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! Idempotent: planning happens once per backup (a duplicate finds it running), a batch
 //! archives only its entries still pending, archives are written atomically, a check only
 //! reads, and a restore skips what is back already (or rewrites the same verified bytes), so
-//! a redelivered or duplicated job converges on the same result.
+//! a redelivered or duplicated job converges on the same result. Checks and restores, which
+//! can outlive RabbitMQ's consumer timeout, also hold a lease (see [`crate::lease`]), so a
+//! second delivery while one runs does not start it twice.
 
 use std::path::PathBuf;
 
@@ -13,12 +15,14 @@ use chrono::{DateTime, Utc};
 
 use shared::backup::restore::{RestoreError, RestoreMode, RestoreReport, Restorer, Selection};
 use shared::backup::{self, BackupId, verify};
-use shared::db::{storage_backups, storage_restores};
+use shared::db::storage_backups;
+use shared::db::storage_restores::{self, Claim};
 use shared::events::{BackupBatch, BackupRequested, BackupVerifyDue, BackupVerifyRequested, Event, RestoreRequested};
 use uuid::Uuid;
 
 use crate::Context;
 use crate::consumer::{GivenUp, Handler, Job, JobError};
+use crate::lease;
 
 pub struct Backups {
     context: Context,
@@ -67,6 +71,7 @@ impl Backups {
 }
 
 impl Backups {
+    /// Checks backup `id` under a lease: a second delivery while a check runs is left to it.
     async fn verify(&self, id: BackupId) -> Result<(), JobError> {
         let db = &self.context.db;
         let Some(backup) = storage_backups::get(db, id).await.map_err(JobError::retry)? else {
@@ -75,8 +80,32 @@ impl Backups {
         let Some(manifest) = backup.manifest_path else {
             return Err(JobError::Reject(format!("backup {id} has not finished: nothing to check yet")));
         };
+        let (holder, lease) = (Uuid::now_v7(), self.context.config.job_lease());
+        if !storage_backups::lease_verify(db, id, holder, lease).await.map_err(JobError::retry)? {
+            tracing::info!(backup.id = %id, "backup {id} is being checked by another run; this delivery is left to it");
+            return Ok(());
+        }
+        let renew = || storage_backups::lease_verify(db, id, holder, lease);
+        let checked = lease::while_held(renew, lease::renewal_period(lease), self.check(id, PathBuf::from(manifest)));
+        let outcome = match checked.await {
+            Ok(outcome) => outcome,
+            Err(lost) => {
+                tracing::warn!(backup.id = %id, "{lost}; backup {id} is left to it");
+                return Ok(());
+            }
+        };
+        if outcome.is_err() {
+            // The retry may start at once rather than when the lease runs out.
+            storage_backups::release_verify(db, id, holder).await.map_err(JobError::retry)?;
+        }
+        outcome
+    }
+
+    /// Reads every archive of backup `id` against `manifest` and records the outcome.
+    async fn check(&self, id: BackupId, manifest: PathBuf) -> Result<(), JobError> {
+        let db = &self.context.db;
         let tree = self.context.backups.clone();
-        let checked = tokio::task::spawn_blocking(move || verify::verify(&tree, &PathBuf::from(manifest), |_, _| {}));
+        let checked = tokio::task::spawn_blocking(move || verify::verify(&tree, &manifest, |_, _| {}));
         let report = match checked.await? {
             Ok(report) => report,
             // Retrying cannot bring a lost manifest back: the check reports the backup damaged.
@@ -112,13 +141,21 @@ impl Backups {
         Ok(())
     }
 
+    /// Runs restore `id` under a lease: a second delivery while it runs is left to it, and
+    /// a restore whose worker died is taken over once its lease ran out.
     async fn restore(&self, id: Uuid) -> Result<(), JobError> {
         let db = &self.context.db;
         let Some(request) = storage_restores::get(db, id).await.map_err(JobError::retry)? else {
             return Err(JobError::Reject(format!("restore {id} does not exist")));
         };
-        if !storage_restores::start(db, id).await.map_err(JobError::retry)? {
-            return Ok(()); // finished before: a duplicate job
+        let (holder, lease) = (Uuid::now_v7(), self.context.config.job_lease());
+        match storage_restores::claim(db, id, holder, lease).await.map_err(JobError::retry)? {
+            Claim::Taken => {}
+            Claim::Finished => return Ok(()), // a duplicate job
+            Claim::Running => {
+                tracing::info!(restore.id = %id, "restore {id} is running elsewhere; this delivery is left to it");
+                return Ok(());
+            }
         }
         let selection: Selection = serde_json::from_value(request.selection).map_err(JobError::reject)?;
         let mode: RestoreMode =
@@ -126,13 +163,24 @@ impl Backups {
         let context = &self.context;
         let restorer =
             Restorer { db, storage: &context.storage, backups: &context.backups, quota: &context.config.quota };
-        let report = match restorer.restore(&selection, mode, |_, _| {}).await {
-            Ok(report) => report,
+        let renew = || storage_restores::renew(db, id, holder, lease);
+        let restored =
+            lease::while_held(renew, lease::renewal_period(lease), restorer.restore(&selection, mode, |_, _| {}));
+        let report = match restored.await {
+            Ok(Ok(report)) => report,
             // Retrying cannot bring a backup or a manifest back: report it.
-            Err(error @ (RestoreError::NotFound(_) | RestoreError::Manifest(_))) => {
+            Ok(Err(error @ (RestoreError::NotFound(_) | RestoreError::Manifest(_)))) => {
                 RestoreReport { error: Some(error.to_string()), ..RestoreReport::default() }
             }
-            Err(error) => return Err(JobError::retry(error)),
+            Ok(Err(error)) => {
+                // The retry may start at once rather than when the lease runs out.
+                storage_restores::release(db, id, holder).await.map_err(JobError::retry)?;
+                return Err(JobError::retry(error));
+            }
+            Err(lost) => {
+                tracing::warn!(restore.id = %id, "{lost}; restore {id} is left to it");
+                return Ok(());
+            }
         };
         storage_restores::finish(db, id, &report).await.map_err(JobError::retry)?;
         tracing::info!(

@@ -19,6 +19,7 @@ pub mod checksums;
 pub mod consumer;
 pub mod deletions;
 pub mod health;
+pub mod lease;
 pub mod maintenance;
 pub mod operator;
 /// Shared by the crate's integration tests.

@@ -65,7 +65,7 @@ impl Handler for Maintenance {
             }
             PurgeRequested::TYPE => {
                 job.payload::<PurgeRequested>()?;
-                purge::run(db, config, Utc::now()).await.map(drop).map_err(JobError::retry)
+                purge::run(db, config, &context.config.access_log, Utc::now()).await.map(drop).map_err(JobError::retry)
             }
             FileAuditRequested::TYPE => {
                 job.payload::<FileAuditRequested>()?;

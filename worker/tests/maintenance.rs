@@ -15,7 +15,7 @@ use serde_json::Value;
 use shared::auth::Role;
 use shared::backup::BackupTrigger;
 use shared::broker::{JobQueue, headers};
-use shared::config::{HealthConfig, MaintenanceConfig};
+use shared::config::{AccessLogConfig, HealthConfig, MaintenanceConfig};
 use shared::db::{health_checks, outbox, storage_backups, storage_files};
 use shared::events::SweepRequested;
 use shared::health::{self, HealthStatus};
@@ -270,13 +270,26 @@ async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
     .await
     .unwrap();
 
-    let report = purge::run(&pool, &MaintenanceConfig::default(), Utc::now()).await.unwrap();
+    // Access log rows 91 days and a day old (the retention is 90 days).
+    sqlx::query(
+        "INSERT INTO storage_access_logs (image_id, action, status, created_at) VALUES
+             ($1, 'serve_file', 200, now() - interval '91 days'),
+             ($1, 'serve_file', 200, now() - interval '1 day')",
+    )
+    .bind(image)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let access_log = AccessLogConfig::default();
+    let report = purge::run(&pool, &MaintenanceConfig::default(), &access_log, Utc::now()).await.unwrap();
     let expected = purge::PurgeReport {
         signed_urls: 1,
         outbox: 1,
         health_checks: old_checks as u64,
         job_failures: 1,
         idempotency_keys: 1,
+        access_logs: 1,
     };
     assert_eq!(report, expected);
     assert_eq!(count(&pool, "SELECT count(*) FROM storage_signed_urls").await, 2);
@@ -286,7 +299,10 @@ async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
     assert_eq!(count(&pool, "SELECT count(*) FROM job_failures").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM upload_idempotency WHERE idempotency_key = 'recent'").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM upload_idempotency").await, 1);
-    let again = purge::run(&pool, &MaintenanceConfig::default(), Utc::now()).await.unwrap();
+    let kept = "SELECT count(*) FROM storage_access_logs WHERE created_at > now() - interval '2 days'";
+    assert_eq!(count(&pool, kept).await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM storage_access_logs").await, 1);
+    let again = purge::run(&pool, &MaintenanceConfig::default(), &access_log, Utc::now()).await.unwrap();
     assert_eq!(again, purge::PurgeReport::default(), "a second purge finds nothing");
 }
 

@@ -1,7 +1,8 @@
 //! Restores: the disaster-recovery drill through the API and the workers (the storage
 //! folder and every row lost, then restored from a backup), restores by day (each image
 //! once, from its newest intact copy), the two modes facing a damaged original, damaged
-//! archives through the API and through the operator commands, and who may restore.
+//! archives through the API and through the operator commands, who may restore, and the
+//! leases that keep a restore or a backup check from running twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,8 +16,10 @@ use shared::auth::Role;
 use shared::backup::restore::{RestoreMode, Restorer, Selection};
 use shared::backup::{BackupId, retention, verify};
 use shared::db::storage_backups;
+use shared::db::storage_restores::{self, Claim};
 use shared::health::{HealthStatus, integrity};
 use shared::images::ImageId;
+use shared::maintenance::sweep;
 use shared::storage::BackupTree;
 use shared::test_support::eventually;
 use sqlx::PgPool;
@@ -435,5 +438,68 @@ async fn only_admins_may_request_or_read_restores(pool: PgPool) {
     assert_eq!(status_of(app.client.get(app.url(&path)), Some(&admin)).await, StatusCode::OK);
     let unknown = app.url(&format!("/storage/restores/{}", Uuid::now_v7()));
     assert_eq!(status_of(app.client.get(unknown), Some(&admin)).await, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+/// RabbitMQ delivers a job again when its first run outlives the consumer timeout (or the
+/// channel drops), while that run goes on. Here "another worker" holds the lease of a
+/// running restore when this worker gets its job: it leaves the restore alone. When that
+/// other worker dies, its lease runs out and the sweeper hands the restore to this one.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_second_delivery_of_a_running_restore_is_left_to_it_and_a_dead_runs_restore_is_taken_over(pool: PgPool) {
+    let (app, worker, admin, ids) = processed_uploads(pool).await;
+    let backup = back_up(&app, &admin).await;
+    worker.stop().await;
+    let before = originals(&app).await;
+    let lost = app.original_path(&ids[0]).await;
+    std::fs::remove_file(&lost).unwrap();
+
+    let running = admin_post(&app, &admin, "/storage/restore", json!({ "image_ids": [ids[0]] })).await;
+    let id: Uuid = running["id"].as_str().unwrap().parse().unwrap();
+    let other_worker = Uuid::now_v7();
+    let hour = Duration::from_secs(3600);
+    assert_eq!(storage_restores::claim(&app.pool, id, other_worker, hour).await.unwrap(), Claim::Taken);
+    assert_eq!(storage_restores::claim(&app.pool, id, Uuid::now_v7(), hour).await.unwrap(), Claim::Running);
+
+    // One job at a time: once a restore requested after it has finished, this worker has
+    // handled the running restore's delivery too.
+    let mut config = (*app.config).clone();
+    config.worker.concurrency = 1;
+    let worker = TestWorker::start(&config).await;
+    let later = restore(&app, &admin, json!({ "image_ids": [ids[1]] })).await;
+    assert_eq!((later["status"].as_str(), counts(&later)), (Some("completed"), (0, 1, 0)), "{later}");
+    let left = storage_restores::get(&app.pool, id).await.unwrap().unwrap();
+    assert_eq!((left.status.as_str(), left.restored), ("running", 0), "left to the lease's holder");
+    assert!(!lost.exists(), "nothing restored by the second delivery");
+
+    // The other worker dies: it stops renewing, the lease runs out, the sweeper publishes
+    // the restore again, and this worker takes it over.
+    sqlx::query("UPDATE storage_restores SET lease_until = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let report = sweep::run(&app.pool, &app.config.maintenance, Utc::now()).await.unwrap();
+    assert_eq!(report.stalled_restores, [id]);
+    let done = finished(&app, &admin, &format!("/storage/restores/{id}")).await;
+    assert_eq!((done["status"].as_str(), counts(&done)), (Some("completed"), (1, 0, 0)), "{done}");
+    assert_eq!(originals(&app).await, before);
+    let report = sweep::run(&app.pool, &app.config.maintenance, Utc::now()).await.unwrap();
+    assert!(report.stalled_restores.is_empty(), "a finished restore is not swept");
+
+    // Backup checks take a lease the same way: a second check of the same backup is refused
+    // while the first holds it, and the rolling re-check passes over it.
+    let backup_id = BackupId(backup["id"].as_str().unwrap().parse().unwrap());
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let lease = |holder| storage_backups::lease_verify(&app.pool, backup_id, holder, hour);
+    assert!(lease(first).await.unwrap());
+    assert!(!lease(second).await.unwrap());
+    assert_eq!(storage_backups::next_to_verify(&app.pool, Utc::now()).await.unwrap(), None);
+    assert!(lease(first).await.unwrap(), "renewed by its holder");
+    storage_backups::release_verify(&app.pool, backup_id, first).await.unwrap();
+    assert!(lease(second).await.unwrap());
+    assert!(!lease(first).await.unwrap(), "taken over");
+    nothing_half_written_once_settled(&app).await;
+    worker.stop().await;
     app.stop().await;
 }

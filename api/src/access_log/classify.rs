@@ -15,6 +15,7 @@ pub enum AccessAction {
     List,
     Search,
     IssueUrl,
+    RevokeUrls,
     ServeFile,
 }
 
@@ -29,6 +30,7 @@ impl AccessAction {
             Self::List => "list",
             Self::Search => "search",
             Self::IssueUrl => "issue_url",
+            Self::RevokeUrls => "revoke_urls",
             Self::ServeFile => "serve_file",
         }
     }
@@ -73,6 +75,9 @@ pub fn classify(method: &Method, path: &str, public_path: &str) -> Option<Classi
             found(action, leading_uuid(id))
         }
         ["storage", "images", id, "signed-url" | "access"] if is_get => found(AccessAction::IssueUrl, leading_uuid(id)),
+        ["storage", "images", id, "revoke-urls"] if method == Method::POST => {
+            found(AccessAction::RevokeUrls, leading_uuid(id))
+        }
         _ => None,
     }
 }
@@ -103,6 +108,10 @@ mod tests {
             Some((AccessAction::IssueUrl, id))
         );
         assert_eq!(action(Method::GET, &format!("/storage/images/{ID}/access")), Some((AccessAction::IssueUrl, id)));
+        assert_eq!(
+            action(Method::POST, &format!("/storage/images/{ID}/revoke-urls")),
+            Some((AccessAction::RevokeUrls, id))
+        );
         assert_eq!(action(Method::POST, "/storage/images"), Some((AccessAction::Upload, None)));
         assert_eq!(action(Method::GET, "/storage/images"), Some((AccessAction::List, None)));
         assert_eq!(action(Method::POST, "/storage/images/search"), Some((AccessAction::Search, None)));

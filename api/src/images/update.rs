@@ -4,7 +4,7 @@
 use poem_openapi::Object;
 use shared::auth::Claims;
 use shared::db::storage_files::{self, MetadataChanges};
-use shared::db::storage_thumbnails;
+use shared::db::{storage_signed_urls, storage_thumbnails};
 use shared::images::ImageId;
 use shared::upload::{check_file_name, check_metadata, normalize_tags};
 
@@ -55,7 +55,18 @@ pub async fn handle(
     let file = storage_files::get(&state.db, id).await?.ok_or_else(not_found)?;
     require_write(claims, &file)?;
     // Deleted in between: the update finds no live row.
-    let file = storage_files::update_metadata(&state.db, id, &changes).await?.ok_or_else(not_found)?;
+    let mut tx = state.db.begin().await?;
+    let updated = storage_files::update_metadata(&mut *tx, id, &changes).await?.ok_or_else(not_found)?;
+    let revoked = updated.url_generation != file.url_generation;
+    if revoked {
+        // The URLs signed while it was public are refused from now on.
+        storage_signed_urls::mark_revoked(&mut *tx, id, updated.url_generation).await?;
+    }
+    tx.commit().await?;
+    if revoked {
+        state.serving.cache().invalidate(id);
+    }
+    let file = updated;
     let thumbnails = storage_thumbnails::list(&state.db, id).await?;
     tracing::info!(image.id = %id, "updated the metadata of {id}");
     Ok(ImageView::new(file, thumbnails))

@@ -45,6 +45,8 @@ pub struct ServedFile {
 #[derive(Debug)]
 pub struct ServedImage {
     pub is_public: bool,
+    /// Signed URLs of another generation are refused (revoked).
+    pub url_generation: u32,
     pub original: ServedFile,
     /// Made thumbnails, by size name.
     pub thumbnails: Vec<(String, ServedFile)>,
@@ -69,7 +71,7 @@ impl ServedImage {
                 Ok((t.size_name, served_file(key, t.file_size, t.format.mime(), &t.checksum, &name)?))
             })
             .collect::<Result<_, sqlx::Error>>()?;
-        Ok(Self { is_public: file.is_public, original, thumbnails })
+        Ok(Self { is_public: file.is_public, url_generation: file.signing_generation(), original, thumbnails })
     }
 }
 

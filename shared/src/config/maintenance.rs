@@ -18,7 +18,8 @@ pub struct MaintenanceConfig {
     /// not doubled all at once.
     pub max_requeues_per_run: u32,
     /// A running backup with no batch finished for this many seconds gets its unfinished
-    /// batches published again (at most once per this period).
+    /// batches published again (at most once per this period); a restore pending this long,
+    /// or running with a lease nobody renews, gets its job published again (as rarely).
     pub backup_stall_secs: u64,
     /// Signed URL records are deleted this many days after they expired.
     pub signed_url_grace_days: u32,
@@ -98,6 +99,7 @@ impl Config {
             ("maintenance.jobFailureRetentionDays", maintenance.job_failure_retention_days),
             ("maintenance.idempotencyRetentionDays", maintenance.idempotency_retention_days),
             ("maintenance.quarantineRetentionDays", maintenance.quarantine_retention_days),
+            ("accessLog.retentionDays", self.access_log.retention_days),
         ] {
             if !(1..=MAX_DAYS).contains(&days) {
                 return bad(key, format!("must be between 1 and {MAX_DAYS} days"));

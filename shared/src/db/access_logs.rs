@@ -41,6 +41,7 @@ pub struct SignedUrlUse {
     pub access_type: &'static str,
     pub expires_at: DateTime<Utc>,
     pub key_id: String,
+    pub url_generation: i32,
 }
 
 /// When a signed URL counts as possibly abused.
@@ -219,10 +220,10 @@ async fn count_signed_url_uses(
     }
     let touched = sqlx::query_scalar!(
         "UPDATE storage_signed_urls s SET use_count = s.use_count + u.n, last_used = GREATEST(s.last_used, u.at)
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::int8[],
-                     $7::timestamptz[]) AS u(image_id, variant, access_type, expires_at, key_id, n, at)
-         WHERE (s.image_id, s.variant, s.access_type, s.expires_at, s.key_id)
-             = (u.image_id, u.variant, u.access_type, u.expires_at, u.key_id)
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $8::int4[], $6::int8[],
+                     $7::timestamptz[]) AS u(image_id, variant, access_type, expires_at, key_id, url_generation, n, at)
+         WHERE (s.image_id, s.variant, s.access_type, s.expires_at, s.key_id, s.url_generation)
+             = (u.image_id, u.variant, u.access_type, u.expires_at, u.key_id, u.url_generation)
          RETURNING s.id",
         &grants.image_ids,
         &grants.variants,
@@ -231,6 +232,7 @@ async fn count_signed_url_uses(
         &grants.key_ids,
         &uses,
         &lasts,
+        &grants.generations,
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -239,11 +241,11 @@ async fn count_signed_url_uses(
     sqlx::query!(
         "WITH pairs AS (
              SELECT s.id, u.address::inet AS address
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[])
-                  AS u(image_id, variant, access_type, expires_at, key_id, address)
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $8::int4[],
+                         $6::text[]) AS u(image_id, variant, access_type, expires_at, key_id, url_generation, address)
              JOIN storage_signed_urls s
-               ON (s.image_id, s.variant, s.access_type, s.expires_at, s.key_id)
-                = (u.image_id, u.variant, u.access_type, u.expires_at, u.key_id)
+               ON (s.image_id, s.variant, s.access_type, s.expires_at, s.key_id, s.url_generation)
+                = (u.image_id, u.variant, u.access_type, u.expires_at, u.key_id, u.url_generation)
              WHERE s.distinct_ips <= $7
          ), added AS (
              INSERT INTO storage_signed_url_ips (url_id, ip_address) SELECT id, address FROM pairs
@@ -258,6 +260,7 @@ async fn count_signed_url_uses(
         &address_grants.key_ids,
         &addresses,
         limits.max_addresses,
+        &address_grants.generations,
     )
     .execute(&mut *conn)
     .await?;
@@ -283,6 +286,7 @@ struct GrantColumns {
     access_types: Vec<String>,
     expiries: Vec<DateTime<Utc>>,
     key_ids: Vec<String>,
+    generations: Vec<i32>,
 }
 
 impl GrantColumns {
@@ -292,6 +296,7 @@ impl GrantColumns {
         self.access_types.push(url.access_type.to_owned());
         self.expiries.push(url.expires_at);
         self.key_ids.push(url.key_id.clone());
+        self.generations.push(url.url_generation);
     }
 }
 
@@ -336,6 +341,7 @@ mod tests {
             access_type: "view",
             expires_at: Utc.timestamp_opt(1_000, 0).unwrap(),
             key_id: "k1".to_owned(),
+            url_generation: 0,
         };
         let serve = |variant: &str, ip: [u8; 4], at: i64| AccessRecord {
             ip: Some(IpAddr::from(ip)),

@@ -73,3 +73,17 @@ pub async fn idempotency_keys_before(db: impl PgExecutor<'_>, cutoff: DateTime<U
     .await?;
     Ok(deleted.rows_affected())
 }
+
+/// Access log rows written before `cutoff`. The log has no key (see migration 0012): rows go
+/// by their physical address, found through the BRIN index on `created_at`.
+pub async fn access_logs_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM storage_access_logs WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM storage_access_logs WHERE created_at < $1 LIMIT $2))",
+        cutoff,
+        limit,
+    )
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}

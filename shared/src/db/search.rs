@@ -253,8 +253,8 @@ pub async fn search(db: &PgPool, scope: ListScope, filter: &ImageFilter) -> sqlx
     let offset = (filter.page - 1) * filter.page_size;
     let mut page = QueryBuilder::<Postgres>::new(
         "SELECT id, owner_id, owner_type, image_type, original_name, file_path, file_size, mime_type, format, width, \
-         height, checksum, checksum_status, verified_at, thumbnail_status, processing_error, is_public, tags, \
-         metadata, access_count, created_at, updated_at",
+         height, checksum, checksum_status, verified_at, thumbnail_status, processing_error, is_public, \
+         url_generation, tags, metadata, access_count, created_at, updated_at",
     );
     push_conditions(&mut page, scope, filter);
     let (expression, order) = (filter.sort.expression(), filter.order.keyword());

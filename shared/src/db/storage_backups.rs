@@ -1,5 +1,7 @@
 //! The `storage_backups` table: one row per backup run, its plan and its outcome.
 
+use std::time::Duration;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use serde_json::Value;
@@ -496,10 +498,41 @@ pub async fn record_verification(
     report: &crate::backup::verify::VerifyReport,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE storage_backups SET verified_at = now(), verify_status = $2, verify_report = $3 WHERE id = $1",
+        "UPDATE storage_backups SET verified_at = now(), verify_status = $2, verify_report = $3,
+                verify_lease_until = NULL
+         WHERE id = $1",
         id as BackupId,
         if report.is_intact() { "ok" } else { "corrupt" },
         serde_json::to_value(report).expect("a report serialises"),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Takes, or renews, `holder`'s lease on checking backup `id` for `lease` from now; false
+/// while another check holds a live one (a second delivery of the same job, or two runs that
+/// picked the same backup), and so false for a renewal once another run took the lease over.
+pub async fn lease_verify(db: impl PgExecutor<'_>, id: BackupId, holder: Uuid, lease: Duration) -> sqlx::Result<bool> {
+    let leased = sqlx::query!(
+        "UPDATE storage_backups SET verify_lease_holder = $2, verify_lease_until = now() + make_interval(secs => $3)
+         WHERE id = $1 AND (verify_lease_holder = $2 OR coalesce(verify_lease_until, '-infinity') < now())",
+        id as BackupId,
+        holder,
+        lease.as_secs_f64(),
+    )
+    .execute(db)
+    .await?;
+    Ok(leased.rows_affected() == 1)
+}
+
+/// Gives up `holder`'s lease on checking backup `id` without a result (the check failed
+/// and will be retried).
+pub async fn release_verify(db: impl PgExecutor<'_>, id: BackupId, holder: Uuid) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE storage_backups SET verify_lease_until = NULL WHERE id = $1 AND verify_lease_holder = $2",
+        id as BackupId,
+        holder,
     )
     .execute(db)
     .await?;
@@ -513,6 +546,7 @@ pub async fn next_to_verify(db: impl PgExecutor<'_>, checked_before: DateTime<Ut
         r#"SELECT id AS "id: BackupId" FROM storage_backups
            WHERE manifest_path IS NOT NULL AND removed_at IS NULL
              AND (verified_at IS NULL OR verified_at < $1)
+             AND coalesce(verify_lease_until, '-infinity') < now()
            ORDER BY verified_at NULLS FIRST, created_at, id
            LIMIT 1"#,
         checked_before,

@@ -28,6 +28,9 @@ pub struct StorageFile {
     pub thumbnail_status: String,
     pub processing_error: Option<String>,
     pub is_public: bool,
+    /// The generation of signed URLs that still serve the image (see
+    /// [`crate::signing::Grant::generation`]); advanced to revoke the earlier ones.
+    pub url_generation: i32,
     pub tags: Vec<String>,
     pub metadata: Value,
     pub access_count: i64,
@@ -48,6 +51,11 @@ impl StorageFile {
             image_id: self.id,
             format: self.format,
         }
+    }
+
+    /// The URL generation as signed URLs carry it (the database keeps it non-negative).
+    pub fn signing_generation(&self) -> u32 {
+        self.url_generation.unsigned_abs()
     }
 
     /// Where one of its thumbnails lives.
@@ -90,7 +98,7 @@ pub async fn insert(db: impl PgExecutor<'_>, file: &NewFile<'_>) -> sqlx::Result
            RETURNING id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                      image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
                      format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                     thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at,
+                     thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at,
                      updated_at"#,
         file.id as _,
         file.owner.id as _,
@@ -119,7 +127,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Option<St
         r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                   image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
                   format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                  thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at, updated_at
+                  thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at, updated_at
            FROM storage_files WHERE id = $1 AND deleted_at IS NULL"#,
         id as _,
     )
@@ -184,7 +192,7 @@ pub async fn get_for_update(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Resul
         r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                   image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
                   format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                  thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at, updated_at
+                  thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at, updated_at
            FROM storage_files WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"#,
         id as _,
     )
@@ -200,7 +208,7 @@ pub async fn get_deleted(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<O
         r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                   image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
                   format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                  thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at, updated_at
+                  thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at, updated_at
            FROM storage_files WHERE id = $1 AND deleted_at IS NOT NULL"#,
         id as _,
     )
@@ -218,7 +226,9 @@ pub struct MetadataChanges {
     pub metadata: Option<Value>,
 }
 
-/// Applies `changes` to a live image and stamps `updated_at`; `None` if it is gone.
+/// Applies `changes` to a live image and stamps `updated_at`; `None` if it is gone. Making
+/// a public image private advances its URL generation: URLs signed while anyone could read
+/// it stop working at once instead of at their expiry.
 pub async fn update_metadata(
     db: impl PgExecutor<'_>,
     id: ImageId,
@@ -227,18 +237,31 @@ pub async fn update_metadata(
     sqlx::query_as!(
         StorageFile,
         r#"UPDATE storage_files SET original_name = coalesce($2, original_name), is_public = coalesce($3, is_public),
-                                    tags = coalesce($4, tags), metadata = coalesce($5, metadata), updated_at = now()
+                                    tags = coalesce($4, tags), metadata = coalesce($5, metadata), updated_at = now(),
+                                    url_generation = url_generation + (is_public AND NOT coalesce($3, true))::int
            WHERE id = $1 AND deleted_at IS NULL
            RETURNING id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                      image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
                      format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                     thumbnail_status, processing_error, is_public, tags, metadata, access_count, created_at,
+                     thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at,
                      updated_at"#,
         id as _,
         changes.original_name.as_deref(),
         changes.is_public,
         changes.tags.as_deref(),
         changes.metadata.as_ref(),
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Advances a live image's URL generation, so that every URL signed for it so far is
+/// refused; the new generation, or `None` if the image is gone.
+pub async fn revoke_urls(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar!(
+        "UPDATE storage_files SET url_generation = url_generation + 1, updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL RETURNING url_generation",
+        id as _,
     )
     .fetch_optional(db)
     .await

@@ -18,9 +18,10 @@ pub async fn record(
 ) -> sqlx::Result<bool> {
     let expires_at = DateTime::<Utc>::from_timestamp(grant.expires, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
     let done = sqlx::query!(
-        "INSERT INTO storage_signed_urls (id, image_id, variant, access_type, key_id, expires_at, requested_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (image_id, variant, access_type, expires_at, key_id) DO NOTHING",
+        "INSERT INTO storage_signed_urls (id, image_id, variant, access_type, key_id, expires_at, requested_by,
+                                          url_generation)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (image_id, variant, access_type, expires_at, key_id, url_generation) DO NOTHING",
         Uuid::now_v7(),
         grant.image_id as ImageId,
         grant.variant.as_str(),
@@ -28,10 +29,30 @@ pub async fn record(
         key_id,
         expires_at,
         requested_by,
+        generation(grant.generation),
     )
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Stamps `revoked_at` on the unexpired URLs of an image signed before `generation` (which
+/// serving refuses from now on), so operators see which URLs a revocation ended; how many.
+pub async fn mark_revoked(db: impl PgExecutor<'_>, image_id: ImageId, generation: i32) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE storage_signed_urls SET revoked_at = now()
+         WHERE image_id = $1 AND url_generation < $2 AND revoked_at IS NULL AND expires_at > now()",
+        image_id as _,
+        generation,
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A grant's generation as the database keeps it (parsing never accepts more).
+fn generation(generation: u32) -> i32 {
+    i32::try_from(generation).unwrap_or(i32::MAX)
 }
 
 /// An issued URL as recorded (for operators and tests).
@@ -43,13 +64,17 @@ pub struct IssuedUrl {
     pub key_id: String,
     pub expires_at: DateTime<Utc>,
     pub requested_by: Uuid,
+    pub url_generation: i32,
+    /// When a revocation ended it before its expiry.
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// The URLs issued for an image, oldest first.
 pub async fn list_for_image(db: impl PgExecutor<'_>, image_id: ImageId) -> sqlx::Result<Vec<IssuedUrl>> {
     sqlx::query_as!(
         IssuedUrl,
-        r#"SELECT image_id AS "image_id: ImageId", variant, access_type, key_id, expires_at, requested_by
+        r#"SELECT image_id AS "image_id: ImageId", variant, access_type, key_id, expires_at, requested_by,
+                  url_generation, revoked_at
            FROM storage_signed_urls WHERE image_id = $1 ORDER BY created_at, id"#,
         image_id as _,
     )

@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
 
 use crate::backup::{BackupId, BackupStatus};
 use crate::images::ImageId;
@@ -189,6 +190,27 @@ pub async fn claim_stalled_backups(
                           (SELECT max(e.done_at) FROM storage_backup_entries e WHERE e.backup_id = b.id))
                  < $1
            RETURNING b.id AS "id: BackupId", b.status AS "status: BackupStatus""#,
+        stalled_before,
+        now,
+    )
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Restores whose job was lost (pending since before `stalled_before`) or whose worker died
+/// (running with a lease that ran out), claimed for a re-queue by stamping
+/// `last_requeued_at` with `now`, at most once per stall period. Unfinished restores are few.
+pub async fn claim_stalled_restores(
+    tx: &mut PgConnection,
+    stalled_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        "UPDATE storage_restores SET last_requeued_at = $2
+         WHERE ((status = 'pending' AND created_at < $1)
+                OR (status = 'running' AND coalesce(lease_until, '-infinity') < $2))
+           AND coalesce(last_requeued_at, '-infinity') < $1
+         RETURNING id",
         stalled_before,
         now,
     )

@@ -1,8 +1,8 @@
 //! The purge: expired signed URLs and old bookkeeping rows. Signed URL records are kept
 //! `maintenance.signedUrlGraceDays` past their expiry (usage statistics and abuse flags
-//! read them); published outbox rows, health check results, job failures and upload
-//! idempotency keys are kept for their own number of days. Unpublished outbox rows are
-//! never purged.
+//! read them); published outbox rows, health check results, job failures, upload
+//! idempotency keys and access log rows are kept for their own number of days. Unpublished
+//! outbox rows are never purged.
 //!
 //! Rows go in batches of [`BATCH`], one short statement each, so a table with millions of
 //! old rows never holds one long lock; a second run finds nothing left to delete.
@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::MaintenanceError;
-use crate::config::MaintenanceConfig;
+use crate::config::{AccessLogConfig, MaintenanceConfig};
 use crate::db::purge;
 
 /// Rows deleted per statement.
@@ -26,10 +26,16 @@ pub struct PurgeReport {
     pub health_checks: u64,
     pub job_failures: u64,
     pub idempotency_keys: u64,
+    pub access_logs: u64,
 }
 
 /// Purges once as of `now`.
-pub async fn run(db: &PgPool, config: &MaintenanceConfig, now: DateTime<Utc>) -> Result<PurgeReport, MaintenanceError> {
+pub async fn run(
+    db: &PgPool,
+    config: &MaintenanceConfig,
+    access_log: &AccessLogConfig,
+    now: DateTime<Utc>,
+) -> Result<PurgeReport, MaintenanceError> {
     let days = |days: u32| now - TimeDelta::days(i64::from(days));
     let report = PurgeReport {
         signed_urls: in_batches(|| purge::signed_urls_expired_before(db, days(config.signed_url_grace_days), BATCH))
@@ -43,6 +49,7 @@ pub async fn run(db: &PgPool, config: &MaintenanceConfig, now: DateTime<Utc>) ->
             purge::idempotency_keys_before(db, days(config.idempotency_retention_days), BATCH)
         })
         .await?,
+        access_logs: in_batches(|| purge::access_logs_before(db, days(access_log.retention_days), BATCH)).await?,
     };
     tracing::info!(
         purge.signed_urls = report.signed_urls,
@@ -50,6 +57,7 @@ pub async fn run(db: &PgPool, config: &MaintenanceConfig, now: DateTime<Utc>) ->
         purge.health_checks = report.health_checks,
         purge.job_failures = report.job_failures,
         purge.idempotency_keys = report.idempotency_keys,
+        purge.access_logs = report.access_logs,
         "purge done"
     );
     Ok(report)

@@ -1,7 +1,8 @@
 //! The sweeper: images left waiting for thumbnails or verification are re-queued, so a job
 //! RabbitMQ lost or dead-lettered (by delivery limit, which skips the worker's failure hook)
 //! never leaves an image half-processed unnoticed; stalled backups get their unfinished
-//! batches published again.
+//! batches published again, and stalled restores (job lost, or worker dead with its lease
+//! run out) their job.
 //!
 //! Re-publishing `image.uploaded` is safe: the thumbnail and checksum handlers skip work
 //! already done. To keep a long but healthy backlog from being doubled, each image waits
@@ -21,7 +22,7 @@ use super::{MaintenanceError, REPORT_SAMPLE, SWEEP_CHECK};
 use crate::backup::{BackupId, BackupStatus};
 use crate::config::MaintenanceConfig;
 use crate::db::{health_checks, outbox, storage_files, sweep};
-use crate::events::{BackupBatch, BackupRequested, ImageUploaded};
+use crate::events::{BackupBatch, BackupRequested, ImageUploaded, RestoreRequested};
 use crate::health::HealthStatus;
 use crate::images::ImageId;
 
@@ -52,6 +53,8 @@ pub struct SweepReport {
     pub stalled_backups: Vec<BackupId>,
     /// Batch (and planning) events published again for them.
     pub requeued_backup_jobs: u64,
+    /// Restores whose job was published again.
+    pub stalled_restores: Vec<Uuid>,
 }
 
 impl SweepReport {
@@ -83,7 +86,8 @@ impl SweepReport {
 pub async fn run(db: &PgPool, config: &MaintenanceConfig, now: DateTime<Utc>) -> Result<SweepReport, MaintenanceError> {
     let mut report = SweepReport::default();
     sweep_images(db, config, now, &mut report).await?;
-    sweep_backups(db, config, now, &mut report).await?;
+    let stall = TimeDelta::seconds(i64::try_from(config.backup_stall_secs).unwrap_or(i64::MAX / 1000));
+    sweep_stalled(db, now - stall, now, &mut report).await?;
     report.oldest_pending_secs = sweep::oldest_pending_secs(db, now).await?;
     let unfinished = sweep::given_up_unfinished(db, REPORT_SAMPLE as i64).await?;
     report.given_up_unfinished = u64::try_from(unfinished.count).unwrap_or(0);
@@ -99,6 +103,7 @@ pub async fn run(db: &PgPool, config: &MaintenanceConfig, now: DateTime<Utc>) ->
         "requeue_limit_reached": report.requeue_limit_reached,
         "stalled_backups": report.stalled_backups,
         "requeued_backup_jobs": report.requeued_backup_jobs,
+        "stalled_restores": report.stalled_restores,
         "problems": report.problems(),
     });
     health_checks::record(db, SWEEP_CHECK, report.status(), &details).await?;
@@ -109,6 +114,7 @@ pub async fn run(db: &PgPool, config: &MaintenanceConfig, now: DateTime<Utc>) ->
         sweep.given_up_unfinished = report.given_up_unfinished,
         sweep.oldest_pending_secs = report.oldest_pending_secs,
         sweep.stalled_backups = report.stalled_backups.len(),
+        sweep.stalled_restores = report.stalled_restores.len(),
         "sweep done"
     );
     Ok(report)
@@ -163,19 +169,23 @@ async fn sweep_images(
     Ok(())
 }
 
-/// Publishes again the work of backups with no progress for `maintenance.backupStallSecs`:
-/// planning for a pending one, its unfinished batches for a running one (or batch 0 when
-/// none is left, which finishes it). Planning and batches skip what is done, so a duplicate
-/// is harmless; the claim keeps this to once per stall period.
-async fn sweep_backups(
+/// Publishes again the work of backups and restores that stalled, in one transaction with
+/// their claims (which keep this to once per stall period):
+/// - a backup with no progress since `stalled_before` (now less
+///   `maintenance.backupStallSecs`) gets planning if it is pending, its unfinished batches
+///   if it is running (or batch 0 when none is left, which finishes it); planning and
+///   batches skip what is done, so a duplicate is harmless;
+/// - a restore pending since before `stalled_before` (its job was lost), or running with a
+///   lease nobody renewed (its worker died; see `worker::lease`), gets its job; a restore
+///   skips what is back already.
+async fn sweep_stalled(
     db: &PgPool,
-    config: &MaintenanceConfig,
+    stalled_before: DateTime<Utc>,
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> Result<(), MaintenanceError> {
-    let stall = TimeDelta::seconds(i64::try_from(config.backup_stall_secs).unwrap_or(i64::MAX / 1000));
     let mut tx = db.begin().await?;
-    let stalled = sweep::claim_stalled_backups(&mut tx, now - stall, now).await?;
+    let stalled = sweep::claim_stalled_backups(&mut tx, stalled_before, now).await?;
     for backup in &stalled {
         match backup.status {
             BackupStatus::Pending => {
@@ -196,7 +206,13 @@ async fn sweep_backups(
         tracing::warn!(backup.id = %backup.id, status = ?backup.status, "backup {} stalled: its work is published again", backup.id);
         report.stalled_backups.push(backup.id);
     }
+    let stalled = sweep::claim_stalled_restores(&mut tx, stalled_before, now).await?;
+    for &restore_id in &stalled {
+        outbox::enqueue(&mut *tx, RestoreRequested { restore_id }).await?;
+        tracing::warn!(restore.id = %restore_id, "restore {restore_id} stalled: its job is published again");
+    }
     tx.commit().await?;
+    report.stalled_restores = stalled;
     Ok(())
 }
 
