@@ -23,11 +23,13 @@ COPY shared/Cargo.toml shared/build.rs shared/
 COPY api/Cargo.toml api/
 COPY worker/Cargo.toml worker/
 COPY scheduler/Cargo.toml scheduler/
-RUN mkdir -p shared/src shared/benches api/src worker/src scheduler/src \
- && touch shared/src/lib.rs api/src/lib.rs worker/src/lib.rs scheduler/src/lib.rs \
+COPY e2e/Cargo.toml e2e/
+RUN mkdir -p shared/src shared/benches api/src worker/src scheduler/src e2e/src \
+ && touch shared/src/lib.rs api/src/lib.rs worker/src/lib.rs scheduler/src/lib.rs e2e/src/lib.rs \
  && for main in api/src/main.rs worker/src/main.rs scheduler/src/main.rs shared/benches/thumbnails.rs; do echo 'fn main() {}' > "$main"; done \
+ && for crate in shared api scheduler e2e; do mkdir -p "$crate/tests" && touch "$crate/tests/main.rs"; done \
  && cargo build --release --locked --bins \
- && rm -rf shared/src shared/benches api/src worker/src scheduler/src
+ && rm -rf shared/src shared/benches api/src worker/src scheduler/src e2e/src
 
 # Then the sources. Touched so cargo rebuilds the workspace crates over the empty ones.
 COPY .sqlx .sqlx
@@ -36,7 +38,10 @@ COPY shared shared
 COPY api api
 COPY worker worker
 COPY scheduler scheduler
-RUN find shared api worker scheduler -name '*.rs' -exec touch {} + \
+COPY e2e e2e
+# Test sources stay out of the image (.dockerignore); the manifests name their entry files.
+RUN for crate in shared api scheduler e2e; do mkdir -p "$crate/tests" && touch "$crate/tests/main.rs"; done \
+ && find shared api worker scheduler -name '*.rs' -exec touch {} + \
  && cargo build --release --locked --bins \
  && cp target/release/stayler-api target/release/stayler-worker target/release/stayler-scheduler /usr/local/bin/
 

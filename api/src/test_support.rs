@@ -46,6 +46,17 @@ pub async fn test_config(dir: &std::path::Path, pool: &PgPool) -> Config {
 
 pub use shared::test_support::database_url;
 
+/// The JSON body of `response`.
+pub async fn json(response: reqwest::Response) -> serde_json::Value {
+    response.json().await.expect("a JSON body")
+}
+
+/// The `error.code` of an error response.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body = json(response).await;
+    body["error"]["code"].as_str().unwrap_or_else(|| panic!("an error code in {body}")).to_owned()
+}
+
 impl TestApp {
     pub async fn spawn(pool: PgPool) -> Self {
         Self::spawn_with(pool, |_| {}).await

@@ -1,6 +1,6 @@
 //! Changing and deleting images, who may do it, and the quotas that follow.
 
-use api::test_support::{TestApp, images};
+use api::test_support::{TestApp, error_code, images, json};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -8,14 +8,6 @@ use shared::auth::Role;
 use shared::images::OwnerType;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-async fn json(response: reqwest::Response) -> Value {
-    response.json().await.expect("a JSON body")
-}
-
-async fn error_code(response: reqwest::Response) -> String {
-    json(response).await["error"]["code"].as_str().expect("an error code").to_owned()
-}
 
 /// Live usage as the rows say it, to compare with the quota row.
 async fn live_usage(app: &TestApp, owner: Uuid) -> (i64, i64) {

@@ -2,16 +2,12 @@
 //! exist and be usable by the result's owner, and vendors see how often their clothing
 //! was tried on.
 
-use api::test_support::{TestApp, images};
+use api::test_support::{TestApp, images, json};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-async fn json(response: reqwest::Response) -> Value {
-    response.json().await.expect("a JSON body")
-}
 
 async fn stored(response: reqwest::Response) -> String {
     assert_eq!(response.status(), StatusCode::CREATED);

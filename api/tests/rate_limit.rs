@@ -285,7 +285,7 @@ async fn redis_proxy() -> TcpProxy {
 }
 
 /// The cost of one check, in process and through Redis: a measurement, not a test. Run it
-/// optimised: `cargo test --release -p api --features test-support --test rate_limit --
+/// optimised: `cargo test --release -p api --features test-support --test integration --
 /// --ignored --nocapture measure`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run it in release"]

@@ -11,7 +11,8 @@ use shared::auth::Role;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-async fn json(response: reqwest::Response) -> Value {
+/// The JSON body of an answer that must be 200.
+async fn ok_json(response: reqwest::Response) -> Value {
     assert_eq!(response.status(), StatusCode::OK, "{:?}", response.url().to_string());
     response.json().await.expect("a JSON body")
 }
@@ -68,7 +69,7 @@ async fn pages_cover_every_image_once_in_every_sort_and_order(pool: PgPool) {
         .execute(&app.pool)
         .await
         .unwrap();
-    let everything = json(app.list_images(&token, &[("page_size", "100")]).await).await;
+    let everything = ok_json(app.list_images(&token, &[("page_size", "100")]).await).await;
     assert_eq!(everything["total"], 23);
     let rows = everything["items"].as_array().unwrap().clone();
 
@@ -96,7 +97,7 @@ async fn pages_cover_every_image_once_in_every_sort_and_order(pool: PgPool) {
             for page in 1..=5 {
                 let page_text = page.to_string();
                 let query = [("sort", sort), ("order", order), ("page", &page_text), ("page_size", "5")];
-                let body = json(app.list_images(&token, &query).await).await;
+                let body = ok_json(app.list_images(&token, &query).await).await;
                 assert_eq!(
                     (body["total"].as_i64(), body["page"].as_i64(), body["page_size"].as_i64()),
                     (Some(23), Some(page), Some(5))
@@ -125,7 +126,7 @@ async fn pages_cover_every_image_once_in_every_sort_and_order(pool: PgPool) {
                 assert_eq!(counts, sorted, "access_count {order}");
             }
             // Past the last page: nothing, but the same total.
-            let beyond = json(
+            let beyond = ok_json(
                 app.list_images(&token, &[("sort", sort), ("order", order), ("page", "6"), ("page_size", "5")]).await,
             )
             .await;
@@ -133,9 +134,9 @@ async fn pages_cover_every_image_once_in_every_sort_and_order(pool: PgPool) {
         }
     }
     // The default: newest first, twenty per page.
-    let first = json(app.list_images(&token, &[]).await).await;
+    let first = ok_json(app.list_images(&token, &[]).await).await;
     assert_eq!((first["page"].as_i64(), first["page_size"].as_i64(), ids(&first).len()), (Some(1), Some(20), 20));
-    let newest = json(app.list_images(&token, &[("sort", "created_at"), ("order", "desc")]).await).await;
+    let newest = ok_json(app.list_images(&token, &[("sort", "created_at"), ("order", "desc")]).await).await;
     assert_eq!(ids(&first), ids(&newest));
 }
 
@@ -172,7 +173,7 @@ async fn filters_narrow_the_listing(pool: PgPool) {
 
     let listed = |query: Vec<(&'static str, &'static str)>| {
         let (app, token) = (&app, &token);
-        async move { ids(&json(app.list_images(token, &query).await).await) }
+        async move { ids(&ok_json(app.list_images(token, &query).await).await) }
     };
     let as_set = |ids: Vec<String>| ids.into_iter().collect::<HashSet<_>>();
     assert_eq!(as_set(listed(vec![("tag", "red")]).await), set(&[&red_public, &red_private]));
@@ -193,12 +194,12 @@ async fn filters_narrow_the_listing(pool: PgPool) {
     assert_eq!(listed(vec![("image_type", "cloth")]).await.len(), 4);
 
     // The admin sees every owner, and filters them too.
-    let everyone = json(app.list_images(&admin, &[("image_type", "result")]).await).await;
+    let everyone = ok_json(app.list_images(&admin, &[("image_type", "result")]).await).await;
     assert_eq!(ids(&everyone), vec![result.clone()]);
     let vendor_text = vendor.to_string();
-    let one_owner = json(app.list_images(&admin, &[("owner_id", vendor_text.as_str()), ("tag", "red")]).await).await;
+    let one_owner = ok_json(app.list_images(&admin, &[("owner_id", vendor_text.as_str()), ("tag", "red")]).await).await;
     assert_eq!(as_set(ids(&one_owner)), set(&[&red_public, &red_private]));
-    let all_red = json(app.search_images(&admin, &json!({"tags": ["red"]})).await).await;
+    let all_red = ok_json(app.search_images(&admin, &json!({"tags": ["red"]})).await).await;
     assert_eq!(all_red["total"], 3);
 }
 
@@ -224,13 +225,13 @@ async fn each_role_lists_only_what_it_may(pool: PgPool) {
         }
     };
     // Users and vendors: their own images, public ones of others excluded.
-    let mine = json(listed(user_token.clone(), vec![]).await).await;
+    let mine = ok_json(listed(user_token.clone(), vec![]).await).await;
     assert_eq!(ids(&mine).into_iter().collect::<HashSet<_>>(), set(&[&photo, &result]));
-    assert_eq!(ids(&json(listed(user_token.clone(), vec![("owner_id", user_text.clone())]).await).await).len(), 2);
+    assert_eq!(ids(&ok_json(listed(user_token.clone(), vec![("owner_id", user_text.clone())]).await).await).len(), 2);
     let response = listed(user_token.clone(), vec![("owner_id", other.to_string())]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert_eq!(ids(&json(listed(vendor.clone(), vec![]).await).await), vec![cloth.clone()]);
-    let search = json(app.search_images(&other_token, &json!({})).await).await;
+    assert_eq!(ids(&ok_json(listed(vendor.clone(), vec![]).await).await), vec![cloth.clone()]);
+    let search = ok_json(app.search_images(&other_token, &json!({})).await).await;
     assert_eq!(ids(&search), vec![others_public.clone()]);
     let response = app.search_images(&other_token, &json!({"owner_id": user})).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -238,24 +239,24 @@ async fn each_role_lists_only_what_it_may(pool: PgPool) {
     // The service: the results of the owner it names, and must name one.
     let response = listed(service.clone(), vec![]).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let results = json(listed(service.clone(), vec![("owner_id", user_text.clone())]).await).await;
+    let results = ok_json(listed(service.clone(), vec![("owner_id", user_text.clone())]).await).await;
     assert_eq!(ids(&results), vec![result.clone()]);
 
     // Admins: everyone, or one owner.
-    let all = json(listed(admin.clone(), vec![("page_size", "100".into())]).await).await;
+    let all = ok_json(listed(admin.clone(), vec![("page_size", "100".into())]).await).await;
     assert_eq!(all["total"], 4);
-    let one = json(listed(admin.clone(), vec![("owner_id", user_text.clone())]).await).await;
+    let one = ok_json(listed(admin.clone(), vec![("owner_id", user_text.clone())]).await).await;
     assert_eq!(one["total"], 2);
     // Full pages need a count: the unfiltered one comes from the quotas, and must agree.
     for query in [vec![("page_size", "2".to_owned())], vec![("page_size", "1".into()), ("page", "3".into())]] {
-        let page = json(listed(admin.clone(), query).await).await;
+        let page = ok_json(listed(admin.clone(), query).await).await;
         assert_eq!(page["total"], 4, "{page}");
     }
     assert_eq!(app.delete_image(&admin, &others_public).await.status(), StatusCode::NO_CONTENT);
-    let page = json(listed(admin.clone(), vec![("page_size", "1".into())]).await).await;
+    let page = ok_json(listed(admin.clone(), vec![("page_size", "1".into())]).await).await;
     assert_eq!(page["total"], 3);
     let filtered =
-        json(listed(admin.clone(), vec![("page_size", "1".into()), ("image_type", "user".into())]).await).await;
+        ok_json(listed(admin.clone(), vec![("page_size", "1".into()), ("image_type", "user".into())]).await).await;
     assert_eq!(filtered["total"], 1);
 
     let anonymous = app.client.get(app.url("/storage/images")).send().await.unwrap();
@@ -303,7 +304,7 @@ async fn bad_parameters_are_refused_naming_the_field(pool: PgPool) {
         let response = app.search_images(&token, &body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
     }
-    let _ = json(app.list_images(&token, &[("page_size", "100"), ("page", "1")]).await).await;
+    let _ = ok_json(app.list_images(&token, &[("page_size", "100"), ("page", "1")]).await).await;
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -328,7 +329,7 @@ async fn the_query_matches_names_tags_and_metadata_values(pool: PgPool) {
 
     let found = |query: &'static str| {
         let (app, token) = (&app, &token);
-        async move { ids(&json(app.search_images(token, &json!({"query": query})).await).await) }
+        async move { ids(&ok_json(app.search_images(token, &json!({"query": query})).await).await) }
     };
     assert_eq!(found("red").await, vec![dress.clone()], "names, case-insensitive; others' images excluded");
     assert_eq!(found("EVENING w").await, vec![evening.clone()], "tags");
@@ -342,12 +343,12 @@ async fn the_query_matches_names_tags_and_metadata_values(pool: PgPool) {
 
     // The query combines with filters, sort and pages.
     let body = json!({"query": ".jpg", "sort": "file_name", "order": "asc", "page": 2, "page_size": 2});
-    let page = json(app.search_images(&token, &body).await).await;
+    let page = ok_json(app.search_images(&token, &body).await).await;
     assert_eq!(page["total"], 5);
     let names: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["file_name"].as_str().unwrap()).collect();
     assert_eq!(names, ["blue.jpg", "plain.jpg"], "after a_b.jpg and axb.jpg");
     let body = json!({"query": "e", "tags": ["summer"], "is_public": false, "image_type": "user"});
-    assert_eq!(ids(&json(app.search_images(&token, &body).await).await), vec![dress.clone()]);
+    assert_eq!(ids(&ok_json(app.search_images(&token, &body).await).await), vec![dress.clone()]);
 
     // A change of name or tags is searchable at once.
     let response = app.update_image(&token, &evening, &json!({"tags": ["gala"], "file_name": "night.png"})).await;
@@ -376,7 +377,7 @@ async fn listed_items_carry_their_thumbnails(pool: PgPool) {
         .await
         .unwrap();
     }
-    let page = json(app.list_images(&token, &[("sort", "file_name")]).await).await;
+    let page = ok_json(app.list_images(&token, &[("sort", "file_name")]).await).await;
     assert_eq!(ids(&page), vec![with.clone(), without]);
     let sizes: Vec<&str> = page["items"][0]["thumbnails"]["variants"]
         .as_array()
@@ -386,5 +387,5 @@ async fn listed_items_carry_their_thumbnails(pool: PgPool) {
         .collect();
     assert_eq!(sizes, ["small", "large"]);
     assert_eq!(page["items"][1]["thumbnails"]["variants"], json!([]));
-    assert_eq!(page["items"][0], json(app.get_image(&token, &with).await).await);
+    assert_eq!(page["items"][0], ok_json(app.get_image(&token, &with).await).await);
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use api::test_support::{TestApp, images};
+use api::test_support::{TestApp, error_code, images, json};
 use reqwest::StatusCode;
 use reqwest::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
@@ -31,15 +31,6 @@ struct Uploaded {
     owner: Uuid,
     token: String,
     bytes: Vec<u8>,
-}
-
-async fn json(response: reqwest::Response) -> Value {
-    response.json().await.expect("a JSON body")
-}
-
-async fn error_code(response: reqwest::Response) -> String {
-    let body = json(response).await;
-    body["error"]["code"].as_str().unwrap_or_else(|| panic!("an error code in {body}")).to_owned()
 }
 
 async fn upload(app: &TestApp, extra: &[(&str, &str)]) -> Uploaded {

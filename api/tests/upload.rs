@@ -1,6 +1,6 @@
 //! Upload: what is accepted, what is refused, and that a refusal leaves nothing behind.
 
-use api::test_support::{TestApp, images};
+use api::test_support::{TestApp, error_code, images, json};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -8,14 +8,6 @@ use shared::auth::Role;
 use shared::images::OwnerType;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-async fn json(response: reqwest::Response) -> Value {
-    response.json().await.expect("a JSON body")
-}
-
-async fn error_code(response: reqwest::Response) -> String {
-    json(response).await["error"]["code"].as_str().expect("an error code").to_owned()
-}
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_jpeg_upload_is_stored_in_the_seed_layout_with_its_checksum(pool: PgPool) {

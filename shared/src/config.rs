@@ -159,8 +159,8 @@ pub struct BackupPolicy {
     pub frequency: String,
     /// Cron expression (UTC) of scheduled backups; empty: the one `frequency` names.
     pub schedule: String,
-    /// zstd level used for backup archives whose bytes compress (see the README on what
-    /// compression buys on photos).
+    /// zstd level used for backup archives whose bytes compress (see docs/benchmarks.md on
+    /// what compression buys on photos).
     pub compression_level: i32,
     /// Images per batch job: a large backup is shared by the workers in batches this big.
     pub batch_size: u32,

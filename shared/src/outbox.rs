@@ -24,7 +24,7 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a notification is held before the pass it triggers, so that the events of
 /// uploads committing meanwhile go out in the same batch. A pass costs a transaction and a
 /// broker round trip whatever its size; without the pause every notification (one per
-/// upload) started a pass of its own, with it ~300 uploads/s made ~7 events per pass.
+/// upload) started a pass of its own (measurements: docs/benchmarks.md#outbox-relay-linger).
 const NOTIFICATION_LINGER: Duration = Duration::from_millis(20);
 /// Back-off after a failed pass, doubled per consecutive failure up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);

@@ -22,9 +22,6 @@ pub mod health;
 pub mod lease;
 pub mod maintenance;
 pub mod operator;
-/// Shared by the crate's integration tests.
-#[cfg(feature = "test-support")]
-pub mod test_support;
 pub mod thumbnails;
 
 /// What every handler works with. Cheap to clone: the pool and the configuration are shared,

@@ -3,11 +3,11 @@
 //! An original is written once and then read only a few times (by the workers that make its
 //! thumbnails and verify its checksum, by the daily backup), so copying it into the page
 //! cache spends CPU on the upload's hot path for nothing and evicts what is hot: the
-//! thumbnails being served. Measured with `dd` on an ext4 virtual disk, a buffered write
-//! cost 0.8–2.4 ms of kernel CPU per MB (the copy into freshly allocated page-cache pages,
-//! some 40 % of an upload's CPU time), a direct write 0.09 ms. As a bonus, the checksum
-//! worker then reads back what reached the disk rather than the page cache's copy of what
-//! was sent.
+//! thumbnails being served. A buffered write spends kernel CPU copying into freshly
+//! allocated page-cache pages, a large share of an upload's CPU time, where a direct write
+//! spends next to none (measurements: docs/benchmarks.md#direct-writes-of-originals). As a
+//! bonus, the checksum worker then reads back what reached the disk rather than the page
+//! cache's copy of what was sent.
 //!
 //! Direct I/O (`O_DIRECT`) wants the buffer's address, the file offset and the length
 //! aligned to the device's block size, so bytes are gathered in an aligned buffer and

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use api::test_support::TestApp;
 use chrono::{TimeDelta, Utc};
+use e2e::{TestWorker, upload_every_kind};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
@@ -16,7 +17,6 @@ use shared::storage::BackupTree;
 use shared::test_support::eventually;
 use sqlx::PgPool;
 use uuid::Uuid;
-use worker::test_support::{TestWorker, upload_every_kind};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

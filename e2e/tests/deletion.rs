@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::test_support::{TestApp, images};
+use e2e::TestWorker;
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::broker::{JobQueue, Publisher};
@@ -18,7 +19,6 @@ use uuid::Uuid;
 use worker::Context;
 use worker::consumer::{Handler, Job};
 use worker::deletions::Deletions;
-use worker::test_support::TestWorker;
 
 const PROCESSING_TIMEOUT: Duration = Duration::from_secs(60);
 

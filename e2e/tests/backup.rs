@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use api::test_support::TestApp;
 use chrono::Utc;
+use e2e::{TestWorker, upload_every_kind};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
@@ -17,7 +18,6 @@ use shared::storage::BackupTree;
 use shared::test_support::eventually;
 use sqlx::PgPool;
 use uuid::Uuid;
-use worker::test_support::{TestWorker, upload_every_kind};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -375,11 +375,10 @@ async fn upload_photos(app: &TestApp, count: usize) -> Vec<String> {
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_worker_killed_mid_backup_leaves_nothing_counted_that_is_not_verified_and_another_finishes_it(pool: PgPool) {
     let app = TestApp::spawn_with(pool, |config| config.storage.backup_policy.batch_size = 1).await;
-    let binary = Path::new(env!("CARGO_BIN_EXE_stayler-worker"));
     let ids = upload_photos(&app, 12).await;
     let admin = app.token(Role::Admin, Uuid::now_v7());
 
-    let mut victim = worker::test_support::spawn_worker_process(binary, &app.config);
+    let mut victim = e2e::spawn_worker_process(&app.config);
     let accepted: Value = request_backup(&app, &admin).await.json().await.unwrap();
     let id = shared::backup::BackupId(accepted["id"].as_str().unwrap().parse().unwrap());
     // SIGKILL as soon as the first batch is recorded, in the middle of the others.
@@ -420,7 +419,7 @@ async fn a_worker_killed_mid_backup_leaves_nothing_counted_that_is_not_verified_
     assert_eq!(storage_backups::get(&app.pool, id).await.unwrap().unwrap().status, BackupStatus::Running);
 
     // Another worker takes the redelivered batches and finishes the backup, every image once.
-    let mut survivor = worker::test_support::spawn_worker_process(binary, &app.config);
+    let mut survivor = e2e::spawn_worker_process(&app.config);
     let backup = finished_backup(&app, &admin, &id.to_string()).await;
     assert_eq!((backup["status"].as_str(), backup["file_count"].as_i64()), (Some("completed"), Some(12)), "{backup}");
     let (_, entries) = read_manifest(&tree, backup["manifest_path"].as_str().unwrap());

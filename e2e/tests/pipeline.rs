@@ -6,16 +6,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use api::test_support::{TestApp, images};
+use e2e::TestWorker;
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::broker::{JobQueue, Publisher};
-use shared::config::Config;
 use shared::db::outbox;
 use shared::events::ImageUploaded;
 use shared::images::processing_error::{CHECKSUM_MISMATCH, THUMBNAILS_UNDECODABLE};
 use shared::test_support::{TcpProxy, TestBroker, eventually};
 use sqlx::PgPool;
-use worker::test_support::TestWorker;
 
 const PROCESSING_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -305,10 +304,6 @@ async fn a_stored_file_that_no_longer_matches_its_checksum_is_marked_corrupt(poo
     broker.delete().await;
 }
 
-fn spawn_worker_process(config: &Config) -> worker::test_support::WorkerProcess {
-    worker::test_support::spawn_worker_process(Path::new(env!("CARGO_BIN_EXE_stayler-worker")), config)
-}
-
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_worker_killed_mid_job_leaves_the_job_to_another_and_nothing_duplicated(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
@@ -320,7 +315,7 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_another_and_nothing_duplicate
         assert_eq!(response.status(), StatusCode::CREATED);
         ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
     }
-    let mut victim = spawn_worker_process(&app.config);
+    let mut victim = e2e::spawn_worker_process(&app.config);
     // Kill it as soon as it has finished something, so that it dies in the middle of the rest.
     eventually(PROCESSING_TIMEOUT, "the first worker made progress", || async {
         let ready: i64 = sqlx::query_scalar(
@@ -335,7 +330,7 @@ async fn a_worker_killed_mid_job_leaves_the_job_to_another_and_nothing_duplicate
     victim.kill().expect("SIGKILL");
     victim.wait().unwrap();
 
-    let mut survivor = spawn_worker_process(&app.config);
+    let mut survivor = e2e::spawn_worker_process(&app.config);
     for id in &ids {
         let view = processed(&app, &token, id).await;
         assert_thumbnails(&app, &view, (4032, 3024));
@@ -431,7 +426,7 @@ async fn a_burst_of_decompression_bombs_leaves_the_worker_within_its_memory_boun
             photos.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
         }
     }
-    let mut worker = spawn_worker_process(&app.config);
+    let mut worker = e2e::spawn_worker_process(&app.config);
     for id in &bombs {
         eventually(PROCESSING_TIMEOUT, &format!("bomb {id} is refused"), || async {
             image_view(&app, &token, id).await["thumbnails"]["status"] == "failed"

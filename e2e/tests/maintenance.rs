@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use api::test_support::{TestApp, images};
 use chrono::{TimeDelta, Utc};
+use e2e::{TestWorker, check, run_health_check, upload_every_kind};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
@@ -25,7 +26,6 @@ use shared::storage::{QUARANTINE_DIR, Storage};
 use shared::test_support::{TestBroker, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;
-use worker::test_support::{TestWorker, check, run_health_check, upload_every_kind};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const TWO_HOURS: Duration = Duration::from_secs(2 * 3600);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use api::test_support::TestApp;
 use chrono::{TimeDelta, Utc};
+use e2e::{TestWorker, upload_every_kind, upload_gif_and_webp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::auth::Role;
@@ -25,7 +26,6 @@ use shared::test_support::eventually;
 use sqlx::PgPool;
 use uuid::Uuid;
 use worker::operator::{self, RestoreTarget};
-use worker::test_support::{TestWorker, upload_every_kind, upload_gif_and_webp};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 

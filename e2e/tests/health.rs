@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use api::test_support::{TestApp, images};
 use chrono::{TimeDelta, Utc};
+use e2e::{TestWorker, check, run_health_check};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
@@ -17,7 +18,6 @@ use shared::images::ImageId;
 use shared::test_support::{TestBroker, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;
-use worker::test_support::{TestWorker, check, run_health_check};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -1,8 +1,10 @@
-//! Helpers for the worker's integration tests: a worker running in the test's process
-//! through its library entry point, uploads of every kind and format of image a job must
-//! handle, a health check run as the scheduler runs it, and the worker binary started for
-//! tests that kill it.
+//! End-to-end tests drive the API and the workers together, so they live in a crate of
+//! their own above both (no crate depends on a crate beside it). These are their helpers: a
+//! worker running in the test's process through its library entry point, uploads of every
+//! kind and format of image a job must handle, a health check run as the scheduler runs
+//! it, and the worker binary started for tests that kill it. The tests are in `tests/`.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use api::test_support::{TestApp, images};
@@ -32,7 +34,7 @@ impl TestWorker {
         shared::test_support::init_logging();
         let shutdown = CancellationToken::new();
         let (started_tx, mut started) = tokio::sync::watch::channel(false);
-        let run = crate::run_reporting_start(config.clone(), shutdown.clone(), started_tx);
+        let run = worker::run_reporting_start(config.clone(), shutdown.clone(), started_tx);
         let task = tokio::spawn(async move {
             let result = run.await;
             // A worker that ends before it is stopped leaves a test waiting for jobs that
@@ -121,10 +123,21 @@ pub fn worker_environment(config: &Config) -> Vec<(String, String)> {
     .collect()
 }
 
-/// Starts the worker binary at `binary` (a test's `env!("CARGO_BIN_EXE_stayler-worker")`)
-/// configured like `config`, for tests that kill it or send it signals.
-pub fn spawn_worker_process(binary: &std::path::Path, config: &Config) -> WorkerProcess {
-    let child = std::process::Command::new(binary)
+/// The `stayler-worker` binary of this build, beside the test binary's `deps/` folder.
+/// Cargo builds a package's binaries for its own tests only, so `scripts/test` builds the
+/// workspace's binaries before running the tests.
+pub fn worker_binary() -> PathBuf {
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = test_binary.parent().and_then(Path::parent).expect("target/<profile>/deps/<test binary>");
+    let binary = profile_dir.join(format!("stayler-worker{}", std::env::consts::EXE_SUFFIX));
+    assert!(binary.exists(), "{} is missing: build it first (cargo build --workspace --bins)", binary.display());
+    binary
+}
+
+/// Starts the worker binary ([`worker_binary`]) configured like `config`, for tests that
+/// kill it or send it signals.
+pub fn spawn_worker_process(config: &Config) -> WorkerProcess {
+    let child = std::process::Command::new(worker_binary())
         .env_clear()
         .envs(worker_environment(config))
         .stdout(std::process::Stdio::null())

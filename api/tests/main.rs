@@ -1,0 +1,14 @@
+//! The API's integration tests, one module per feature: each starts the API through its
+//! library entry point on a random port, against the real PostgreSQL, RabbitMQ and Redis.
+
+mod access_log;
+mod health;
+mod limits;
+mod metadata;
+mod permissions;
+mod provenance;
+mod rate_limit;
+mod search;
+mod serving;
+mod stats;
+mod upload;

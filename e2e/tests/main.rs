@@ -1,0 +1,12 @@
+//! End-to-end tests: the API (with its outbox relay), RabbitMQ, the workers and PostgreSQL
+//! together, through their real entry points. Tests whose name contains `broker_restart`
+//! restart the machine's shared broker, so `scripts/test` runs them alone, after the rest.
+
+mod backup;
+mod broker_restart;
+mod deletion;
+mod health;
+mod maintenance;
+mod pipeline;
+mod restore;
+mod retention;
