@@ -9,8 +9,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 use shared::auth::{Claims, ImageAccess};
 use shared::db::storage_files::StorageFile;
+use shared::db::storage_signed_urls::NewSignedUrl;
 use shared::db::{storage_files, storage_signed_urls, storage_thumbnails};
-use shared::images::ImageId;
+use shared::model::{self, ImageId, ThumbnailStatus};
 use shared::signing::{self, AccessType, Grant, Variant};
 use uuid::Uuid;
 
@@ -83,7 +84,7 @@ impl AccessApi {
         ttl: Query<Option<u64>>,
     ) -> Result<Json<AccessUrl>, ApiError> {
         let access = parse_access(access_type.0.as_deref())?;
-        let variant = variant.0.unwrap_or_else(|| signing::ORIGINAL.to_owned());
+        let variant = variant.0.unwrap_or_else(|| model::ORIGINAL.to_owned());
         let variant = self.parse_variant(&variant)?;
         let ttl = self.ttl(ttl.0)?;
         let file = self.readable(&auth.0, ImageId(id.0)).await?;
@@ -102,7 +103,7 @@ impl AccessApi {
         id: Path<Uuid>,
         variant: Query<Option<String>>,
     ) -> Result<Json<AccessUrl>, ApiError> {
-        let variant = variant.0.unwrap_or_else(|| signing::ORIGINAL.to_owned());
+        let variant = variant.0.unwrap_or_else(|| model::ORIGINAL.to_owned());
         let variant = self.parse_variant(&variant)?;
         let file = self.readable(&auth.0, ImageId(id.0)).await?;
         self.check_variant_exists(&file, variant).await?;
@@ -186,7 +187,7 @@ impl AccessApi {
         if thumbnails.iter().any(|t| t.size_name == size) {
             return Ok(());
         }
-        if file.thumbnail_status == "pending" {
+        if file.thumbnail_status == ThumbnailStatus::Pending {
             return Err(ApiError::conflict(
                 "variant_not_ready",
                 format!("the {size} thumbnail is still being made; retry shortly"),
@@ -209,7 +210,16 @@ impl AccessApi {
         let grant = Grant { image_id: file.id, variant, access, expires, generation: file.signing_generation() };
         let keys = self.state.serving.keys();
         let segment = keys.sign(&grant);
-        storage_signed_urls::record(&self.state.db, &grant, keys.active_key_id(), claims.sub).await?;
+        let issued = NewSignedUrl {
+            image_id: file.id,
+            variant: variant.as_str(),
+            access_type: access.as_str(),
+            expires_at: DateTime::from_timestamp(expires, 0).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            key_id: keys.active_key_id(),
+            url_generation: file.url_generation,
+            requested_by: claims.sub,
+        };
+        storage_signed_urls::record(&self.state.db, &issued).await?;
         Ok(AccessUrl {
             url: format!("{}{SIGNED_PREFIX}{segment}", config.server.base_url.trim_end_matches('/')),
             expires_at: DateTime::from_timestamp(expires, 0),

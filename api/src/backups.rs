@@ -7,10 +7,10 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use shared::auth::{Claims, Role};
-use shared::backup::{BackupId, BackupStatus};
 use shared::db::storage_backups::{self, Backup, Progress};
 use shared::db::{backup_retention, outbox};
 use shared::events::BackupRetentionRequested;
+use shared::model::{BackupId, BackupStatus};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -177,7 +177,7 @@ impl BackupsApi {
         let mut tx = self.state.db.begin().await?;
         let id = storage_backups::request(
             &mut tx,
-            shared::backup::BackupTrigger::Manual,
+            shared::model::BackupTrigger::Manual,
             Some(auth.0.sub),
             level,
             Utc::now(),

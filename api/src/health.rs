@@ -11,7 +11,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme};
 use shared::auth::Role;
 use shared::db::health_checks::{self, CheckRow};
-use shared::health::{self, CheckResult, HealthStatus};
+use shared::health::{self, CheckResult};
+use shared::model::HealthStatus;
 
 use crate::AppState;
 use crate::auth::BearerAuth;

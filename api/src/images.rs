@@ -12,11 +12,11 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use shared::auth::{Claims, ImageAccess, Role};
-use shared::db::search::ListQuery;
 use shared::db::storage_files::StorageFile;
 use shared::db::{provenance, storage_files, storage_thumbnails};
-use shared::images::{ImageId, ImageType};
 use shared::maintenance::sweep::{self, Reprocessed};
+use shared::model::{ImageId, ImageType};
+use shared::search::ListQuery;
 use uuid::Uuid;
 
 pub use list::{ImagePage, ImageSearchRequest};
@@ -68,8 +68,8 @@ impl From<Reprocessed> for ReprocessView {
         Self {
             id: done.image_id.0,
             event_id: done.event_id,
-            thumbnail_status: done.thumbnail_status,
-            checksum_status: done.checksum_status,
+            thumbnail_status: done.thumbnail_status.to_string(),
+            checksum_status: done.checksum_status.to_string(),
         }
     }
 }

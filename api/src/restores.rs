@@ -8,10 +8,9 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use shared::auth::Role;
-use shared::backup::BackupId;
 use shared::backup::restore::{RestoreMode, Selection};
 use shared::db::storage_restores::{self, Restore};
-use shared::images::ImageId;
+use shared::model::{BackupId, ImageId};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -70,7 +69,7 @@ pub enum Accepted {
 fn view(restore: Restore) -> RestoreView {
     RestoreView {
         id: restore.id,
-        status: restore.status,
+        status: restore.status.to_string(),
         selection: restore.selection,
         mode: restore.mode,
         restored: restore.restored,

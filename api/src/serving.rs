@@ -32,7 +32,7 @@ use poem::http::header::{
 use poem::http::{HeaderValue, Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use shared::config::Config;
-use shared::images::ImageId;
+use shared::model::ImageId;
 use shared::signing::{AccessType, SignatureError, SigningKeys, Variant};
 use shared::storage::Storage;
 use sqlx::PgPool;

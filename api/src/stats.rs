@@ -8,7 +8,7 @@ use poem_openapi::{Object, OpenApi};
 use shared::auth::Role;
 use shared::db::provenance;
 use shared::db::stats::{self, Scope};
-use shared::images::OwnerId;
+use shared::model::OwnerId;
 use uuid::Uuid;
 
 use crate::AppState;

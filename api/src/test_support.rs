@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use shared::auth::{Role, TokenKeys};
 use shared::config::Config;
 use shared::db::storage_quotas::{self, Quota};
-use shared::images::{Owner, OwnerId, OwnerType};
+use shared::model::{Owner, OwnerId, OwnerType};
 use shared::storage::Storage;
 use shared::test_support::TopologyCleanup;
 use sqlx::PgPool;

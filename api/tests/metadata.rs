@@ -5,7 +5,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::auth::Role;
-use shared::images::OwnerType;
+use shared::model::OwnerType;
 use sqlx::PgPool;
 use uuid::Uuid;
 

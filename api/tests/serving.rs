@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use shared::auth::Role;
 use shared::db::storage_signed_urls;
 use shared::db::storage_thumbnails::{self, ThumbnailRecord};
-use shared::images::ImageId;
 use shared::imaging::ImageFormat;
+use shared::model::ImageId;
 use shared::signing::{AccessType, Grant, SigningKeys, Variant};
 use shared::storage::StorageKey;
 use shared::test_support::eventually;
@@ -87,11 +87,8 @@ fn header(response: &reqwest::Response, name: impl reqwest::header::AsHeaderName
 /// Writes a thumbnail file and its row, as the worker would.
 async fn add_thumbnail(app: &TestApp, image: &Uploaded, size: &str, bytes: &[u8]) {
     let key = StorageKey::Thumbnail {
-        image_type: shared::images::ImageType::User,
-        owner: shared::images::Owner {
-            id: shared::images::OwnerId(image.owner),
-            kind: shared::images::OwnerType::User,
-        },
+        image_type: shared::model::ImageType::User,
+        owner: shared::model::Owner { id: shared::model::OwnerId(image.owner), kind: shared::model::OwnerType::User },
         image_id: ImageId(image.id),
         size: size.to_owned(),
         format: ImageFormat::Jpeg,

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::auth::Role;
-use shared::images::OwnerType;
+use shared::model::OwnerType;
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -12,8 +12,9 @@ use e2e::{TestWorker, upload_every_kind};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared::auth::Role;
-use shared::backup::{self, BackupStatus, BackupTrigger, archive, manifest};
+use shared::backup::{self, archive, manifest};
 use shared::db::storage_backups;
+use shared::model::{BackupStatus, BackupTrigger};
 use shared::storage::BackupTree;
 use shared::test_support::eventually;
 use sqlx::PgPool;
@@ -137,7 +138,7 @@ async fn a_requested_backup_fans_out_to_two_workers_and_archives_every_image_ver
 }
 
 /// Plans a manual backup in one transaction, as the worker does.
-async fn planned_backup(app: &TestApp, batch_size: i64) -> shared::backup::BackupId {
+async fn planned_backup(app: &TestApp, batch_size: i64) -> shared::model::BackupId {
     let mut tx = app.pool.begin().await.unwrap();
     let level = app.config.storage.backup_policy.compression_level;
     let id = storage_backups::request(&mut tx, BackupTrigger::Manual, None, level, Utc::now()).await.unwrap();
@@ -223,7 +224,7 @@ async fn an_original_that_no_longer_matches_its_checksum_is_reported_and_not_bac
 }
 
 /// The finished backup's row, read directly.
-async fn backup_row(app: &TestApp, id: shared::backup::BackupId) -> storage_backups::Backup {
+async fn backup_row(app: &TestApp, id: shared::model::BackupId) -> storage_backups::Backup {
     storage_backups::get(&app.pool, id).await.unwrap().expect("the backup exists")
 }
 
@@ -235,9 +236,9 @@ async fn backup_health(app: &TestApp) -> shared::health::CheckResult {
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn the_rolling_check_finds_damaged_archives_reports_them_and_the_next_backup_copies_them_again(pool: PgPool) {
-    use shared::backup::BackupId;
     use shared::events::BackupVerifyDue;
-    use shared::health::HealthStatus;
+    use shared::model::BackupId;
+    use shared::model::HealthStatus;
 
     let app = TestApp::spawn_with(pool, |config| config.maintenance.backup_verify_per_run = 1).await;
     let worker = TestWorker::start(&app.config).await;
@@ -380,7 +381,7 @@ async fn a_worker_killed_mid_backup_leaves_nothing_counted_that_is_not_verified_
 
     let mut victim = e2e::spawn_worker_process(&app.config);
     let accepted: Value = request_backup(&app, &admin).await.json().await.unwrap();
-    let id = shared::backup::BackupId(accepted["id"].as_str().unwrap().parse().unwrap());
+    let id = shared::model::BackupId(accepted["id"].as_str().unwrap().parse().unwrap());
     // SIGKILL as soon as the first batch is recorded, in the middle of the others.
     let done_count = || async {
         let done: i64 =

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use shared::broker::{JobQueue, Publisher};
 use shared::events::{Envelope, ImageDeleted};
-use shared::images::{ImageId, OwnerType};
+use shared::model::{ImageId, OwnerType};
 use shared::test_support::{TestBroker, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;

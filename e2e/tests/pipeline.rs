@@ -12,7 +12,7 @@ use serde_json::Value;
 use shared::broker::{JobQueue, Publisher};
 use shared::db::outbox;
 use shared::events::ImageUploaded;
-use shared::images::processing_error::{CHECKSUM_MISMATCH, THUMBNAILS_UNDECODABLE};
+use shared::model::processing_error::{CHECKSUM_MISMATCH, THUMBNAILS_UNDECODABLE};
 use shared::test_support::{TcpProxy, TestBroker, eventually};
 use sqlx::PgPool;
 
@@ -376,7 +376,7 @@ async fn jobs_that_run_out_of_attempts_on_infrastructure_errors_leave_the_image_
 
     std::fs::rename(&aside, &path).unwrap();
     let worker = TestWorker::start(&app.config).await;
-    let image_id = shared::images::ImageId(id.parse().unwrap());
+    let image_id = shared::model::ImageId(id.parse().unwrap());
     outbox::enqueue(&app.pool, ImageUploaded { image_id }).await.unwrap();
     processed(&app, &token, &id).await;
     worker.stop().await;

@@ -15,12 +15,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::auth::Role;
 use shared::backup::restore::{RestoreMode, Restorer, Selection};
-use shared::backup::{BackupId, retention, verify};
+use shared::backup::{retention, verify};
 use shared::db::storage_backups;
 use shared::db::storage_restores::{self, Claim};
-use shared::health::{HealthStatus, integrity};
-use shared::images::ImageId;
+use shared::health::integrity;
 use shared::maintenance::sweep;
+use shared::model::{BackupId, HealthStatus, ImageId, RestoreStatus};
 use shared::storage::BackupTree;
 use shared::test_support::eventually;
 use sqlx::PgPool;
@@ -212,7 +212,7 @@ async fn a_flipped_byte_in_an_archive_is_detected_reported_and_never_restored(po
     flip_a_byte(&archive_of(&tree, &tree.manifests().unwrap()[0], damaged));
 
     assert!(operator::verify(&app.config, backup_id).await.is_err(), "the check fails");
-    let checked = storage_backups::get(&app.pool, shared::backup::BackupId(backup_id)).await.unwrap().unwrap();
+    let checked = storage_backups::get(&app.pool, shared::model::BackupId(backup_id)).await.unwrap().unwrap();
     assert_eq!(checked.verify_status.as_deref(), Some("corrupt"));
     let report = checked.verify_report.unwrap();
     assert_eq!((report["corrupt"].as_u64(), report["intact"].as_u64()), (Some(1), Some(ids.len() as u64 - 1)));
@@ -469,7 +469,7 @@ async fn a_second_delivery_of_a_running_restore_is_left_to_it_and_a_dead_runs_re
     let later = restore(&app, &admin, json!({ "image_ids": [ids[1]] })).await;
     assert_eq!((later["status"].as_str(), counts(&later)), (Some("completed"), (0, 1, 0)), "{later}");
     let left = storage_restores::get(&app.pool, id).await.unwrap().unwrap();
-    assert_eq!((left.status.as_str(), left.restored), ("running", 0), "left to the lease's holder");
+    assert_eq!((left.status, left.restored), (RestoreStatus::Running, 0), "left to the lease's holder");
     assert!(!lost.exists(), "nothing restored by the second delivery");
 
     // The other worker dies: it stops renewing, the lease runs out, the sweeper publishes

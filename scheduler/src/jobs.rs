@@ -6,13 +6,13 @@
 //! [`Job::fire`], its line in [`jobs`], and its schedule key in the configuration.
 
 use chrono::{DateTime, Utc};
-use shared::backup::BackupTrigger;
 use shared::config::{Config, ConfigError};
 use shared::db::{outbox, storage_backups};
 use shared::events::{
     BackupRetentionRequested, BackupVerifyDue, FileAuditRequested, HealthCheckRequested, MetricsRollupRequested,
     PurgeRequested, SweepRequested,
 };
+use shared::model::BackupTrigger;
 use shared::schedule::CronSchedule;
 use sqlx::PgConnection;
 use uuid::Uuid;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::AuthConfig;
-use crate::images::{ImageType, Owner, OwnerId, OwnerType};
+use crate::model::{ImageType, ListScope, Owner, OwnerId, OwnerType};
 
 /// Clock skew tolerated on `exp` (and on the lifetime bound), in seconds.
 const TOKEN_LEEWAY_SECS: u64 = 30;
@@ -74,17 +74,6 @@ pub enum ImageAccess {
     Read,
     /// Read, change its metadata, delete it.
     Write,
-}
-
-/// Whose images a listing or search covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListScope {
-    /// Every owner's (admins).
-    Everyone,
-    /// One owner's images of every type.
-    Owner(OwnerId),
-    /// One owner's `result` images: what the service may see when acting for that owner.
-    ResultsOf(OwnerId),
 }
 
 /// Why a listing was refused for the caller's role.

@@ -11,13 +11,11 @@
 //! manual one, or a retention carry-over) from sharing files, so removing one never touches
 //! the other's archives. Thumbnails are not backed up: they are regenerated after a restore.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
+use crate::model::BackupId;
 use crate::storage::StorageKey;
 
 pub mod archive;
@@ -29,59 +27,8 @@ pub mod verify;
 
 pub use batch::{BackupError, BatchReport, finish_if_done, run_batch};
 
-/// Name of the manifest inside a backup's folder.
-pub const MANIFEST_FILE: &str = "manifest.jsonl";
 /// Suffix of every archive: the original's stored name plus `.zst`.
 pub const ARCHIVE_SUFFIX: &str = ".zst";
-
-/// Id of one backup run (UUID v7, so ids sort by request time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
-#[serde(transparent)]
-#[sqlx(transparent)]
-pub struct BackupId(pub Uuid);
-
-impl BackupId {
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for BackupId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for BackupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Why a backup runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
-#[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum BackupTrigger {
-    /// The scheduler's daily (`backupPolicy.frequency`) job.
-    Scheduled,
-    /// `POST /storage/backup` or the operator command.
-    Manual,
-    /// Images carried into a new backup before an expiring one that holds their last copy is
-    /// removed.
-    Retention,
-}
-
-/// Where a backup run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
-#[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum BackupStatus {
-    Pending,
-    Running,
-    Completed,
-    Failed,
-}
 
 /// The folder of one backup, relative to `storage.backupPath`.
 pub fn backup_dir(date: NaiveDate, id: BackupId) -> PathBuf {
@@ -98,9 +45,11 @@ pub fn archive_path(backup_dir: &std::path::Path, original: &StorageKey) -> Path
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
-    use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
     use crate::imaging::ImageFormat;
+    use crate::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 
     #[test]
     fn archives_keep_the_storage_layout_inside_the_backup_folder() {

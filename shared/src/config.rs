@@ -641,7 +641,7 @@ impl Config {
             }
         }
         for (name, size) in &self.storage.thumbnail_sizes {
-            if !crate::storage::is_safe_segment(name) {
+            if !crate::model::is_safe_segment(name) {
                 return bad("storage.thumbnailSizes", &format!("`{name}` is not a plain name"));
             }
             if size.width == 0 || size.height == 0 {
@@ -679,7 +679,7 @@ impl Config {
         if self.rabbitmq.retry_delays_secs.is_empty() {
             return bad("rabbitmq.retryDelaysSecs", "needs at least one delay");
         }
-        if !crate::storage::is_safe_segment(&self.rabbitmq.prefix) {
+        if !crate::model::is_safe_segment(&self.rabbitmq.prefix) {
             return bad("rabbitmq.prefix", "must be a plain name");
         }
         self.rate_limit.validate()?;
@@ -696,11 +696,11 @@ impl Config {
     fn validate_serving(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: String| Err(ConfigError::BadValue { key, reason });
         let urls = &self.signed_urls;
-        if !crate::storage::is_safe_segment(&urls.key_id) {
+        if !crate::model::is_safe_segment(&urls.key_id) {
             return bad("signedUrls.keyId", "must be a plain name (letters, digits, - and _)".to_owned());
         }
         for (id, secret) in &urls.previous_keys {
-            if !crate::storage::is_safe_segment(id) || *id == urls.key_id {
+            if !crate::model::is_safe_segment(id) || *id == urls.key_id {
                 return bad("signedUrls.previousKeys", format!("`{id}` must be a plain name other than keyId"));
             }
             self.check_secret("signedUrls.previousKeys", secret)?;
@@ -714,12 +714,12 @@ impl Config {
         if urls.expiry_window_secs == 0 || urls.expiry_window_secs > urls.max_ttl_secs {
             return bad("signedUrls.expiryWindowSecs", "must be between 1 and maxTtlSecs".to_owned());
         }
-        if self.storage.thumbnail_sizes.contains_key(crate::signing::ORIGINAL) {
+        if self.storage.thumbnail_sizes.contains_key(crate::model::ORIGINAL) {
             return bad("storage.thumbnailSizes", "`original` names the full-size image".to_owned());
         }
         let public = &self.server.public_path;
         let plain_path =
-            public.strip_prefix('/').is_some_and(|rest| rest.split('/').all(crate::storage::is_safe_segment));
+            public.strip_prefix('/').is_some_and(|rest| rest.split('/').all(crate::model::is_safe_segment));
         if !plain_path {
             return bad("server.publicPath", "must be /name or /name/name… with plain names".to_owned());
         }

@@ -8,8 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::backup::BackupId;
-use crate::images::ImageId;
+use crate::model::{BackupId, ImageId};
 
 /// A payload with its name and schema version.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync {

@@ -1,5 +1,5 @@
-//! Health of the deployment: the status scale every check reports on, the checks a
-//! `health.check` job runs, and how the latest results add up to one answer.
+//! Health of the deployment: the checks a `health.check` job runs, and how the latest
+//! results add up to one answer (on the scale of `crate::model::HealthStatus`).
 
 mod check;
 pub mod integrity;
@@ -9,7 +9,6 @@ mod summary;
 use std::path::Path;
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 pub use check::CheckResult;
@@ -17,40 +16,8 @@ pub use summary::{RUN_CHECKS, Summary, summarize};
 
 use crate::config::Config;
 use crate::db::health_checks;
+use crate::model::HealthStatus;
 use crate::storage::Storage;
-
-/// How well a part of the service is doing, from best to worst; the overall status is the
-/// worst of its parts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthStatus {
-    /// Working as configured.
-    Ok,
-    /// Serving, but something needs an operator (a stale backup, dead letters, a backlog).
-    Degraded,
-    /// Not serving (the database is unreachable, the storage disk is full).
-    Down,
-}
-
-impl HealthStatus {
-    /// The value stored in `storage_health_checks.status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Degraded => "degraded",
-            Self::Down => "down",
-        }
-    }
-
-    /// Parses a stored status; anything unknown counts as degraded rather than hiding.
-    pub fn parse(value: &str) -> Self {
-        match value {
-            "ok" => Self::Ok,
-            "down" => Self::Down,
-            _ => Self::Degraded,
-        }
-    }
-}
 
 /// Runs every check of a `health.check` job: the quick ones side by side, then the
 /// integrity sample, which reads files.

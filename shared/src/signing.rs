@@ -26,13 +26,10 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::images::{ImageId, UnknownName};
-use crate::storage::is_safe_segment;
+use crate::model::{ImageId, ORIGINAL, UnknownName, is_safe_segment};
 
 /// Domain separation: a MAC made for anything else with the same key never verifies here.
 const DOMAIN: &[u8] = b"stayler-signed-url-v1\n";
-/// Name of the full-size variant; thumbnail variants are named after their configured size.
-pub const ORIGINAL: &str = "original";
 /// Longest accepted signed segment, in bytes (a real one is under 200).
 const MAX_SEGMENT_BYTES: usize = 256;
 /// Length of an HMAC-SHA256 in unpadded base64url.

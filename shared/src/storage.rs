@@ -15,14 +15,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::images::{ImageId, ImageType, Owner, OwnerType};
 use crate::imaging::ImageFormat;
+use crate::model::{ImageId, ImageType, Owner, OwnerType, is_safe_segment};
 
 mod audit;
 mod backup_tree;
 mod direct;
 pub use audit::{FileWalk, QUARANTINE_DIR, ScannedFile};
-pub use backup_tree::{BackupTree, StagedArchive, disk_space};
+pub use backup_tree::{BackupTree, MANIFEST_FILE, StagedArchive, disk_space};
 use direct::DirectWriter;
 
 /// Folder under the root holding uploads and thumbnails still being written.
@@ -73,12 +73,6 @@ fn owner_dir(image_type: ImageType, owner: &Owner) -> PathBuf {
         (ImageType::Result, OwnerType::Vendor) => base.join("vendor").join(owner.id.to_string()),
         _ => base.join(owner.id.to_string()),
     }
-}
-
-/// True for a non-empty name of ASCII letters, digits, `-` and `_`: safe as one path
-/// segment or queue-name part.
-pub fn is_safe_segment(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// File storage rooted at `storage.basePath`.
@@ -475,7 +469,7 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
-    use crate::images::OwnerId;
+    use crate::model::OwnerId;
 
     fn owner(kind: OwnerType) -> Owner {
         Owner { id: OwnerId(Uuid::nil()), kind }

@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::db::storage_files::{self, NewFile, StorageFile};
 use crate::db::{outbox, provenance, storage_quotas, upload_idempotency};
 use crate::events::ImageUploaded;
-use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::imaging::{self, ImageFormat, ImagingError};
+use crate::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::storage::{StagedFile, StagedWriter, Storage, StorageKey};
 
 /// Most tags one image may carry.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lapin::BasicProperties;
 use shared::broker::{BrokerConnection, BrokerError, DeadLetter, JobQueue, Outgoing, Publisher, Topology, headers};
 use shared::events::{Envelope, ImageUploaded};
-use shared::images::ImageId;
+use shared::model::ImageId;
 use shared::test_support::{TcpProxy, TestBroker, rabbit_config};
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -17,8 +17,8 @@ use image::{DynamicImage, ImageFormat as Encoding};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use shared::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use shared::imaging::ImageFormat;
+use shared::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use shared::storage::StorageKey;
 use uuid::Uuid;
 

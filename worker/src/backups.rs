@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 use shared::backup::restore::{RestoreError, RestoreMode, RestoreReport, Restorer, Selection};
-use shared::backup::{self, BackupId, verify};
+use shared::backup::{self, verify};
 use shared::db::storage_backups;
 use shared::db::storage_restores::{self, Claim};
 use shared::events::{BackupBatch, BackupRequested, BackupVerifyDue, BackupVerifyRequested, Event, RestoreRequested};
+use shared::model::BackupId;
 use uuid::Uuid;
 
 use crate::Context;

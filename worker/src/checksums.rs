@@ -7,7 +7,8 @@
 //! and once retries run out the image stays pending for the sweeper.
 
 use shared::db::storage_files;
-use shared::images::processing_error::CHECKSUM_MISMATCH;
+use shared::model::ChecksumStatus;
+use shared::model::processing_error::CHECKSUM_MISMATCH;
 use shared::storage::sha256_hex;
 use tokio::task::spawn_blocking;
 
@@ -33,7 +34,7 @@ impl Handler for Checksums {
         let Some(file) = storage_files::get(db, id).await.map_err(JobError::retry)? else {
             return Ok(()); // deleted since upload
         };
-        if file.checksum_status == "verified" {
+        if file.checksum_status == ChecksumStatus::Verified {
             return Ok(()); // a duplicate delivery
         }
         let opened = self.context.storage.open_read(&file.key()).await;

@@ -7,8 +7,8 @@
 use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails;
 use shared::events::ImageDeleted;
-use shared::images::ImageId;
 use shared::imaging::ImageFormat;
+use shared::model::ImageId;
 use shared::storage::StorageKey;
 
 use crate::Context;

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails::{self, ThumbnailRecord};
 use shared::events::ImageUploaded;
-use shared::images::ImageId;
-use shared::images::processing_error::THUMBNAILS_UNDECODABLE;
 use shared::imaging::{self, Thumbnail, ThumbnailSpec};
+use shared::model::processing_error::THUMBNAILS_UNDECODABLE;
+use shared::model::{ImageId, ThumbnailStatus};
 use tokio::task::spawn_blocking;
 
 use crate::Context;
@@ -91,7 +91,7 @@ impl Handler for Thumbnails {
         let Some(file) = storage_files::get(db, id).await.map_err(JobError::retry)? else {
             return Ok(()); // deleted since upload: nothing left to do
         };
-        if file.thumbnail_status == "ready" {
+        if file.thumbnail_status == ThumbnailStatus::Ready {
             return Ok(()); // a duplicate delivery
         }
         let limit = self.context.config.storage.max_file_size;

@@ -9,7 +9,7 @@ use lapin::BasicProperties;
 use shared::broker::{JobQueue, Outgoing, Publisher, headers};
 use shared::config::Config;
 use shared::events::{Envelope, ImageUploaded};
-use shared::images::ImageId;
+use shared::model::ImageId;
 use shared::test_support::{TcpProxy, TestBroker, config, eventually};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

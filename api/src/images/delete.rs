@@ -4,7 +4,7 @@
 use shared::auth::Claims;
 use shared::db::{outbox, storage_files, storage_quotas};
 use shared::events::ImageDeleted;
-use shared::images::ImageId;
+use shared::model::ImageId;
 
 use super::require_write;
 use crate::AppState;

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use shared::auth::Claims;
-use shared::db::search::{self, SearchParams};
+use shared::db::search;
+use shared::search::SearchParams;
 use uuid::Uuid;
 
 use super::ImageView;

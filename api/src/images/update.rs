@@ -5,7 +5,7 @@ use poem_openapi::Object;
 use shared::auth::Claims;
 use shared::db::storage_files::{self, MetadataChanges};
 use shared::db::{storage_signed_urls, storage_thumbnails};
-use shared::images::ImageId;
+use shared::model::ImageId;
 use shared::upload::{check_file_name, check_metadata, normalize_tags};
 
 use super::{ImageView, require_write};

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use shared::db::storage_files::StorageFile;
 use shared::db::storage_thumbnails::ThumbnailRecord;
-use shared::images::ImageId;
+use shared::model::ImageId;
 use uuid::Uuid;
 
 /// An image's metadata.
@@ -96,11 +96,11 @@ impl ImageView {
             checksum: ChecksumView {
                 algorithm: "sha256".to_owned(),
                 value: file.checksum,
-                status: file.checksum_status,
+                status: file.checksum_status.to_string(),
                 verified_at: file.verified_at,
             },
             thumbnails: ThumbnailsView {
-                status: file.thumbnail_status,
+                status: file.thumbnail_status.to_string(),
                 variants: thumbnails
                     .into_iter()
                     .map(|t| ThumbnailView {

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use shared::config::ServingConfig;
 use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails::{self, ThumbnailRecord};
-use shared::images::ImageId;
+use shared::model::ImageId;
 use shared::signing::Variant;
 use shared::storage::{Storage, StorageKey};
 use sqlx::PgPool;

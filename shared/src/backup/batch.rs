@@ -16,8 +16,9 @@ use sqlx::PgPool;
 
 use super::archive::{self, Archived};
 use super::manifest::{self, Header};
-use super::{BackupId, BackupStatus, MANIFEST_FILE};
 use crate::db::storage_backups::{self, EntryOutcome, PendingEntry};
+use crate::model::{BackupId, BackupStatus};
+use crate::storage::MANIFEST_FILE;
 use crate::storage::{BackupTree, Storage};
 
 #[derive(Debug, thiserror::Error)]

@@ -9,10 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::BackupId;
 use super::archive::Method;
-use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::imaging::ImageFormat;
+use crate::model::{BackupId, ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::storage::StorageKey;
 
 /// Written in the header so a reader knows what it holds.

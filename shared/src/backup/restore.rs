@@ -21,13 +21,13 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use super::archive;
 use super::manifest::{Entry, ManifestError};
-use super::{BackupId, archive};
 use crate::config::QuotaConfig;
 use crate::db::storage_files::{self, RowState};
 use crate::db::{outbox, provenance, storage_quotas};
 use crate::events::ImageUploaded;
-use crate::images::{ImageId, Owner};
+use crate::model::{BackupId, ImageId, Owner};
 use crate::storage::{BackupTree, Storage};
 
 mod manifests;

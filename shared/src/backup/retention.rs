@@ -8,10 +8,10 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::{BackupError, BackupId};
+use super::BackupError;
 use crate::config::{BackupPolicy, RetentionPolicy};
 use crate::db::backup_retention;
-use crate::images::ImageId;
+use crate::model::{BackupId, ImageId};
 use crate::storage::BackupTree;
 
 /// What one retention run did.

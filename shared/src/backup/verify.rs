@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::archive;
 use super::manifest::{self, ManifestError};
 use crate::db::storage_backups;
-use crate::images::ImageId;
+use crate::model::ImageId;
 use crate::storage::BackupTree;
 
 /// Problems listed in a report; beyond them only the counts grow.
@@ -122,7 +122,7 @@ pub fn verify(
 /// Records a check of backup `id` in one transaction: its outcome on the backup row, and for
 /// every damaged archive that its image must be backed up again (see
 /// [`storage_backups::record_damage`]). Returns how many images were marked.
-pub async fn record(db: &sqlx::PgPool, id: super::BackupId, report: &VerifyReport) -> sqlx::Result<u64> {
+pub async fn record(db: &sqlx::PgPool, id: crate::model::BackupId, report: &VerifyReport) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
     storage_backups::record_verification(&mut *tx, id, report).await?;
     let marked = storage_backups::record_damage(&mut tx, id, &report.damaged).await?;

@@ -5,9 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::backup::{BackupId, BackupTrigger};
 use crate::db::storage_backups;
-use crate::images::ImageId;
+use crate::model::{BackupId, BackupTrigger, ImageId};
 
 /// A finished backup older than the cut-off whose files are still on disk.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::imaging::ImageFormat;
+use crate::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::storage::StorageKey;
 
 /// Those of `paths` (relative to `storage.basePath`) that an original or thumbnail row

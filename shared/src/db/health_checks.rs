@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgExecutor;
 
-use crate::health::HealthStatus;
+use crate::model::HealthStatus;
 
 /// The latest result of one check type.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::images::{ImageId, OwnerId};
+use crate::model::{ImageId, OwnerId};
 
 /// Of `sources`, those that are live and that `reader` may use: its own images and public
 /// ones (`None` reads everything, for admins). The rows are locked `FOR SHARE` until the

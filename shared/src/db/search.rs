@@ -1,5 +1,6 @@
-//! Listing and searching live images: filters, a whitelisted sort with the id as
-//! tie-breaker, offset pages, and the thumbnails of a page in one query.
+//! Listing and searching live images: a validated filter (see `crate::search` for the
+//! request it comes from), a whitelisted sort with the id as tie-breaker, offset pages, and
+//! the thumbnails of a page in one query.
 //!
 //! The SQL is built with `QueryBuilder`: every value is a bind parameter and every column
 //! name comes from [`SortField`], never from the client. Each filter and sort is backed by an
@@ -7,25 +8,15 @@
 //! million rows.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::auth::ListScope;
 use crate::db::storage_files::StorageFile;
 use crate::db::storage_thumbnails::ThumbnailRecord;
-use crate::images::{ImageId, ImageType, OwnerId};
 use crate::imaging::ImageFormat;
-use crate::upload::{FieldError, normalize_tags};
-
-/// Most items on one page.
-pub const MAX_PAGE_SIZE: i64 = 100;
-/// Items on a page when the client does not say.
-pub const DEFAULT_PAGE_SIZE: i64 = 20;
-/// Longest text `query`, in characters.
-pub const MAX_QUERY_CHARS: usize = 200;
+use crate::model::{ImageId, ImageType, ListScope, OwnerId};
 
 /// What a listing can be sorted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,21 +39,8 @@ impl SortField {
     }
 
     /// Names sort A to Z by default, everything else newest, largest, most used first.
-    fn default_order(self) -> SortOrder {
+    pub fn default_order(self) -> SortOrder {
         if self == Self::FileName { SortOrder::Asc } else { SortOrder::Desc }
-    }
-}
-
-impl FromStr for SortField {
-    type Err = FieldError;
-    fn from_str(s: &str) -> Result<Self, FieldError> {
-        match s {
-            "created_at" => Ok(Self::CreatedAt),
-            "file_size" => Ok(Self::FileSize),
-            "file_name" => Ok(Self::FileName),
-            "access_count" => Ok(Self::AccessCount),
-            _ => Err(FieldError::new("sort", "must be created_at, file_size, file_name or access_count")),
-        }
     }
 }
 
@@ -78,82 +56,6 @@ impl SortOrder {
             Self::Asc => "ASC",
             Self::Desc => "DESC",
         }
-    }
-}
-
-impl FromStr for SortOrder {
-    type Err = FieldError;
-    fn from_str(s: &str) -> Result<Self, FieldError> {
-        match s {
-            "asc" => Ok(Self::Asc),
-            "desc" => Ok(Self::Desc),
-            _ => Err(FieldError::new("order", "must be asc or desc")),
-        }
-    }
-}
-
-/// A search as the client sent it (JSON body, or a query string read by [`ListQuery`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SearchParams {
-    /// Words matched, case-insensitively, anywhere in the file name, tags and metadata values.
-    pub query: Option<String>,
-    pub image_type: Option<String>,
-    /// Whose images; only admins may name another owner (see [`crate::auth::Claims::list_scope`]).
-    pub owner_id: Option<Uuid>,
-    pub is_public: Option<bool>,
-    /// The image must carry all of them.
-    pub tags: Vec<String>,
-    /// Inclusive bounds on `created_at`.
-    pub created_from: Option<DateTime<Utc>>,
-    pub created_to: Option<DateTime<Utc>>,
-    /// Only results made from this image.
-    pub derived_from: Option<Uuid>,
-    pub sort: Option<String>,
-    pub order: Option<String>,
-    /// 1-based.
-    pub page: Option<i64>,
-    pub page_size: Option<i64>,
-}
-
-/// The query string of `GET /storage/images`, every value still text.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ListQuery {
-    pub image_type: Option<String>,
-    pub owner_id: Option<String>,
-    pub is_public: Option<String>,
-    pub tags: Vec<String>,
-    pub created_from: Option<String>,
-    pub created_to: Option<String>,
-    pub derived_from: Option<String>,
-    pub sort: Option<String>,
-    pub order: Option<String>,
-    pub page: Option<String>,
-    pub page_size: Option<String>,
-}
-
-impl ListQuery {
-    /// Parses each value, naming the parameter that is wrong.
-    pub fn parse(self) -> Result<SearchParams, FieldError> {
-        fn parsed<T: FromStr>(field: &'static str, raw: Option<String>, what: &str) -> Result<Option<T>, FieldError> {
-            match raw.as_deref().map(str::trim) {
-                None | Some("") => Ok(None),
-                Some(text) => text.parse().map(Some).map_err(|_| FieldError::new(field, format!("must be {what}"))),
-            }
-        }
-        Ok(SearchParams {
-            query: None,
-            image_type: self.image_type,
-            owner_id: parsed("owner_id", self.owner_id, "a UUID")?,
-            is_public: parsed("is_public", self.is_public, "true or false")?,
-            tags: self.tags,
-            created_from: parsed("created_from", self.created_from, "an RFC 3339 date-time")?,
-            created_to: parsed("created_to", self.created_to, "an RFC 3339 date-time")?,
-            derived_from: parsed("derived_from", self.derived_from, "a UUID")?,
-            sort: self.sort,
-            order: self.order,
-            page: parsed("page", self.page, "an integer")?,
-            page_size: parsed("page_size", self.page_size, "an integer")?,
-        })
     }
 }
 
@@ -186,56 +88,6 @@ impl ImageFilter {
             && self.created_from.is_none()
             && self.created_to.is_none()
             && self.derived_from.is_none()
-    }
-}
-
-impl SearchParams {
-    pub fn validate(self) -> Result<ImageFilter, FieldError> {
-        let text = self.query.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned);
-        if text.as_ref().is_some_and(|q| q.chars().count() > MAX_QUERY_CHARS || q.chars().any(char::is_control)) {
-            return Err(FieldError::new("query", format!("at most {MAX_QUERY_CHARS} printable characters")));
-        }
-        let image_type = match self.image_type.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(name) => {
-                Some(name.parse().map_err(|_| FieldError::new("image_type", "must be user, cloth or result"))?)
-            }
-        };
-        if let (Some(from), Some(to)) = (self.created_from, self.created_to)
-            && from > to
-        {
-            return Err(FieldError::new("created_to", "must not be before created_from"));
-        }
-        let sort = match self.sort.as_deref().map(str::trim) {
-            None | Some("") => SortField::CreatedAt,
-            Some(name) => name.parse()?,
-        };
-        let order = match self.order.as_deref().map(str::trim) {
-            None | Some("") => sort.default_order(),
-            Some(name) => name.parse()?,
-        };
-        let page = self.page.unwrap_or(1);
-        if !(1..=i64::from(i32::MAX)).contains(&page) {
-            return Err(FieldError::new("page", "must be 1 or more"));
-        }
-        let page_size = self.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-            return Err(FieldError::new("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}")));
-        }
-        Ok(ImageFilter {
-            owner_id: self.owner_id.map(OwnerId),
-            text,
-            image_type,
-            is_public: self.is_public,
-            tags: normalize_tags(self.tags)?,
-            created_from: self.created_from,
-            created_to: self.created_to,
-            derived_from: self.derived_from.map(ImageId),
-            sort,
-            order,
-            page,
-            page_size,
-        })
     }
 }
 
@@ -383,55 +235,34 @@ mod tests {
         query.into_string()
     }
 
-    #[test]
-    fn defaults_are_newest_first_twenty_per_page() {
-        let filter = SearchParams::default().validate().unwrap();
-        assert_eq!(
-            (filter.sort, filter.order, filter.page, filter.page_size),
-            (SortField::CreatedAt, SortOrder::Desc, 1, 20)
-        );
-        let by_name = SearchParams { sort: Some("file_name".into()), ..Default::default() }.validate().unwrap();
-        assert_eq!(by_name.order, SortOrder::Asc);
-    }
-
-    #[test]
-    fn bad_values_name_their_field() {
-        let field = |params: SearchParams| params.validate().unwrap_err().field;
-        assert_eq!(field(SearchParams { sort: Some("id; DROP TABLE x".into()), ..Default::default() }), "sort");
-        assert_eq!(field(SearchParams { order: Some("up".into()), ..Default::default() }), "order");
-        assert_eq!(field(SearchParams { page: Some(0), ..Default::default() }), "page");
-        assert_eq!(field(SearchParams { page_size: Some(101), ..Default::default() }), "page_size");
-        assert_eq!(field(SearchParams { page_size: Some(0), ..Default::default() }), "page_size");
-        assert_eq!(field(SearchParams { image_type: Some("avatar".into()), ..Default::default() }), "image_type");
-        assert_eq!(field(SearchParams { query: Some("x".repeat(MAX_QUERY_CHARS + 1)), ..Default::default() }), "query");
-        let (from, to) = (Utc::now(), Utc::now() - chrono::Duration::hours(1));
-        assert_eq!(
-            field(SearchParams { created_from: Some(from), created_to: Some(to), ..Default::default() }),
-            "created_to"
-        );
-        let query = |f: fn(&mut ListQuery)| {
-            let mut raw = ListQuery::default();
-            f(&mut raw);
-            raw.parse().unwrap_err().field
-        };
-        assert_eq!(query(|q| q.page = Some("two".into())), "page");
-        assert_eq!(query(|q| q.owner_id = Some("me".into())), "owner_id");
-        assert_eq!(query(|q| q.is_public = Some("yes".into())), "is_public");
-        assert_eq!(query(|q| q.created_from = Some("yesterday".into())), "created_from");
+    /// Newest first, the first page of 20, nothing else narrowing.
+    fn unfiltered() -> ImageFilter {
+        ImageFilter {
+            owner_id: None,
+            text: None,
+            image_type: None,
+            is_public: None,
+            tags: Vec::new(),
+            created_from: None,
+            created_to: None,
+            derived_from: None,
+            sort: SortField::CreatedAt,
+            order: SortOrder::Desc,
+            page: 1,
+            page_size: 20,
+        }
     }
 
     #[test]
     fn every_value_is_bound_and_the_scope_always_applies() {
-        let filter = SearchParams {
-            query: Some("50%_off".into()),
-            image_type: Some("cloth".into()),
+        let filter = ImageFilter {
+            text: Some("50%_off".into()),
+            image_type: Some(ImageType::Cloth),
             is_public: Some(true),
             tags: vec!["red".into()],
             created_from: Some(Utc::now()),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
+            ..unfiltered()
+        };
         let owner = OwnerId(Uuid::nil());
         let text = sql(ListScope::ResultsOf(owner), &filter);
         assert_eq!(
@@ -441,10 +272,7 @@ mod tests {
              AND search_text LIKE lower($6) AND created_at >= $7"
         );
         assert!(!text.contains("red") && !text.contains("50"));
-        assert_eq!(
-            sql(ListScope::Everyone, &SearchParams::default().validate().unwrap()),
-            "SELECT id FROM storage_files WHERE deleted_at IS NULL"
-        );
+        assert_eq!(sql(ListScope::Everyone, &unfiltered()), "SELECT id FROM storage_files WHERE deleted_at IS NULL");
     }
 
     #[test]

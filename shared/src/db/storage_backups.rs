@@ -9,11 +9,11 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::backup::archive::Method;
-use crate::backup::{self, BackupId, BackupStatus, BackupTrigger, manifest};
+use crate::backup::{self, manifest};
 use crate::db::outbox;
 use crate::events::{BackupBatch, BackupRequested};
-use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::imaging::ImageFormat;
+use crate::model::{BackupId, BackupStatus, BackupTrigger, ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::storage::StorageKey;
 
 /// Records a pending backup and its `backup.requested` event in the caller's transaction,

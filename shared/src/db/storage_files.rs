@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgExecutor;
 
-use crate::images::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::imaging::ImageFormat;
+use crate::model::{ChecksumStatus, ImageId, ImageType, Owner, OwnerId, OwnerType, ThumbnailStatus};
 use crate::storage::StorageKey;
 
 /// A live (not deleted) stored original.
@@ -23,13 +23,13 @@ pub struct StorageFile {
     pub width: i32,
     pub height: i32,
     pub checksum: String,
-    pub checksum_status: String,
+    pub checksum_status: ChecksumStatus,
     pub verified_at: Option<DateTime<Utc>>,
-    pub thumbnail_status: String,
+    pub thumbnail_status: ThumbnailStatus,
     pub processing_error: Option<String>,
     pub is_public: bool,
     /// The generation of signed URLs that still serve the image (see
-    /// [`crate::signing::Grant::generation`]); advanced to revoke the earlier ones.
+    /// the signed URL format in `crate::signing`); advanced to revoke the earlier ones.
     pub url_generation: i32,
     pub tags: Vec<String>,
     pub metadata: Value,
@@ -97,8 +97,10 @@ pub async fn insert(db: impl PgExecutor<'_>, file: &NewFile<'_>) -> sqlx::Result
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
            RETURNING id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                      image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
-                     format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                     thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at,
+                     format AS "format: ImageFormat", width, height, checksum,
+                     checksum_status AS "checksum_status: ChecksumStatus", verified_at,
+                     thumbnail_status AS "thumbnail_status: ThumbnailStatus", processing_error, is_public, url_generation,
+                     tags, metadata, access_count, created_at,
                      updated_at"#,
         file.id as _,
         file.owner.id as _,
@@ -126,8 +128,10 @@ pub async fn get(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Option<St
         StorageFile,
         r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                   image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
-                  format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                  thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at, updated_at
+                  format AS "format: ImageFormat", width, height, checksum,
+                  checksum_status AS "checksum_status: ChecksumStatus", verified_at,
+                  thumbnail_status AS "thumbnail_status: ThumbnailStatus", processing_error, is_public, url_generation,
+                  tags, metadata, access_count, created_at, updated_at
            FROM storage_files WHERE id = $1 AND deleted_at IS NULL"#,
         id as _,
     )
@@ -191,8 +195,10 @@ pub async fn get_for_update(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Resul
         StorageFile,
         r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                   image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
-                  format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                  thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at, updated_at
+                  format AS "format: ImageFormat", width, height, checksum,
+                  checksum_status AS "checksum_status: ChecksumStatus", verified_at,
+                  thumbnail_status AS "thumbnail_status: ThumbnailStatus", processing_error, is_public, url_generation,
+                  tags, metadata, access_count, created_at, updated_at
            FROM storage_files WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"#,
         id as _,
     )
@@ -207,8 +213,10 @@ pub async fn get_deleted(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<O
         StorageFile,
         r#"SELECT id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                   image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
-                  format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                  thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at, updated_at
+                  format AS "format: ImageFormat", width, height, checksum,
+                  checksum_status AS "checksum_status: ChecksumStatus", verified_at,
+                  thumbnail_status AS "thumbnail_status: ThumbnailStatus", processing_error, is_public, url_generation,
+                  tags, metadata, access_count, created_at, updated_at
            FROM storage_files WHERE id = $1 AND deleted_at IS NOT NULL"#,
         id as _,
     )
@@ -242,8 +250,10 @@ pub async fn update_metadata(
            WHERE id = $1 AND deleted_at IS NULL
            RETURNING id AS "id: ImageId", owner_id AS "owner_id: OwnerId", owner_type AS "owner_type: OwnerType",
                      image_type AS "image_type: ImageType", original_name, file_path, file_size, mime_type,
-                     format AS "format: ImageFormat", width, height, checksum, checksum_status, verified_at,
-                     thumbnail_status, processing_error, is_public, url_generation, tags, metadata, access_count, created_at,
+                     format AS "format: ImageFormat", width, height, checksum,
+                     checksum_status AS "checksum_status: ChecksumStatus", verified_at,
+                     thumbnail_status AS "thumbnail_status: ThumbnailStatus", processing_error, is_public, url_generation,
+                     tags, metadata, access_count, created_at,
                      updated_at"#,
         id as _,
         changes.original_name.as_deref(),
@@ -372,8 +382,8 @@ pub async fn reset_after_restore(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::
 /// Where an image's processing stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessingState {
-    pub thumbnail_status: String,
-    pub checksum_status: String,
+    pub thumbnail_status: ThumbnailStatus,
+    pub checksum_status: ChecksumStatus,
 }
 
 /// Before a live image is processed again by hand: forgets what the sweeper recorded
@@ -386,11 +396,12 @@ pub struct ProcessingState {
 pub async fn reset_for_reprocess(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Option<ProcessingState>> {
     sqlx::query_as!(
         ProcessingState,
-        "UPDATE storage_files SET requeue_count = 0, last_requeued_at = now(), sweep_gave_up_at = NULL,
+        r#"UPDATE storage_files SET requeue_count = 0, last_requeued_at = now(), sweep_gave_up_at = NULL,
                 thumbnail_status = CASE WHEN thumbnail_status = 'ready' THEN 'ready' ELSE 'pending' END,
                 processing_error = CASE WHEN checksum_status = 'corrupt' THEN processing_error END
          WHERE id = $1 AND deleted_at IS NULL
-         RETURNING thumbnail_status, checksum_status",
+         RETURNING thumbnail_status AS "thumbnail_status: ThumbnailStatus",
+                   checksum_status AS "checksum_status: ChecksumStatus""#,
         id as _,
     )
     .fetch_optional(db)

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 use crate::config::QuotaConfig;
-use crate::images::{Owner, OwnerId, OwnerType};
+use crate::model::{Owner, OwnerId, OwnerType};
 
 /// One owner's limits and usage.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::backup::restore::{RestoreMode, RestoreReport, Selection};
 use crate::db::outbox;
 use crate::events::RestoreRequested;
+use crate::model::RestoreStatus;
 
 /// A restore as stored.
 #[derive(Debug, Clone)]
@@ -17,7 +18,7 @@ pub struct Restore {
     pub id: Uuid,
     pub selection: Value,
     pub mode: String,
-    pub status: String,
+    pub status: RestoreStatus,
     pub requested_by: Option<Uuid>,
     pub restored: i64,
     pub skipped: i64,
@@ -53,9 +54,9 @@ pub async fn request(
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Restore>> {
     sqlx::query_as!(
         Restore,
-        "SELECT id, selection, mode, status, requested_by, restored, skipped, failed, details, error, created_at,
-                started_at, completed_at
-         FROM storage_restores WHERE id = $1",
+        r#"SELECT id, selection, mode, status AS "status: RestoreStatus", requested_by, restored, skipped, failed,
+                  details, error, created_at, started_at, completed_at
+           FROM storage_restores WHERE id = $1"#,
         id,
     )
     .fetch_optional(db)
@@ -92,8 +93,10 @@ pub async fn claim(db: &PgPool, id: Uuid, holder: Uuid, lease: Duration) -> sqlx
         return Ok(Claim::Taken);
     }
     let status =
-        sqlx::query_scalar!("SELECT status FROM storage_restores WHERE id = $1", id).fetch_optional(db).await?;
-    Ok(if status.as_deref() == Some("running") { Claim::Running } else { Claim::Finished })
+        sqlx::query_scalar!(r#"SELECT status AS "status: RestoreStatus" FROM storage_restores WHERE id = $1"#, id)
+            .fetch_optional(db)
+            .await?;
+    Ok(if status == Some(RestoreStatus::Running) { Claim::Running } else { Claim::Finished })
 }
 
 /// Extends `holder`'s lease on a running restore by `lease` from now; false once the lease

@@ -4,32 +4,40 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::images::ImageId;
-use crate::signing::Grant;
+use crate::model::ImageId;
+
+/// An issued URL's grant, as the table keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSignedUrl<'a> {
+    pub image_id: ImageId,
+    /// `original` or a thumbnail size.
+    pub variant: &'a str,
+    /// `view` or `download`.
+    pub access_type: &'a str,
+    pub expires_at: DateTime<Utc>,
+    /// The key that signed it.
+    pub key_id: &'a str,
+    pub url_generation: i32,
+    pub requested_by: Uuid,
+}
 
 /// Records an issued URL. Expiries are rounded to a window, so the same URL is often issued
 /// again: it keeps the row of its first issue (and first requester). True if this issue
 /// made a new row.
-pub async fn record(
-    db: impl PgExecutor<'_>,
-    grant: &Grant<'_>,
-    key_id: &str,
-    requested_by: Uuid,
-) -> sqlx::Result<bool> {
-    let expires_at = DateTime::<Utc>::from_timestamp(grant.expires, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
+pub async fn record(db: impl PgExecutor<'_>, url: &NewSignedUrl<'_>) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "INSERT INTO storage_signed_urls (id, image_id, variant, access_type, key_id, expires_at, requested_by,
                                           url_generation)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (image_id, variant, access_type, expires_at, key_id, url_generation) DO NOTHING",
         Uuid::now_v7(),
-        grant.image_id as ImageId,
-        grant.variant.as_str(),
-        grant.access.as_str(),
-        key_id,
-        expires_at,
-        requested_by,
-        generation(grant.generation),
+        url.image_id as ImageId,
+        url.variant,
+        url.access_type,
+        url.key_id,
+        url.expires_at,
+        url.requested_by,
+        url.url_generation,
     )
     .execute(db)
     .await?;
@@ -48,11 +56,6 @@ pub async fn mark_revoked(db: impl PgExecutor<'_>, image_id: ImageId, generation
     .execute(db)
     .await?;
     Ok(done.rows_affected())
-}
-
-/// A grant's generation as the database keeps it (parsing never accepts more).
-fn generation(generation: u32) -> i32 {
-    i32::try_from(generation).unwrap_or(i32::MAX)
 }
 
 /// An issued URL as recorded (for operators and tests).

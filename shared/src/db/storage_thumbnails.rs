@@ -2,8 +2,8 @@
 
 use sqlx::PgExecutor;
 
-use crate::images::ImageId;
 use crate::imaging::ImageFormat;
+use crate::model::ImageId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThumbnailRecord {

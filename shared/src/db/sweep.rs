@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::backup::{BackupId, BackupStatus};
-use crate::images::ImageId;
+use crate::model::{BackupId, BackupStatus, ImageId};
 
 /// A live image still waiting for some of its work.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::images::ImageId;
+use crate::model::ImageId;
 
 /// The image a key produced before, with the checksum of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::HealthStatus;
+use crate::model::HealthStatus;
 
 /// The result of one check type, built up as figures come in. Every problem raises the
 /// status to at least its own severity and is kept in plain words under `problems`.

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{CheckResult, HealthStatus};
+use super::CheckResult;
 use crate::db::storage_files::{self, IntegrityCandidate};
-use crate::images::ImageId;
+use crate::model::{HealthStatus, ImageId};
 use crate::storage::{Storage, sha256_hex};
 
 /// Re-hashes `sample_size` originals. A match moves the file to the back of the line; a

@@ -10,11 +10,12 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{CheckResult, HealthStatus};
+use super::CheckResult;
 use crate::broker::{BrokerConnection, JobQueue, QueueDepth, Topology};
 use crate::config::{BackupPolicy, HealthConfig, RabbitConfig};
 use crate::db::outbox as outbox_table;
 use crate::db::storage_backups::{self, BackupHealth};
+use crate::model::HealthStatus;
 use crate::storage::disk_space;
 
 /// Longest wait for the database's answer before it counts as unreachable.

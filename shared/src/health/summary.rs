@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::HealthStatus;
 use crate::config::HealthConfig;
 use crate::db::health_checks::CheckRow;
+use crate::model::HealthStatus;
 
 /// The check types a `health.check` run writes; the newest of them dates the last run.
 pub const RUN_CHECKS: [&str; 6] = ["database", "broker", "disk", "outbox", "backup", "integrity"];

@@ -28,8 +28,7 @@ use super::{FILES_CHECK, MaintenanceError, REPORT_SAMPLE};
 use crate::config::MaintenanceConfig;
 use crate::db::{file_audit, health_checks, outbox};
 use crate::events::ImageUploaded;
-use crate::health::HealthStatus;
-use crate::images::ImageId;
+use crate::model::{HealthStatus, ImageId};
 use crate::storage::{ScannedFile, Storage};
 
 /// Paths looked up, or rows checked, per query.

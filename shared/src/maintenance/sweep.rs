@@ -19,12 +19,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{MaintenanceError, REPORT_SAMPLE, SWEEP_CHECK};
-use crate::backup::{BackupId, BackupStatus};
 use crate::config::MaintenanceConfig;
 use crate::db::{health_checks, outbox, storage_files, sweep};
 use crate::events::{BackupBatch, BackupRequested, ImageUploaded, RestoreRequested};
-use crate::health::HealthStatus;
-use crate::images::ImageId;
+use crate::model::{BackupId, BackupStatus, ChecksumStatus, HealthStatus, ImageId, ThumbnailStatus};
 
 /// Images looked at per page (one transaction of re-queues each).
 const PAGE: i64 = 500;
@@ -232,8 +230,8 @@ pub struct Reprocessed {
     /// The queued `image.uploaded` event (its `message_id` in RabbitMQ).
     pub event_id: Uuid,
     /// The statuses after the reset: what the workers still have to do.
-    pub thumbnail_status: String,
-    pub checksum_status: String,
+    pub thumbnail_status: ThumbnailStatus,
+    pub checksum_status: ChecksumStatus,
 }
 
 /// The operator's remedy for an image the sweeper gave up on (any live image works): its
@@ -249,8 +247,8 @@ pub async fn reprocess(db: &PgPool, id: ImageId) -> Result<Reprocessed, Reproces
     tracing::info!(
         image.id = %id,
         event.id = %event_id,
-        thumbnail_status = state.thumbnail_status.as_str(),
-        checksum_status = state.checksum_status.as_str(),
+        thumbnail_status = %state.thumbnail_status,
+        checksum_status = %state.checksum_status,
         "{id} queued for processing again"
     );
     Ok(Reprocessed {

@@ -16,6 +16,8 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 /// Folder under the root holding archives and manifests still being written.
+/// Name of the manifest inside a backup's folder.
+pub const MANIFEST_FILE: &str = "manifest.jsonl";
 const STAGING_DIR: &str = ".staging";
 /// Staged files older than this were left by a crash and are removed at start-up.
 const STALE_STAGING_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -140,7 +142,7 @@ impl BackupTree {
         let mut found = Vec::new();
         for day in sorted_dirs(&self.root)? {
             for backup in sorted_dirs(&self.root.join(&day))? {
-                let manifest = day.join(&backup).join(crate::backup::MANIFEST_FILE);
+                let manifest = day.join(&backup).join(MANIFEST_FILE);
                 if self.root.join(&manifest).is_file() {
                     found.push(manifest);
                 }
@@ -235,7 +237,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tree = BackupTree::open(dir.path()).unwrap();
         for backup in ["2026-01-02/b2", "2026-01-01/b1", "2026-01-01/b0"] {
-            let manifest = Path::new(backup).join(crate::backup::MANIFEST_FILE);
+            let manifest = Path::new(backup).join(MANIFEST_FILE);
             tree.write_file(&manifest, |file| file.write_all(b"{}\n")).unwrap();
         }
         let found = tree.manifests().unwrap();

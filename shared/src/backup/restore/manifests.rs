@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{RestoreError, Selection};
 use crate::backup::manifest::{self, Entry};
-use crate::images::ImageId;
+use crate::model::ImageId;
 use crate::storage::BackupTree;
 
 /// Manifest entries read ahead of the restore.
@@ -108,7 +108,7 @@ mod tests {
     use chrono::NaiveDate;
 
     use super::*;
-    use crate::backup::MANIFEST_FILE;
+    use crate::storage::MANIFEST_FILE;
 
     #[test]
     fn manifest_paths_name_their_day_and_backup() {
