@@ -7,15 +7,17 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use shared::auth::{Claims, Role};
-use shared::db::storage_backups::{self, Backup, Progress};
-use shared::db::{backup_retention, outbox};
-use shared::events::BackupRetentionRequested;
+use shared::backup;
+use shared::db::backup_retention;
+use shared::db::storage_backup_entries::{self, Progress};
+use shared::db::storage_backups::{self, Backup};
 use shared::model::{BackupId, BackupStatus};
+use shared::periodic::PeriodicJob;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::BearerAuth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 const MAX_PAGE_SIZE: u32 = 100;
 
@@ -175,14 +177,8 @@ impl BackupsApi {
         require_admin(&auth.0)?;
         let level = self.state.config.storage.backup_policy.compression_level;
         let mut tx = self.state.db.begin().await?;
-        let id = storage_backups::request(
-            &mut tx,
-            shared::model::BackupTrigger::Manual,
-            Some(auth.0.sub),
-            level,
-            Utc::now(),
-        )
-        .await?;
+        let id =
+            backup::request(&mut tx, shared::model::BackupTrigger::Manual, Some(auth.0.sub), level, Utc::now()).await?;
         tx.commit().await?;
         let backup = storage_backups::get(&self.state.db, id).await?.ok_or_else(|| ApiError::not_found("backup"))?;
         tracing::info!(backup.id = %id, "backup {id} requested");
@@ -200,14 +196,14 @@ impl BackupsApi {
         require_admin(&auth.0)?;
         if page.0 == 0 || page_size.0 == 0 || page_size.0 > MAX_PAGE_SIZE {
             let message = format!("page starts at 1; page_size is 1 to {MAX_PAGE_SIZE}");
-            return Err(ApiError::bad_request("invalid_field", message));
+            return Err(ApiError::bad_request(ErrorCode::InvalidField, message));
         }
         let mut conn = self.state.db.acquire().await?;
         let offset = i64::from(page.0 - 1) * i64::from(page_size.0);
         let (backups, total) = storage_backups::list(&mut conn, i64::from(page_size.0), offset).await?;
         // Finished backups keep their counts; only the running ones are counted, together.
         let running: Vec<BackupId> = backups.iter().filter(|b| !is_finished(b)).map(|b| b.id).collect();
-        let counted = storage_backups::progress_of(&mut *conn, &running).await?;
+        let counted = storage_backup_entries::progress_of(&mut *conn, &running).await?;
         let items = backups
             .into_iter()
             .map(|backup| {
@@ -230,9 +226,12 @@ impl BackupsApi {
         let id = BackupId(id.0);
         let backup = storage_backups::get(&self.state.db, id).await?.ok_or_else(|| ApiError::not_found("backup"))?;
         if backup.manifest_path.is_none() || backup.removed_at.is_some() {
-            return Err(ApiError::conflict("backup_not_checkable", "the backup has not finished, or was removed"));
+            return Err(ApiError::conflict(
+                ErrorCode::BackupNotCheckable,
+                "the backup has not finished, or was removed",
+            ));
         }
-        storage_backups::request_verification(&self.state.db, id).await?;
+        backup::request_verification(&self.state.db, id).await?;
         let progress = Progress::of_finished(&backup);
         Ok(Accepted::Accepted(Json(view(backup, progress))))
     }
@@ -245,7 +244,7 @@ impl BackupsApi {
         let now = Utc::now();
         let days = self.state.config.storage.retention_policy.retention_days;
         let expired = backup_retention::expired(&self.state.db, now - chrono::Duration::days(i64::from(days))).await?;
-        outbox::enqueue(&self.state.db, BackupRetentionRequested { requested_at: now }).await?;
+        PeriodicJob::BackupRetention.request(&mut *self.state.db.acquire().await?, now).await?;
         tracing::info!(backups.expired = expired.len(), "backup retention requested");
         Ok(CleanupAccepted::Accepted(Json(CleanupView { retention_days: days, expired_backups: expired.len() })))
     }
@@ -259,7 +258,7 @@ impl BackupsApi {
         let progress = if is_finished(&backup) {
             Progress::of_finished(&backup)
         } else {
-            storage_backups::progress(&self.state.db, id).await?
+            storage_backup_entries::progress(&self.state.db, id).await?
         };
         Ok(Json(view(backup, progress)))
     }

@@ -8,8 +8,12 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 use shared::auth::{ListPermissionError, UploadPermissionError};
+use shared::deletion::DeleteError;
 use shared::maintenance::sweep::ReprocessError;
 use shared::upload::{FieldError, UploadError};
+
+mod code;
+pub use code::ErrorCode;
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Object)]
@@ -69,44 +73,47 @@ pub enum ApiError {
 /// What a client is told to wait before retrying a request the database could not serve.
 const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
-fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
-    Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } })
+fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody { error: ErrorDetail { code: code.as_str().to_owned(), message: message.into() } })
 }
 
 impl ApiError {
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::BadRequest(body(code, message))
     }
 
     pub fn unauthorized() -> Self {
-        Self::Unauthorized(body("unauthorized", "a valid bearer token is required"))
+        Self::Unauthorized(body(ErrorCode::Unauthorized, "a valid bearer token is required"))
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::Forbidden(body("forbidden", message))
+        Self::Forbidden(body(ErrorCode::Forbidden, message))
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::NotFound(body("not_found", format!("{what} not found")))
+        Self::NotFound(body(ErrorCode::NotFound, format!("{what} not found")))
     }
 
-    pub fn not_found_code(code: &str, message: impl Into<String>) -> Self {
+    pub fn not_found_code(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::NotFound(body(code, message))
     }
 
-    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Conflict(body(code, message))
     }
 
     /// 413 `body_too_large`: the request body is over `limit_bytes`.
     pub fn body_too_large(limit_bytes: u64) -> Self {
-        Self::PayloadTooLarge(body("body_too_large", format!("the request body is over the {limit_bytes}-byte limit")))
+        Self::PayloadTooLarge(body(
+            ErrorCode::BodyTooLarge,
+            format!("the request body is over the {limit_bytes}-byte limit"),
+        ))
     }
 
     /// 429 `rate_limited`, retry after `retry_after_secs` (whole seconds, rounded up).
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let message = format!("too many requests; retry in {retry_after_secs} s");
-        Self::TooManyRequests(body("rate_limited", message), retry_after_secs)
+        Self::TooManyRequests(body(ErrorCode::RateLimited, message), retry_after_secs)
     }
 
     /// A database failure: 503 `service_unavailable` with `Retry-After` while the database
@@ -118,13 +125,13 @@ impl ApiError {
         }
         tracing::warn!(error = %cause, "database unavailable");
         let message = "the database is unavailable; retry shortly";
-        Self::ServiceUnavailable(body("service_unavailable", message), DATABASE_RETRY_AFTER_SECS)
+        Self::ServiceUnavailable(body(ErrorCode::ServiceUnavailable, message), DATABASE_RETRY_AFTER_SECS)
     }
 
     /// Logs the cause (once, here) and answers 500 without revealing it.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");
-        Self::Internal(body("internal", "internal error"))
+        Self::Internal(body(ErrorCode::Internal, "internal error"))
     }
 }
 
@@ -132,23 +139,25 @@ impl From<UploadError> for ApiError {
     fn from(e: UploadError) -> Self {
         let message = e.to_string();
         match e {
-            UploadError::TooLarge { .. } => Self::PayloadTooLarge(body("file_too_large", message)),
-            UploadError::EmptyFile => Self::BadRequest(body("empty_file", message)),
-            UploadError::MissingFile => Self::BadRequest(body("missing_file", message)),
-            UploadError::InvalidField { .. } => Self::BadRequest(body("invalid_field", message)),
-            UploadError::UnsupportedType { .. } => Self::UnsupportedMediaType(body("unsupported_media_type", message)),
-            UploadError::CorruptImage(_) => Self::Unprocessable(body("corrupt_image", message)),
-            UploadError::TooManyPixels { .. } => Self::Unprocessable(body("image_too_large", message)),
-            UploadError::UnknownSource(_) => Self::Unprocessable(body("unknown_source", message)),
-            UploadError::IdempotencyKeyReused => Self::Unprocessable(body("idempotency_key_reused", message)),
-            UploadError::Forbidden(UploadPermissionError::OwnerRequired) => {
-                Self::BadRequest(body("invalid_field", message))
+            UploadError::TooLarge { .. } => Self::PayloadTooLarge(body(ErrorCode::FileTooLarge, message)),
+            UploadError::EmptyFile => Self::BadRequest(body(ErrorCode::EmptyFile, message)),
+            UploadError::MissingFile => Self::BadRequest(body(ErrorCode::MissingFile, message)),
+            UploadError::InvalidField { .. } => Self::BadRequest(body(ErrorCode::InvalidField, message)),
+            UploadError::UnsupportedType { .. } => {
+                Self::UnsupportedMediaType(body(ErrorCode::UnsupportedMediaType, message))
             }
-            UploadError::Forbidden(_) => Self::Forbidden(body("forbidden", message)),
-            UploadError::QuotaExceeded => Self::Forbidden(body("quota_exceeded", message)),
+            UploadError::CorruptImage(_) => Self::Unprocessable(body(ErrorCode::CorruptImage, message)),
+            UploadError::TooManyPixels { .. } => Self::Unprocessable(body(ErrorCode::ImageTooLarge, message)),
+            UploadError::UnknownSource(_) => Self::Unprocessable(body(ErrorCode::UnknownSource, message)),
+            UploadError::IdempotencyKeyReused => Self::Unprocessable(body(ErrorCode::IdempotencyKeyReused, message)),
+            UploadError::Forbidden(UploadPermissionError::OwnerRequired) => {
+                Self::BadRequest(body(ErrorCode::InvalidField, message))
+            }
+            UploadError::Forbidden(_) => Self::Forbidden(body(ErrorCode::Forbidden, message)),
+            UploadError::QuotaExceeded => Self::Forbidden(body(ErrorCode::QuotaExceeded, message)),
             UploadError::Storage(e) if shared::storage::is_out_of_space(&e) => {
                 tracing::error!(error = %e, "the storage disk is full");
-                Self::InsufficientStorage(body("insufficient_storage", "the storage disk is full; retry later"))
+                Self::InsufficientStorage(body(ErrorCode::InsufficientStorage, "the storage disk is full; retry later"))
             }
             UploadError::Storage(e) => Self::internal(&e),
             UploadError::Db(e) => Self::database(&e),
@@ -165,7 +174,7 @@ impl From<sqlx::Error> for ApiError {
 /// A field of a metadata update, search or quota change that breaks its rules.
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        Self::BadRequest(body("invalid_field", e.to_string()))
+        Self::BadRequest(body(ErrorCode::InvalidField, e.to_string()))
     }
 }
 
@@ -173,7 +182,17 @@ impl From<ListPermissionError> for ApiError {
     fn from(e: ListPermissionError) -> Self {
         match e {
             ListPermissionError::OtherOwner => Self::forbidden(e.to_string()),
-            ListPermissionError::OwnerRequired => Self::BadRequest(body("invalid_field", e.to_string())),
+            ListPermissionError::OwnerRequired => Self::BadRequest(body(ErrorCode::InvalidField, e.to_string())),
+        }
+    }
+}
+
+impl From<DeleteError> for ApiError {
+    fn from(e: DeleteError) -> Self {
+        match e {
+            DeleteError::NotFound(_) => Self::not_found("image"),
+            DeleteError::Forbidden => Self::forbidden(e.to_string()),
+            DeleteError::Db(e) => Self::database(&e),
         }
     }
 }
@@ -188,7 +207,7 @@ impl From<ReprocessError> for ApiError {
 }
 
 /// An error answer built outside the OpenAPI handlers (file serving), in the same shape.
-pub fn json_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub fn json_response(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     (status, poem::web::Json(body(code, message).0.to_json())).into_response()
 }
 
@@ -201,13 +220,13 @@ pub async fn render(error: poem::Error) -> Response {
     }
     let status = error.status();
     let code = match status {
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        s if s.is_server_error() => "internal",
-        _ => "bad_request",
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
     };
     let message = if status.is_server_error() {
         tracing::error!(error = %error, "request failed");

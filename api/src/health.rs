@@ -2,7 +2,7 @@
 //! `down` (200, 200, 503). Everyone gets the status; an admin token adds why, the latest
 //! result of every check type, and checks made live for this request.
 //!
-//! The answer is the worst of the latest recorded checks (written by `health.check` jobs
+//! The answer is the worst of the latest recorded checks (written by `health_check.requested` jobs
 //! and maintenance) and of live checks of the database and the storage disk, so a dead
 //! database is `down` at once, not at the next scheduled run.
 

@@ -1,7 +1,6 @@
 //! `/storage/images`: upload, read, change, delete, list and search image metadata, and the
 //! owners' quotas.
 
-mod delete;
 mod list;
 mod quota;
 mod update;
@@ -14,6 +13,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use shared::auth::{Claims, ImageAccess, Role};
 use shared::db::storage_files::StorageFile;
 use shared::db::{provenance, storage_files, storage_thumbnails};
+use shared::deletion;
 use shared::maintenance::sweep::{self, Reprocessed};
 use shared::model::{ImageId, ImageType};
 use shared::search::ListQuery;
@@ -156,7 +156,7 @@ impl ImagesApi {
     /// Same permissions as a change; deleting again answers 404.
     #[oai(path = "/storage/images/:id", method = "delete")]
     async fn delete_image(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<DeleteResponse, ApiError> {
-        delete::handle(&self.state, &auth.0, ImageId(id.0)).await?;
+        deletion::delete(&self.state.db, &auth.0, ImageId(id.0)).await?;
         Ok(DeleteResponse::Deleted)
     }
 

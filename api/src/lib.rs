@@ -1,7 +1,6 @@
 //! The Stayler Storage HTTP API: routes, shared state, and start-up of the server with
 //! its outbox relay.
 
-pub mod access;
 pub mod access_log;
 pub mod auth;
 pub mod backups;
@@ -13,6 +12,7 @@ pub mod maintenance;
 pub mod rate_limit;
 pub mod restores;
 pub mod serving;
+pub mod signed_urls;
 pub mod stats;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -59,7 +59,7 @@ impl AppState {
 /// Every group of endpoints, by feature.
 pub type Apis = (
     images::ImagesApi,
-    access::AccessApi,
+    signed_urls::SignedUrlApi,
     stats::StatsApi,
     backups::BackupsApi,
     restores::RestoresApi,
@@ -71,7 +71,7 @@ pub type Apis = (
 pub fn openapi(state: AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         images::ImagesApi { state: state.clone() },
-        access::AccessApi { state: state.clone() },
+        signed_urls::SignedUrlApi { state: state.clone() },
         stats::StatsApi { state: state.clone() },
         backups::BackupsApi { state: state.clone() },
         restores::RestoresApi { state: state.clone() },
@@ -190,6 +190,6 @@ async fn relay(db: PgPool, config: Arc<Config>, shutdown: CancellationToken, sta
     }
     started.send_replace(true);
     let publisher = Publisher::new(&config.rabbitmq, "stayler-api relay");
-    shared::outbox::run(db, publisher.clone(), shutdown).await;
+    shared::relay::run(db, publisher.clone(), shutdown).await;
     publisher.close().await;
 }

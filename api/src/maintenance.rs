@@ -8,19 +8,12 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use shared::auth::Role;
-use shared::db::outbox;
-use shared::events::{
-    FileAuditRequested, HealthCheckRequested, MetricsRollupRequested, PurgeRequested, SweepRequested,
-};
-use sqlx::PgPool;
+use shared::periodic::PeriodicJob;
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::BearerAuth;
-use crate::error::ApiError;
-
-/// The jobs an admin may run now, by the name in the path.
-const JOBS: [&str; 5] = ["sweep", "purge", "file-audit", "health-check", "metrics-rollup"];
+use crate::error::{ApiError, ErrorCode};
 
 pub struct MaintenanceApi {
     pub state: AppState,
@@ -28,6 +21,7 @@ pub struct MaintenanceApi {
 
 #[derive(Debug, Clone, Object)]
 pub struct JobRequested {
+    /// The job's name, underscored (`file_audit`) whichever spelling the path used.
     pub job: String,
     /// The queued event's id (its `message_id` in RabbitMQ).
     pub event_id: Uuid,
@@ -41,33 +35,25 @@ pub enum JobAccepted {
     Accepted(Json<JobRequested>),
 }
 
-async fn enqueue(db: &PgPool, job: &str, at: DateTime<Utc>) -> Result<Option<Uuid>, sqlx::Error> {
-    let id = match job {
-        "sweep" => outbox::enqueue(db, SweepRequested { requested_at: at }).await?,
-        "purge" => outbox::enqueue(db, PurgeRequested { requested_at: at }).await?,
-        "file-audit" => outbox::enqueue(db, FileAuditRequested { requested_at: at }).await?,
-        "health-check" => outbox::enqueue(db, HealthCheckRequested { requested_at: at }).await?,
-        "metrics-rollup" => outbox::enqueue(db, MetricsRollupRequested { requested_at: at }).await?,
-        _ => return Ok(None),
-    };
-    Ok(Some(id))
-}
-
 #[OpenApi]
 impl MaintenanceApi {
-    /// Runs a maintenance job now (admins only): `sweep`, `purge`, `file-audit`,
-    /// `health-check` or `metrics-rollup`.
+    /// Runs a periodic job now (admins only): `sweep`, `purge`, `file_audit`,
+    /// `health_check`, `metrics_rollup`, `backup_retention` or `backup_verify` (hyphens are
+    /// read as underscores: `file-audit`).
     #[oai(path = "/storage/maintenance/:job", method = "post")]
     async fn run_job(&self, auth: BearerAuth, job: Path<String>) -> Result<JobAccepted, ApiError> {
         if auth.0.role != Role::Admin {
             return Err(ApiError::forbidden("maintenance is for admins"));
         }
-        let requested_at = Utc::now();
-        let Some(event_id) = enqueue(&self.state.db, &job.0, requested_at).await? else {
-            let message = format!("no maintenance job `{}`: one of {}", job.0, JOBS.join(", "));
-            return Err(ApiError::not_found_code("unknown_job", message));
+        let Some(periodic) = PeriodicJob::on_demand(&job.0) else {
+            let names: Vec<&str> = PeriodicJob::ON_DEMAND.iter().map(|job| job.name()).collect();
+            let message = format!("no maintenance job `{}`: one of {}", job.0, names.join(", "));
+            return Err(ApiError::not_found_code(ErrorCode::UnknownJob, message));
         };
-        tracing::info!(maintenance.job = job.0.as_str(), event.id = %event_id, "maintenance job requested");
-        Ok(JobAccepted::Accepted(Json(JobRequested { job: job.0, event_id, requested_at })))
+        let requested_at = Utc::now();
+        let mut conn = self.state.db.acquire().await?;
+        let event_id = periodic.request(&mut conn, requested_at).await?;
+        tracing::info!(job = periodic.name(), event.id = %event_id, "{} requested", periodic.name());
+        Ok(JobAccepted::Accepted(Json(JobRequested { job: periodic.name().to_owned(), event_id, requested_at })))
     }
 }

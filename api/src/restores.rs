@@ -8,14 +8,14 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use shared::auth::Role;
-use shared::backup::restore::{RestoreMode, Selection};
+use shared::backup::restore;
 use shared::db::storage_restores::{self, Restore};
-use shared::model::{BackupId, ImageId};
+use shared::model::{BackupId, ImageId, RestoreMode, RestoreSelection};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::{AdminAuth, BearerAuth};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Most image ids one request may name.
 const MAX_IMAGE_IDS: usize = 1000;
@@ -71,7 +71,7 @@ fn view(restore: Restore) -> RestoreView {
         id: restore.id,
         status: restore.status.to_string(),
         selection: restore.selection,
-        mode: restore.mode,
+        mode: restore.mode.as_str().to_owned(),
         restored: restore.restored,
         skipped: restore.skipped,
         failed: restore.failed,
@@ -84,15 +84,15 @@ fn view(restore: Restore) -> RestoreView {
 }
 
 /// The selection and mode of a request, or why it is malformed.
-fn parse(request: RestoreRequest) -> Result<(Selection, RestoreMode), ApiError> {
-    let invalid = |message: &str| ApiError::bad_request("invalid_field", message);
+fn parse(request: RestoreRequest) -> Result<(RestoreSelection, RestoreMode), ApiError> {
+    let invalid = |message: &str| ApiError::bad_request(ErrorCode::InvalidField, message);
     let selection = match (request.backup_id, request.date, request.image_ids) {
-        (Some(id), None, None) => Selection::BackupId(BackupId(id)),
-        (None, Some(date), None) => Selection::Date(date),
+        (Some(id), None, None) => RestoreSelection::BackupId(BackupId(id)),
+        (None, Some(date), None) => RestoreSelection::Date(date),
         (None, None, Some(ids)) if ids.is_empty() || ids.len() > MAX_IMAGE_IDS => {
             return Err(invalid(&format!("image_ids must name 1 to {MAX_IMAGE_IDS} images")));
         }
-        (None, None, Some(ids)) => Selection::ImageIds(ids.into_iter().map(ImageId).collect()),
+        (None, None, Some(ids)) => RestoreSelection::ImageIds(ids.into_iter().map(ImageId).collect()),
         _ => return Err(invalid("give exactly one of backup_id, date or image_ids")),
     };
     let mode = match request.mode.as_deref() {
@@ -112,7 +112,7 @@ impl RestoresApi {
     async fn request_restore(&self, auth: AdminAuth, body: Json<RestoreRequest>) -> Result<Accepted, ApiError> {
         let (selection, mode) = parse(body.0)?;
         let mut tx = self.state.db.begin().await?;
-        let id = storage_restores::request(&mut tx, &selection, mode, Some(auth.0.sub)).await?;
+        let id = restore::request(&mut tx, &selection, mode, Some(auth.0.sub)).await?;
         tx.commit().await?;
         let restore = storage_restores::get(&self.state.db, id).await?.ok_or_else(|| ApiError::not_found("restore"))?;
         tracing::info!(restore.id = %id, "restore {id} requested");
@@ -146,7 +146,7 @@ mod tests {
             RestoreRequest { backup_id: Some(Uuid::nil()), date: NaiveDate::from_ymd_opt(2026, 1, 1), ..request() };
         assert!(parse(both).is_err());
         let (selection, mode) = parse(RestoreRequest { backup_id: Some(Uuid::nil()), ..request() }).unwrap();
-        assert_eq!((selection, mode), (Selection::BackupId(BackupId(Uuid::nil())), RestoreMode::MissingOnly));
+        assert_eq!((selection, mode), (RestoreSelection::BackupId(BackupId(Uuid::nil())), RestoreMode::MissingOnly));
         assert!(parse(RestoreRequest { image_ids: Some(vec![]), ..request() }).is_err());
         let overwrite =
             RestoreRequest { image_ids: Some(vec![Uuid::nil()]), mode: Some("overwrite".into()), ..request() };

@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 pub use cache::{ServedFile, ServedImage, ServingCache};
 
-use crate::error;
+use crate::error::{self, ErrorCode};
 
 /// Path prefix of signed URLs.
 pub const SIGNED_PREFIX: &str = "/storage/signed/";
@@ -252,24 +252,26 @@ enum Denial {
 impl Denial {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
-            Self::Signature(SignatureError::Expired) => (StatusCode::GONE, "url_expired", self.message()),
+            Self::Signature(SignatureError::Expired) => (StatusCode::GONE, ErrorCode::UrlExpired, self.message()),
             Self::Signature(SignatureError::WrongAccessType { .. }) => {
-                (StatusCode::FORBIDDEN, "wrong_access_type", self.message())
+                (StatusCode::FORBIDDEN, ErrorCode::WrongAccessType, self.message())
             }
-            Self::Signature(SignatureError::UnknownKey) => (StatusCode::FORBIDDEN, "unknown_key", self.message()),
+            Self::Signature(SignatureError::UnknownKey) => {
+                (StatusCode::FORBIDDEN, ErrorCode::UnknownKey, self.message())
+            }
             Self::Signature(SignatureError::Malformed | SignatureError::BadSignature) => {
-                (StatusCode::FORBIDDEN, "invalid_signature", self.message())
+                (StatusCode::FORBIDDEN, ErrorCode::InvalidSignature, self.message())
             }
-            Self::Revoked => (StatusCode::GONE, "url_revoked", self.message()),
-            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "image not found".to_owned()),
-            Self::BadAccessType => (StatusCode::BAD_REQUEST, "invalid_access_type", self.message()),
+            Self::Revoked => (StatusCode::GONE, ErrorCode::UrlRevoked, self.message()),
+            Self::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound, "image not found".to_owned()),
+            Self::BadAccessType => (StatusCode::BAD_REQUEST, ErrorCode::InvalidAccessType, self.message()),
             Self::RangeNotSatisfiable { .. } => {
-                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", self.message())
+                (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::RangeNotSatisfiable, self.message())
             }
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", self.message()),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, self.message()),
             Self::Internal(cause) => {
                 tracing::error!(error = %cause, "serving a file failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".to_owned())
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error".to_owned())
             }
         };
         let mut response = error::json_response(status, code, message);

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::BearerAuth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Longest per-day history one request may ask for.
 const MAX_DAYS: u32 = 366;
@@ -144,7 +144,10 @@ impl StatsApi {
             (Role::Service, _) => return Err(ApiError::forbidden("the service role has no statistics of its own")),
         };
         if days.0 == 0 || days.0 > MAX_DAYS {
-            return Err(ApiError::bad_request("invalid_field", format!("days must be between 1 and {MAX_DAYS}")));
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidField,
+                format!("days must be between 1 and {MAX_DAYS}"),
+            ));
         }
         let since = (Utc::now() - Duration::days(i64::from(days.0) - 1)).date_naive().and_time(Default::default());
         let db = &self.state.db;
@@ -230,11 +233,11 @@ impl StatsApi {
         }
         if !shared::metrics::METRICS.contains(&name.0.as_str()) {
             let known = shared::metrics::METRICS.join(", ");
-            return Err(ApiError::bad_request("invalid_field", format!("name must be one of {known}")));
+            return Err(ApiError::bad_request(ErrorCode::InvalidField, format!("name must be one of {known}")));
         }
         if hours.0 == 0 || hours.0 > MAX_METRIC_HOURS {
             let message = format!("hours must be between 1 and {MAX_METRIC_HOURS}");
-            return Err(ApiError::bad_request("invalid_field", message));
+            return Err(ApiError::bad_request(ErrorCode::InvalidField, message));
         }
         let to = Utc::now();
         let from = to - Duration::hours(i64::from(hours.0));

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use shared::auth::Role;
 use shared::db::storage_signed_urls;
 use shared::db::storage_thumbnails::{self, ThumbnailRecord};
-use shared::imaging::ImageFormat;
+use shared::model::ImageFormat;
 use shared::model::ImageId;
 use shared::signing::{AccessType, Grant, SigningKeys, Variant};
 use shared::storage::StorageKey;

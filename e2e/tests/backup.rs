@@ -39,14 +39,14 @@ async fn finished_backup(app: &TestApp, token: &str, id: &str) -> Value {
     get_backup(app, token, id).await.json().await.unwrap()
 }
 
-fn read_manifest(tree: &BackupTree, path: &str) -> (manifest::Header, Vec<manifest::Entry>) {
+fn read_manifest(tree: &BackupTree, path: &str) -> (manifest::Header, Vec<shared::model::ArchivedImage>) {
     let reader = manifest::Reader::new(tree.open_file(Path::new(path)).unwrap()).unwrap();
     let header = reader.header.clone();
     (header, reader.collect::<Result<_, _>>().unwrap())
 }
 
 /// Every entry's archive decompresses to exactly the stored original.
-fn assert_archives_match_originals(app: &TestApp, tree: &BackupTree, entries: &[manifest::Entry]) {
+fn assert_archives_match_originals(app: &TestApp, tree: &BackupTree, entries: &[shared::model::ArchivedImage]) {
     for entry in entries {
         let original = std::fs::read(app.storage.root().join(&entry.file_path)).unwrap();
         let mut restored = Vec::new();
@@ -54,8 +54,8 @@ fn assert_archives_match_originals(app: &TestApp, tree: &BackupTree, entries: &[
         let (sha256, size) = archive::extract(archive, &mut restored).unwrap();
         assert_eq!(restored, original, "archive of {}", entry.file_path);
         assert_eq!((sha256.as_str(), size as i64), (entry.checksum.as_str(), entry.file_size));
-        if entry.format == shared::imaging::ImageFormat::Jpeg {
-            assert_eq!(entry.method, archive::Method::Raw, "JPEG is stored, not recompressed");
+        if entry.format == shared::model::ImageFormat::Jpeg {
+            assert_eq!(entry.method, shared::model::ArchiveMethod::Raw, "JPEG is stored, not recompressed");
         }
     }
 }
@@ -141,8 +141,8 @@ async fn a_requested_backup_fans_out_to_two_workers_and_archives_every_image_ver
 async fn planned_backup(app: &TestApp, batch_size: i64) -> shared::model::BackupId {
     let mut tx = app.pool.begin().await.unwrap();
     let level = app.config.storage.backup_policy.compression_level;
-    let id = storage_backups::request(&mut tx, BackupTrigger::Manual, None, level, Utc::now()).await.unwrap();
-    assert!(storage_backups::plan(&mut tx, id, batch_size).await.unwrap().is_some());
+    let id = backup::request(&mut tx, BackupTrigger::Manual, None, level, Utc::now()).await.unwrap();
+    assert!(backup::plan(&mut tx, id, batch_size).await.unwrap().is_some());
     tx.commit().await.unwrap();
     id
 }
@@ -154,7 +154,7 @@ async fn a_batch_replayed_after_a_crash_or_delivered_twice_converges_on_the_same
     let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
     let id = planned_backup(&app, 10).await;
     let mut tx = app.pool.begin().await.unwrap();
-    assert_eq!(storage_backups::plan(&mut tx, id, 10).await.unwrap(), None, "a duplicate plan does nothing");
+    assert_eq!(backup::plan(&mut tx, id, 10).await.unwrap(), None, "a duplicate plan does nothing");
     tx.commit().await.unwrap();
 
     let first = backup::run_batch(&app.pool, &app.storage, &tree, id, 0).await.unwrap();
@@ -236,7 +236,7 @@ async fn backup_health(app: &TestApp) -> shared::health::CheckResult {
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn the_rolling_check_finds_damaged_archives_reports_them_and_the_next_backup_copies_them_again(pool: PgPool) {
-    use shared::events::BackupVerifyDue;
+    use shared::events::BackupVerifyRequested;
     use shared::model::BackupId;
     use shared::model::HealthStatus;
 
@@ -269,7 +269,7 @@ async fn the_rolling_check_finds_damaged_archives_reports_them_and_the_next_back
     // The scheduled run checks one backup (backupVerifyPerRun = 1): the one never checked
     // and oldest, the first.
     let requested_at = Utc::now();
-    shared::db::outbox::enqueue(&app.pool, BackupVerifyDue { requested_at }).await.unwrap();
+    shared::db::outbox::enqueue(&app.pool, BackupVerifyRequested { requested_at }).await.unwrap();
     eventually(TIMEOUT, "the rolling check reads the first backup", || async {
         backup_row(&app, first_id).await.verified_at.is_some()
     })
@@ -309,7 +309,7 @@ async fn the_rolling_check_finds_damaged_archives_reports_them_and_the_next_back
 
     // The same run delivered again goes on with the next backup, not the first again.
     let first_checked_at = backup_row(&app, first_id).await.verified_at;
-    shared::db::outbox::enqueue(&app.pool, BackupVerifyDue { requested_at }).await.unwrap();
+    shared::db::outbox::enqueue(&app.pool, BackupVerifyRequested { requested_at }).await.unwrap();
     eventually(TIMEOUT, "the duplicate run reads the second backup", || async {
         backup_row(&app, second_id).await.verified_at.is_some()
     })

@@ -14,13 +14,13 @@ use e2e::{TestWorker, upload_every_kind, upload_gif_and_webp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::auth::Role;
-use shared::backup::restore::{RestoreMode, Restorer, Selection};
+use shared::backup::restore::Restorer;
 use shared::backup::{retention, verify};
 use shared::db::storage_backups;
 use shared::db::storage_restores::{self, Claim};
 use shared::health::integrity;
 use shared::maintenance::sweep;
-use shared::model::{BackupId, HealthStatus, ImageId, RestoreStatus};
+use shared::model::{BackupId, HealthStatus, ImageId, RestoreMode, RestoreSelection, RestoreStatus};
 use shared::storage::BackupTree;
 use shared::test_support::eventually;
 use sqlx::PgPool;
@@ -232,13 +232,14 @@ async fn a_flipped_byte_in_an_archive_is_detected_reported_and_never_restored(po
 
     // Again, through the library, to read the reasons: the intact one is present now.
     let restorer = Restorer { db: &app.pool, storage: &app.storage, backups: &tree, quota: &app.config.quota };
-    let selection = Selection::ImageIds(vec![ImageId(damaged.parse().unwrap()), ImageId(intact.parse().unwrap())]);
+    let selection =
+        RestoreSelection::ImageIds(vec![ImageId(damaged.parse().unwrap()), ImageId(intact.parse().unwrap())]);
     let report = restorer.restore(&selection, RestoreMode::MissingOnly, |_, _| {}).await.unwrap();
     assert_eq!((report.restored, report.skipped, report.failed), (0, 1, 1));
     let failure = report.details.iter().find(|d| d.outcome == "failed").unwrap();
     assert_eq!(failure.image_id.to_string(), *damaged);
     assert!(failure.reason.starts_with("archive corrupt"), "{}", failure.reason);
-    let unknown = Selection::ImageIds(vec![ImageId::new()]);
+    let unknown = RestoreSelection::ImageIds(vec![ImageId::new()]);
     let report = restorer.restore(&unknown, RestoreMode::MissingOnly, |_, _| {}).await.unwrap();
     assert_eq!(report.failed, 1);
     assert_eq!(report.details[0].reason, "no backup holds this image");

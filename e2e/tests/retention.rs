@@ -24,8 +24,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs a whole backup in the test's process and returns its id.
 async fn back_up(app: &TestApp, tree: &BackupTree) -> BackupId {
     let mut tx = app.pool.begin().await.unwrap();
-    let id = storage_backups::request(&mut tx, BackupTrigger::Manual, None, 3, Utc::now()).await.unwrap();
-    let batches = storage_backups::plan(&mut tx, id, 100).await.unwrap().unwrap();
+    let id = backup::request(&mut tx, BackupTrigger::Manual, None, 3, Utc::now()).await.unwrap();
+    let batches = backup::plan(&mut tx, id, 100).await.unwrap().unwrap();
     tx.commit().await.unwrap();
     run(app, tree, id, batches).await;
     id
@@ -87,7 +87,7 @@ async fn expired_backups_go_but_never_before_their_last_copies_of_live_images_ar
     assert_eq!((again.carry_over, again.waiting_images, again.removed.len()), (None, live, 0));
 
     let mut tx = app.pool.begin().await.unwrap();
-    let batches = storage_backups::plan(&mut tx, carry, 100).await.unwrap().unwrap();
+    let batches = backup::plan(&mut tx, carry, 100).await.unwrap().unwrap();
     tx.commit().await.unwrap();
     run(&app, &tree, carry, batches).await;
     let carried = storage_backups::get(&app.pool, carry).await.unwrap().unwrap();

@@ -15,7 +15,9 @@ use shared::schedule::CronSchedule;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::jobs::{Job, ScheduledJob};
+use shared::periodic::PeriodicJob;
+
+use crate::jobs::ScheduledJob;
 
 /// A slot this scheduler fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,13 +86,18 @@ pub async fn fire_due(
 
 /// One slot in one transaction: the claim of `(job, slot)` and the job's rows and event
 /// commit together or not at all. The id recorded, or None if the slot was already fired.
-async fn fire_slot(pool: &PgPool, job: &Job, slot: DateTime<Utc>, fired_by: &str) -> sqlx::Result<Option<Uuid>> {
+async fn fire_slot(
+    pool: &PgPool,
+    job: &PeriodicJob,
+    slot: DateTime<Utc>,
+    fired_by: &str,
+) -> sqlx::Result<Option<Uuid>> {
     let mut tx = pool.begin().await?;
     if !scheduled_runs::claim(&mut *tx, job.name(), slot, fired_by).await? {
         tx.rollback().await?;
         return Ok(None);
     }
-    let event_id = job.fire(&mut tx, slot).await?;
+    let event_id = job.request(&mut tx, slot).await?;
     scheduled_runs::record_event(&mut *tx, job.name(), slot, event_id).await?;
     tx.commit().await?;
     Ok(Some(event_id))
@@ -110,7 +117,10 @@ mod tests {
     }
 
     fn job(expression: &str) -> ScheduledJob {
-        ScheduledJob { job: Job::Backup { compression_level: 3 }, schedule: CronSchedule::parse(expression).unwrap() }
+        ScheduledJob {
+            job: PeriodicJob::Backup { compression_level: 3 },
+            schedule: CronSchedule::parse(expression).unwrap(),
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod firing;
 pub mod jobs;
 
 pub use firing::{FireError, Fired, due_slot, fire_due, next_wake};
-pub use jobs::{Job, ScheduledJob, jobs};
+pub use jobs::{ScheduledJob, jobs};
 
 /// Longest sleep between two ticks, so that a wall clock that jumped or a machine that was
 /// suspended is noticed soon.
@@ -68,7 +68,7 @@ async fn relay(config: Config, db: PgPool, stop: CancellationToken) -> anyhow::R
         return Ok(());
     }
     let publisher = Publisher::new(&config.rabbitmq, "stayler-scheduler relay");
-    shared::outbox::run(db, publisher.clone(), stop).await;
+    shared::relay::run(db, publisher.clone(), stop).await;
     publisher.close().await;
     Ok(())
 }

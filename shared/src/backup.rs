@@ -1,6 +1,8 @@
-//! Backups of originals: ids and states, where archives live in `storage.backupPath`, the
-//! archive format ([`archive`]) and the manifest that lets a restore rebuild files and rows
-//! on an empty machine ([`manifest`]).
+//! Backups of originals: requesting, planning and checking one (each a row change and its
+//! job, committed together), archiving batches ([`run_batch`]), the archive format
+//! ([`archive`]), the manifest that lets a restore rebuild files and rows on an empty
+//! machine ([`manifest`]), restores ([`restore`]) and retention ([`retention`]). Where
+//! archives live in `storage.backupPath` is [`crate::storage::backup_dir`]'s to say:
 //!
 //! ```text
 //! {backupPath}/{YYYY-MM-DD}/{backup_id}/manifest.jsonl
@@ -11,12 +13,13 @@
 //! manual one, or a retention carry-over) from sharing files, so removing one never touches
 //! the other's archives. Thumbnails are not backed up: they are regenerated after a restore.
 
-use std::path::PathBuf;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
 
-use chrono::NaiveDate;
-
-use crate::model::BackupId;
-use crate::storage::StorageKey;
+use crate::db::{outbox, storage_backup_entries, storage_backups};
+use crate::events::{BackupBatchRequested, BackupCheckRequested, BackupRequested};
+use crate::model::{BackupId, BackupTrigger};
 
 pub mod archive;
 mod batch;
@@ -27,44 +30,34 @@ pub mod verify;
 
 pub use batch::{BackupError, BatchReport, finish_if_done, run_batch};
 
-/// Suffix of every archive: the original's stored name plus `.zst`.
-pub const ARCHIVE_SUFFIX: &str = ".zst";
-
-/// The folder of one backup, relative to `storage.backupPath`.
-pub fn backup_dir(date: NaiveDate, id: BackupId) -> PathBuf {
-    PathBuf::from(date.format("%Y-%m-%d").to_string()).join(id.to_string())
+/// Requests a backup: a pending row (its folder named after `now`'s UTC date) and its
+/// `backup.requested` job, in the caller's transaction so that they commit together.
+pub async fn request(
+    tx: &mut PgConnection,
+    trigger: BackupTrigger,
+    requested_by: Option<Uuid>,
+    compression_level: i32,
+    now: DateTime<Utc>,
+) -> sqlx::Result<BackupId> {
+    let id = BackupId::new();
+    storage_backups::insert(&mut *tx, id, trigger, requested_by, compression_level, now).await?;
+    outbox::enqueue(&mut *tx, BackupRequested { backup_id: id }).await?;
+    Ok(id)
 }
 
-/// Where the archive of an original lives, relative to `storage.backupPath`: the storage
-/// layout inside the backup's folder, with `.zst` appended.
-pub fn archive_path(backup_dir: &std::path::Path, original: &StorageKey) -> PathBuf {
-    let mut name = original.relative_path().into_os_string();
-    name.push(ARCHIVE_SUFFIX);
-    backup_dir.join(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use uuid::Uuid;
-
-    use super::*;
-    use crate::imaging::ImageFormat;
-    use crate::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
-
-    #[test]
-    fn archives_keep_the_storage_layout_inside_the_backup_folder() {
-        let id = BackupId(Uuid::nil());
-        let dir = backup_dir(NaiveDate::from_ymd_opt(2026, 3, 4).unwrap(), id);
-        let key = StorageKey::Original {
-            image_type: ImageType::Cloth,
-            owner: Owner { id: OwnerId(Uuid::nil()), kind: OwnerType::Vendor },
-            image_id: ImageId(Uuid::nil()),
-            format: ImageFormat::Png,
-        };
-        let nil = Uuid::nil();
-        assert_eq!(
-            archive_path(&dir, &key),
-            PathBuf::from(format!("2026-03-04/{nil}/images/cloth/{nil}/images/{nil}.png.zst"))
-        );
+/// Plans a pending backup into batches of `batch_files` (see [`storage_backup_entries::plan`]) and
+/// queues one `backup_batch.requested` job per batch, in the caller's transaction. `None` when it was
+/// planned already (a duplicate delivery).
+pub async fn plan(tx: &mut PgConnection, id: BackupId, batch_files: i64) -> sqlx::Result<Option<i32>> {
+    let Some(batches) = storage_backup_entries::plan(&mut *tx, id, batch_files).await? else { return Ok(None) };
+    for batch in 0..batches {
+        outbox::enqueue(&mut *tx, BackupBatchRequested { backup_id: id, batch }).await?;
     }
+    Ok(Some(batches))
+}
+
+/// Requests an integrity check of a finished backup: its `backup_check.requested` job.
+pub async fn request_verification(db: impl PgExecutor<'_>, id: BackupId) -> sqlx::Result<()> {
+    outbox::enqueue(db, BackupCheckRequested { backup_id: id }).await?;
+    Ok(())
 }

@@ -19,6 +19,7 @@ pub mod purge;
 pub mod scheduled_runs;
 pub mod search;
 pub mod stats;
+pub mod storage_backup_entries;
 pub mod storage_backups;
 pub mod storage_files;
 pub mod storage_quotas;

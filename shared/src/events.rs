@@ -12,9 +12,32 @@ use crate::model::{BackupId, ImageId};
 
 /// A payload with its name and schema version.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync {
-    /// Routing key and `type` field, `noun.past_verb`.
+    /// Routing key and `type` field: `{subject}.{past participle}`, the subject being what
+    /// changed or what is asked for (`image.uploaded`, `restore.requested`,
+    /// `file_audit.requested`), in snake case.
     const TYPE: &'static str;
     const VERSION: u16;
+}
+
+/// Event types as they were named before the naming rule, and their names now. Events
+/// queued by an older release (in the outbox, a job queue, a retry or a dead-letter queue)
+/// still carry the old name; consumers read it through [`current_type`]. Migration 0018
+/// renames the outbox's unpublished rows.
+pub const RENAMED_TYPES: [(&str, &str); 9] = [
+    ("backup.batch", BackupBatchRequested::TYPE),
+    ("backup.verify_requested", BackupCheckRequested::TYPE),
+    ("backup.verify_due", BackupVerifyRequested::TYPE),
+    ("maintenance.backup_retention", BackupRetentionRequested::TYPE),
+    ("health.check", HealthCheckRequested::TYPE),
+    ("metrics.rollup", MetricsRollupRequested::TYPE),
+    ("maintenance.sweep", SweepRequested::TYPE),
+    ("maintenance.purge", PurgeRequested::TYPE),
+    ("maintenance.file_audit", FileAuditRequested::TYPE),
+];
+
+/// The current name of event type `event_type` (itself unless it was renamed).
+pub fn current_type(event_type: &str) -> &str {
+    RENAMED_TYPES.iter().find(|(old, _)| *old == event_type).map_or(event_type, |(_, new)| new)
 }
 
 /// The JSON body of every message.
@@ -76,13 +99,13 @@ impl Event for BackupRequested {
 
 /// One batch of a planned backup is due: archive, verify and record its images.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupBatch {
+pub struct BackupBatchRequested {
     pub backup_id: BackupId,
     pub batch: i32,
 }
 
-impl Event for BackupBatch {
-    const TYPE: &'static str = "backup.batch";
+impl Event for BackupBatchRequested {
+    const TYPE: &'static str = "backup_batch.requested";
     const VERSION: u16 = 1;
 }
 
@@ -99,12 +122,12 @@ impl Event for RestoreRequested {
 
 /// An integrity check of a backup's archives against its manifest is due.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupVerifyRequested {
+pub struct BackupCheckRequested {
     pub backup_id: BackupId,
 }
 
-impl Event for BackupVerifyRequested {
-    const TYPE: &'static str = "backup.verify_requested";
+impl Event for BackupCheckRequested {
+    const TYPE: &'static str = "backup_check.requested";
     const VERSION: u16 = 1;
 }
 
@@ -112,14 +135,14 @@ impl Event for BackupVerifyRequested {
 /// checked longest ago (never-checked first) are verified, `maintenance.backupVerifyPerRun`
 /// of them, so that every backup is re-read from disk in turn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupVerifyDue {
+pub struct BackupVerifyRequested {
     /// The scheduled slot. A backup checked after it is skipped, so a duplicate delivery
     /// reads nothing twice.
     pub requested_at: DateTime<Utc>,
 }
 
-impl Event for BackupVerifyDue {
-    const TYPE: &'static str = "backup.verify_due";
+impl Event for BackupVerifyRequested {
+    const TYPE: &'static str = "backup_verify.requested";
     const VERSION: u16 = 1;
 }
 
@@ -131,7 +154,7 @@ pub struct BackupRetentionRequested {
 }
 
 impl Event for BackupRetentionRequested {
-    const TYPE: &'static str = "maintenance.backup_retention";
+    const TYPE: &'static str = "backup_retention.requested";
     const VERSION: u16 = 1;
 }
 
@@ -144,7 +167,7 @@ pub struct HealthCheckRequested {
 }
 
 impl Event for HealthCheckRequested {
-    const TYPE: &'static str = "health.check";
+    const TYPE: &'static str = "health_check.requested";
     const VERSION: u16 = 1;
 }
 
@@ -156,7 +179,7 @@ pub struct MetricsRollupRequested {
 }
 
 impl Event for MetricsRollupRequested {
-    const TYPE: &'static str = "metrics.rollup";
+    const TYPE: &'static str = "metrics_rollup.requested";
     const VERSION: u16 = 1;
 }
 
@@ -169,7 +192,7 @@ pub struct SweepRequested {
 }
 
 impl Event for SweepRequested {
-    const TYPE: &'static str = "maintenance.sweep";
+    const TYPE: &'static str = "sweep.requested";
     const VERSION: u16 = 1;
 }
 
@@ -181,7 +204,7 @@ pub struct PurgeRequested {
 }
 
 impl Event for PurgeRequested {
-    const TYPE: &'static str = "maintenance.purge";
+    const TYPE: &'static str = "purge.requested";
     const VERSION: u16 = 1;
 }
 
@@ -193,7 +216,7 @@ pub struct FileAuditRequested {
 }
 
 impl Event for FileAuditRequested {
-    const TYPE: &'static str = "maintenance.file_audit";
+    const TYPE: &'static str = "file_audit.requested";
     const VERSION: u16 = 1;
 }
 
@@ -211,5 +234,17 @@ mod tests {
         assert!(json["occurred_at"].is_string());
         let back: Envelope<ImageUploaded> = serde_json::from_value(json).unwrap();
         assert_eq!(back.id, envelope.id);
+    }
+
+    #[test]
+    fn renamed_types_read_as_their_new_names_and_others_as_themselves() {
+        assert_eq!(current_type("maintenance.sweep"), SweepRequested::TYPE);
+        assert_eq!(current_type("backup.verify_due"), "backup_verify.requested");
+        assert_eq!(current_type("backup.verify_requested"), "backup_check.requested");
+        assert_eq!(current_type(ImageUploaded::TYPE), ImageUploaded::TYPE);
+        assert_eq!(current_type("anything.else"), "anything.else");
+        for (old, new) in RENAMED_TYPES {
+            assert!(RENAMED_TYPES.iter().all(|(o, _)| *o != new), "{old} → {new} is final");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Health of the deployment: the checks a `health.check` job runs, and how the latest
+//! Health of the deployment: the checks a `health_check.requested` job runs, and how the latest
 //! results add up to one answer (on the scale of `crate::model::HealthStatus`).
 
 mod check;
@@ -19,7 +19,7 @@ use crate::db::health_checks;
 use crate::model::HealthStatus;
 use crate::storage::Storage;
 
-/// Runs every check of a `health.check` job: the quick ones side by side, then the
+/// Runs every check of a `health_check.requested` job: the quick ones side by side, then the
 /// integrity sample, which reads files.
 pub async fn run_checks(db: &PgPool, storage: &Storage, backup_root: &Path, config: &Config) -> Vec<CheckResult> {
     let health = &config.health;

@@ -1,80 +1,17 @@
-//! What the service knows about image bytes: the formats it accepts, sniffing them from
-//! magic bytes, reading dimensions from headers, and making thumbnails.
+//! What the service knows about image bytes: reading their format and dimensions from
+//! headers, and making thumbnails. The formats themselves, and recognising one from magic
+//! bytes, are [`ImageFormat`]'s, a noun of the model.
 //!
 //! Nothing here trusts a client's file name or Content-Type: the format is whatever the
 //! bytes say it is.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
+use crate::model::ImageFormat;
+
 mod thumbnails;
 
 pub use thumbnails::{MAX_JPEG_SCANS, Thumbnail, ThumbnailSpec, make_thumbnails};
-
-/// An image format the service stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]
-#[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum ImageFormat {
-    Jpeg,
-    Png,
-    Gif,
-    Webp,
-}
-
-impl ImageFormat {
-    pub const ALL: [ImageFormat; 4] = [Self::Jpeg, Self::Png, Self::Gif, Self::Webp];
-
-    /// Bytes needed to recognise any supported format.
-    pub const SNIFF_LEN: usize = 12;
-
-    pub fn mime(self) -> &'static str {
-        match self {
-            Self::Jpeg => "image/jpeg",
-            Self::Png => "image/png",
-            Self::Gif => "image/gif",
-            Self::Webp => "image/webp",
-        }
-    }
-
-    /// File extension on disk (no dot).
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Jpeg => "jpg",
-            Self::Png => "png",
-            Self::Gif => "gif",
-            Self::Webp => "webp",
-        }
-    }
-
-    /// Name stored in the database (`storage_files.format`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Jpeg => "jpeg",
-            Self::Png => "png",
-            Self::Gif => "gif",
-            Self::Webp => "webp",
-        }
-    }
-
-    pub fn from_mime(mime: &str) -> Option<Self> {
-        let mime = mime.trim().to_ascii_lowercase();
-        match mime.as_str() {
-            "image/jpg" | "image/pjpeg" => Some(Self::Jpeg),
-            _ => Self::ALL.into_iter().find(|f| f.mime() == mime),
-        }
-    }
-
-    /// Recognises a format from the first bytes of a file ([`Self::SNIFF_LEN`] suffice).
-    pub fn sniff(head: &[u8]) -> Option<Self> {
-        match head {
-            [0xFF, 0xD8, 0xFF, ..] => Some(Self::Jpeg),
-            [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Some(Self::Png),
-            [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some(Self::Gif),
-            [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some(Self::Webp),
-            _ => None,
-        }
-    }
-}
 
 /// Why bytes were not accepted as an image.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,13 @@
 //! without forming a cycle.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
+use chrono::{DateTime, NaiveDate, Utc};
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// Id of a stored image (UUID v7, so ids sort by upload time).
@@ -191,6 +195,196 @@ pub enum RestoreStatus {
     Failed,
 }
 
+/// An image format the service stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+    Gif,
+    Webp,
+}
+
+impl ImageFormat {
+    pub const ALL: [ImageFormat; 4] = [Self::Jpeg, Self::Png, Self::Gif, Self::Webp];
+
+    /// Bytes needed to recognise any supported format.
+    pub const SNIFF_LEN: usize = 12;
+
+    pub fn mime(self) -> &'static str {
+        match self {
+            Self::Jpeg => "image/jpeg",
+            Self::Png => "image/png",
+            Self::Gif => "image/gif",
+            Self::Webp => "image/webp",
+        }
+    }
+
+    /// File extension on disk (no dot).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Jpeg => "jpg",
+            Self::Png => "png",
+            Self::Gif => "gif",
+            Self::Webp => "webp",
+        }
+    }
+
+    /// Name stored in the database (`storage_files.format`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jpeg => "jpeg",
+            Self::Png => "png",
+            Self::Gif => "gif",
+            Self::Webp => "webp",
+        }
+    }
+
+    pub fn from_mime(mime: &str) -> Option<Self> {
+        let mime = mime.trim().to_ascii_lowercase();
+        match mime.as_str() {
+            "image/jpg" | "image/pjpeg" => Some(Self::Jpeg),
+            _ => Self::ALL.into_iter().find(|f| f.mime() == mime),
+        }
+    }
+
+    /// Recognises a format from the first bytes of a file ([`Self::SNIFF_LEN`] suffice).
+    pub fn sniff(head: &[u8]) -> Option<Self> {
+        match head {
+            [0xFF, 0xD8, 0xFF, ..] => Some(Self::Jpeg),
+            [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Some(Self::Png),
+            [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some(Self::Gif),
+            [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some(Self::Webp),
+            _ => None,
+        }
+    }
+}
+
+/// How the bytes of one backup archive were framed (`storage_backup_entries.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum ArchiveMethod {
+    /// Compressed at the backup's level.
+    Zstd,
+    /// Raw blocks: the data did not compress.
+    Raw,
+}
+
+impl ArchiveMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Zstd => "zstd",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// One archived original and its row: a line of a backup's manifest, and what a restore
+/// rebuilds the file and its row from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedImage {
+    /// The archive, relative to `storage.backupPath`.
+    pub archive_path: PathBuf,
+    pub image_id: ImageId,
+    pub owner_id: OwnerId,
+    pub owner_type: OwnerType,
+    pub image_type: ImageType,
+    pub original_name: String,
+    /// The original, relative to `storage.basePath`.
+    pub file_path: String,
+    pub format: ImageFormat,
+    pub mime_type: String,
+    pub width: i32,
+    pub height: i32,
+    pub is_public: bool,
+    pub tags: Vec<String>,
+    pub metadata: Value,
+    /// Lower-case hex SHA-256 of the original.
+    pub checksum: String,
+    pub file_size: i64,
+    pub compressed_size: i64,
+    pub method: ArchiveMethod,
+    /// The images a try-on result was made from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ids: Vec<ImageId>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ArchivedImage {
+    pub fn owner(&self) -> Owner {
+        Owner { id: self.owner_id, kind: self.owner_type }
+    }
+}
+
+/// What a restore brings back (`storage_restores.selection`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreSelection {
+    /// Every image of one backup.
+    BackupId(BackupId),
+    /// Every image of the backups of one UTC day, each once, from its newest intact copy.
+    Date(NaiveDate),
+    /// These images, each from the newest backup that holds an intact copy.
+    ImageIds(Vec<ImageId>),
+}
+
+/// Whether a restore replaces present originals (`storage_restores.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RestoreMode {
+    /// Only originals missing from storage come back (the default). A present one is
+    /// skipped without being read, damaged or not.
+    #[default]
+    MissingOnly,
+    /// Every selected original is replaced by its verified backup copy.
+    Overwrite,
+}
+
+impl RestoreMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingOnly => "missing_only",
+            Self::Overwrite => "overwrite",
+        }
+    }
+}
+
+/// An image not restored, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemReport {
+    pub image_id: ImageId,
+    /// `skipped` or `failed`.
+    pub outcome: String,
+    pub reason: String,
+}
+
+/// The outcome of a restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    pub restored: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// Skipped and failed images with their reasons (the first [`Self::MAX_DETAILS`]).
+    pub details: Vec<ItemReport>,
+    /// Why the restore as a whole stopped early, if it did.
+    pub error: Option<String>,
+}
+
+impl RestoreReport {
+    /// Reasons kept in a report; beyond them only the counts grow.
+    pub const MAX_DETAILS: usize = 500;
+
+    /// Counts nothing: the caller counts. Keeps the reason while there is room.
+    pub fn note(&mut self, image_id: ImageId, outcome: &str, reason: String) {
+        if self.details.len() < Self::MAX_DETAILS {
+            self.details.push(ItemReport { image_id, outcome: outcome.to_owned(), reason });
+        }
+    }
+}
+
 /// Whose images a listing or search covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListScope {
@@ -247,6 +441,21 @@ pub struct UnknownName(pub String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selections_have_the_documented_json_shape() {
+        let id = BackupId(Uuid::nil());
+        assert_eq!(
+            serde_json::to_value(RestoreSelection::BackupId(id)).unwrap(),
+            serde_json::json!({ "backup_id": id })
+        );
+        let date = NaiveDate::from_ymd_opt(2026, 5, 6).unwrap();
+        assert_eq!(
+            serde_json::to_value(RestoreSelection::Date(date)).unwrap(),
+            serde_json::json!({ "date": "2026-05-06" })
+        );
+        assert_eq!(serde_json::to_value(RestoreMode::default()).unwrap(), "missing_only");
+    }
 
     #[test]
     fn names_round_trip() {

@@ -15,14 +15,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::imaging::ImageFormat;
-use crate::model::{ImageId, ImageType, Owner, OwnerType, is_safe_segment};
+use crate::model::{ArchivedImage, ImageFormat, ImageId, ImageType, Owner, OwnerType, is_safe_segment};
 
 mod audit;
 mod backup_tree;
 mod direct;
 pub use audit::{FileWalk, QUARANTINE_DIR, ScannedFile};
-pub use backup_tree::{BackupTree, MANIFEST_FILE, StagedArchive, disk_space};
+pub use backup_tree::{ARCHIVE_SUFFIX, BackupTree, MANIFEST_FILE, StagedArchive, archive_path, backup_dir, disk_space};
 use direct::DirectWriter;
 
 /// Folder under the root holding uploads and thumbnails still being written.
@@ -44,6 +43,16 @@ pub enum StorageKey {
 }
 
 impl StorageKey {
+    /// The original an archived image restores to, derived from ids as every stored path is.
+    pub fn of_archived(entry: &ArchivedImage) -> Self {
+        Self::Original {
+            image_type: entry.image_type,
+            owner: entry.owner(),
+            image_id: entry.image_id,
+            format: entry.format,
+        }
+    }
+
     /// Path relative to the storage root, as the seed's layout has it:
     /// `images/{user|cloth|result}/{owner}/{images|thumbnails}/…`, with vendors' results
     /// under `images/result/vendor/{vendor_id}/`.

@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::db::storage_files::{self, NewFile, StorageFile};
 use crate::db::{outbox, provenance, storage_quotas, upload_idempotency};
 use crate::events::ImageUploaded;
-use crate::imaging::{self, ImageFormat, ImagingError};
+use crate::imaging::{self, ImagingError};
+use crate::model::ImageFormat;
 use crate::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::storage::{StagedFile, StagedWriter, Storage, StorageKey};
 

@@ -17,7 +17,7 @@ use image::{DynamicImage, ImageFormat as Encoding};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use shared::imaging::ImageFormat;
+use shared::model::ImageFormat;
 use shared::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use shared::storage::StorageKey;
 use uuid::Uuid;

@@ -13,12 +13,14 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
-use shared::backup::restore::{RestoreError, RestoreMode, RestoreReport, Restorer, Selection};
+use shared::backup::restore::{RestoreError, Restorer};
 use shared::backup::{self, verify};
-use shared::db::storage_backups;
 use shared::db::storage_restores::{self, Claim};
-use shared::events::{BackupBatch, BackupRequested, BackupVerifyDue, BackupVerifyRequested, Event, RestoreRequested};
-use shared::model::BackupId;
+use shared::db::{storage_backup_entries, storage_backups};
+use shared::events::{
+    BackupBatchRequested, BackupCheckRequested, BackupRequested, BackupVerifyRequested, Event, RestoreRequested,
+};
+use shared::model::{BackupId, RestoreReport, RestoreSelection};
 use uuid::Uuid;
 
 use crate::Context;
@@ -38,7 +40,7 @@ impl Backups {
         let db = &self.context.db;
         let batch_size = i64::from(self.context.config.storage.backup_policy.batch_size);
         let mut tx = db.begin().await.map_err(JobError::retry)?;
-        let planned = storage_backups::plan(&mut tx, id, batch_size).await.map_err(JobError::retry)?;
+        let planned = backup::plan(&mut tx, id, batch_size).await.map_err(JobError::retry)?;
         tx.commit().await.map_err(JobError::retry)?;
         match planned {
             None => tracing::info!(backup.id = %id, "backup {id} was planned before; duplicate job skipped"),
@@ -111,7 +113,7 @@ impl Backups {
             Ok(report) => report,
             // Retrying cannot bring a lost manifest back: the check reports the backup damaged.
             Err(error) if verify::manifest_is_lost(&error) => {
-                let archives = storage_backups::archives(db, id).await.map_err(JobError::retry)?;
+                let archives = storage_backup_entries::archives(db, id).await.map_err(JobError::retry)?;
                 verify::VerifyReport::manifest_unreadable(&error, archives)
             }
             Err(error) => return Err(JobError::retry(error)),
@@ -131,7 +133,7 @@ impl Backups {
     /// `maintenance.backupVerifyPerRun` finished backups not checked since the run was
     /// requested, those checked longest ago first. A redelivered run finds the backups it
     /// already checked newer than its request and goes on with the rest.
-    async fn verify_due(&self, requested_at: DateTime<Utc>) -> Result<(), JobError> {
+    async fn verify_next_due(&self, requested_at: DateTime<Utc>) -> Result<(), JobError> {
         let db = &self.context.db;
         for _ in 0..self.context.config.maintenance.backup_verify_per_run {
             let Some(id) = storage_backups::next_to_verify(db, requested_at).await.map_err(JobError::retry)? else {
@@ -158,9 +160,8 @@ impl Backups {
                 return Ok(());
             }
         }
-        let selection: Selection = serde_json::from_value(request.selection).map_err(JobError::reject)?;
-        let mode: RestoreMode =
-            serde_json::from_value(serde_json::Value::String(request.mode)).map_err(JobError::reject)?;
+        let selection: RestoreSelection = serde_json::from_value(request.selection).map_err(JobError::reject)?;
+        let mode = request.mode;
         let context = &self.context;
         let restorer =
             Restorer { db, storage: &context.storage, backups: &context.backups, quota: &context.config.quota };
@@ -200,12 +201,14 @@ impl Handler for Backups {
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
         match job.event_type.as_str() {
             BackupRequested::TYPE => self.plan(job.payload::<BackupRequested>()?.backup_id).await,
-            BackupBatch::TYPE => {
-                let BackupBatch { backup_id, batch } = job.payload()?;
+            BackupBatchRequested::TYPE => {
+                let BackupBatchRequested { backup_id, batch } = job.payload()?;
                 self.archive(backup_id, batch).await
             }
-            BackupVerifyRequested::TYPE => self.verify(job.payload::<BackupVerifyRequested>()?.backup_id).await,
-            BackupVerifyDue::TYPE => self.verify_due(job.payload::<BackupVerifyDue>()?.requested_at).await,
+            BackupCheckRequested::TYPE => self.verify(job.payload::<BackupCheckRequested>()?.backup_id).await,
+            BackupVerifyRequested::TYPE => {
+                self.verify_next_due(job.payload::<BackupVerifyRequested>()?.requested_at).await
+            }
             RestoreRequested::TYPE => self.restore(job.payload::<RestoreRequested>()?.restore_id).await,
             other => Err(JobError::Reject(format!("`{other}` is not a backup job"))),
         }
@@ -220,9 +223,9 @@ impl Handler for Backups {
                 Ok(request) => storage_backups::fail_unplanned(db, request.backup_id, reason).await.map_err(Into::into),
                 Err(_) => return,
             },
-            BackupBatch::TYPE => match job.payload::<BackupBatch>() {
-                Ok(BackupBatch { backup_id, batch }) => {
-                    let failed = storage_backups::fail_batch(db, backup_id, batch, reason).await;
+            BackupBatchRequested::TYPE => match job.payload::<BackupBatchRequested>() {
+                Ok(BackupBatchRequested { backup_id, batch }) => {
+                    let failed = storage_backup_entries::fail_batch(db, backup_id, batch, reason).await;
                     match failed {
                         Ok(_) => backup::finish_if_done(db, &self.context.backups, backup_id).await.map(drop),
                         Err(error) => Err(error.into()),

@@ -288,7 +288,8 @@ impl Consumer {
             let outcome = match parsed {
                 Err(error) => Err(JobError::Reject(format!("malformed message: {error}"))),
                 Ok(envelope) => {
-                    job.event_type = envelope.event_type;
+                    // A job queued before its type was renamed is handled under the new name.
+                    job.event_type = shared::events::current_type(&envelope.event_type).to_owned();
                     tracing::Span::current().record("event.type", job.event_type.as_str());
                     if self.queue.event_types().contains(&job.event_type.as_str()) {
                         self.handle(&job).await

@@ -7,7 +7,7 @@
 use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails;
 use shared::events::ImageDeleted;
-use shared::imaging::ImageFormat;
+use shared::model::ImageFormat;
 use shared::model::ImageId;
 use shared::storage::StorageKey;
 

@@ -4,8 +4,8 @@
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use shared::backup::restore::RestoreMode;
 use shared::config::Config;
+use shared::model::RestoreMode;
 use uuid::Uuid;
 use worker::operator::{self, RestoreTarget};
 

@@ -10,11 +10,12 @@ use anyhow::{Context as _, bail};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use shared::backup::restore::{RestoreMode, Restorer, Selection};
+use shared::backup::restore::Restorer;
 use shared::backup::{self, verify};
 use shared::config::Config;
 use shared::db::storage_backups;
 use shared::model::{BackupId, BackupTrigger, ImageId};
+use shared::model::{RestoreMode, RestoreSelection};
 use shared::storage::{BackupTree, Storage};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -55,9 +56,8 @@ pub async fn backup(config: &Config) -> anyhow::Result<()> {
     let trees = open(config).await?;
     let policy = &config.storage.backup_policy;
     let mut tx = trees.db.begin().await?;
-    let id =
-        storage_backups::request(&mut tx, BackupTrigger::Manual, None, policy.compression_level, Utc::now()).await?;
-    let batches = storage_backups::plan(&mut tx, id, i64::from(policy.batch_size)).await?.unwrap_or(0);
+    let id = backup::request(&mut tx, BackupTrigger::Manual, None, policy.compression_level, Utc::now()).await?;
+    let batches = backup::plan(&mut tx, id, i64::from(policy.batch_size)).await?.unwrap_or(0);
     tx.commit().await?;
     let planned = storage_backups::get(&trees.db, id).await?.context("the backup row vanished")?;
     let bar = bar(planned.file_count as u64, "backing up");
@@ -129,9 +129,9 @@ pub async fn verify(config: &Config, id: Uuid) -> anyhow::Result<()> {
 pub async fn restore(config: &Config, target: RestoreTarget, mode: RestoreMode) -> anyhow::Result<()> {
     let trees = open(config).await?;
     let selection = match target {
-        RestoreTarget::Backup(id) => Selection::BackupId(BackupId(id)),
-        RestoreTarget::Date(date) => Selection::Date(date),
-        RestoreTarget::Images(ids) => Selection::ImageIds(ids.into_iter().map(ImageId).collect()),
+        RestoreTarget::Backup(id) => RestoreSelection::BackupId(BackupId(id)),
+        RestoreTarget::Date(date) => RestoreSelection::Date(date),
+        RestoreTarget::Images(ids) => RestoreSelection::ImageIds(ids.into_iter().map(ImageId).collect()),
     };
     let restorer = Restorer { db: &trees.db, storage: &trees.storage, backups: &trees.backups, quota: &config.quota };
     let bar = bar(0, "restoring");

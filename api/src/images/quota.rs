@@ -10,7 +10,7 @@ use shared::upload::FieldError;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// An owner's quota: what they may store and what they use.
 #[derive(Debug, Clone, Object)]
@@ -115,7 +115,7 @@ pub async fn set(
     let kind = owner_type(update.owner_type.as_deref())?;
     let limits = QuotaLimits { max_files: update.max_files, max_bytes: update.max_bytes };
     if limits == QuotaLimits::default() {
-        return Err(ApiError::bad_request("empty_update", "give max_files, max_bytes or both"));
+        return Err(ApiError::bad_request(ErrorCode::EmptyUpdate, "give max_files, max_bytes or both"));
     }
     for (field, value) in [("max_files", limits.max_files), ("max_bytes", limits.max_bytes)] {
         if value.is_some_and(|v| v < 0) {

@@ -10,7 +10,7 @@ use shared::upload::{check_file_name, check_metadata, normalize_tags};
 
 use super::{ImageView, require_write};
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// New values for some of an image's fields; absent fields stay as they are.
 #[derive(Debug, Clone, Object)]
@@ -31,7 +31,7 @@ impl ImageUpdate {
     fn validate(self) -> Result<MetadataChanges, ApiError> {
         if self.file_name.is_none() && self.is_public.is_none() && self.tags.is_none() && self.metadata.is_none() {
             return Err(ApiError::bad_request(
-                "empty_update",
+                ErrorCode::EmptyUpdate,
                 "give at least one of file_name, is_public, tags, metadata",
             ));
         }

@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use super::ImageView;
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Largest text part of the form (metadata is the largest), in bytes.
 const MAX_TEXT_FIELD_BYTES: usize = 64 * 1024;
@@ -159,13 +159,15 @@ async fn receive_and_store(
         parts += 1;
         if parts > limits.multipart_parts {
             return Err(ApiError::bad_request(
-                "malformed_body",
+                ErrorCode::MalformedBody,
                 format!("the form has more than {} parts", limits.multipart_parts),
             ));
         }
         let name = field.name().unwrap_or_default().to_owned();
         let slot = match name.as_str() {
-            "file" if received.is_some() => return Err(ApiError::bad_request("invalid_field", "only one `file` part")),
+            "file" if received.is_some() => {
+                return Err(ApiError::bad_request(ErrorCode::InvalidField, "only one `file` part"));
+            }
             "file" => {
                 fields.file_name = field.file_name().map(str::to_owned);
                 let mut incoming = IncomingFile::start(&state.storage, state.config.storage.max_file_size).await?;
@@ -191,7 +193,7 @@ async fn receive_and_store(
             "metadata" => &mut fields.metadata,
             "source_ids" => &mut fields.source_ids,
             other => {
-                return Err(ApiError::bad_request("invalid_field", format!("unknown form field `{other}`")));
+                return Err(ApiError::bad_request(ErrorCode::InvalidField, format!("unknown form field `{other}`")));
             }
         };
         *slot = Some(read_text(field, &name, |e| unreadable(e, &headers, body_limit)).await?);
@@ -221,14 +223,14 @@ async fn read_text(
     while let Some(chunk) = field.chunk().await.map_err(&unreadable)? {
         if text.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
             return Err(ApiError::bad_request(
-                "invalid_field",
+                ErrorCode::InvalidField,
                 format!("field `{name}` is longer than {MAX_TEXT_FIELD_BYTES} bytes"),
             ));
         }
         text.extend_from_slice(&chunk);
     }
     String::from_utf8(text)
-        .map_err(|_| ApiError::bad_request("invalid_field", format!("field `{name}` is not UTF-8 text")))
+        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidField, format!("field `{name}` is not UTF-8 text")))
 }
 
 /// The answer to a body multer could not read: over the whole body's bound, over the
@@ -237,7 +239,7 @@ fn unreadable(error: multer::Error, headers: &HeaderBudget, body_limit: u64) -> 
     if headers.exceeded() {
         let limit = headers.0.limit;
         return ApiError::bad_request(
-            "malformed_body",
+            ErrorCode::MalformedBody,
             format!("no complete multipart part headers within {limit} bytes"),
         );
     }
@@ -248,7 +250,7 @@ fn unreadable(error: multer::Error, headers: &HeaderBudget, body_limit: u64) -> 
 }
 
 fn malformed(error: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("malformed_body", format!("the multipart body cannot be read: {error}"))
+    ApiError::bad_request(ErrorCode::MalformedBody, format!("the multipart body cannot be read: {error}"))
 }
 
 /// Counts the bytes multer pulls from the body while it looks for the next part (the

@@ -12,11 +12,10 @@
 
 use std::io::{self, Read, Write};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xxhash_rust::xxh64::Xxh64;
 
-use crate::imaging::ImageFormat;
+use crate::model::{ArchiveMethod, ImageFormat};
 
 /// Largest block of a zstd frame, and the read size of the pipeline.
 const BLOCK_BYTES: usize = 128 * 1024;
@@ -24,25 +23,6 @@ const BLOCK_BYTES: usize = 128 * 1024;
 const PROBE_BYTES: usize = 64 * 1024;
 /// A probe must save at least this fraction for the file to be compressed.
 pub const MIN_PROBE_SAVING: f64 = 0.03;
-
-/// How the bytes of one archive were framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Compressed at the backup's level.
-    Zstd,
-    /// Raw blocks: the data did not compress.
-    Raw,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Zstd => "zstd",
-            Self::Raw => "raw",
-        }
-    }
-}
 
 /// What writing (or reading) an archive saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,26 +33,28 @@ pub struct Archived {
     pub size: u64,
     /// Bytes of the archive.
     pub compressed_size: u64,
-    pub method: Method,
+    pub method: ArchiveMethod,
 }
 
 /// Picks the method for an original of `format` whose first bytes are `head`.
-pub fn choose_method(format: Option<ImageFormat>, head: &[u8], level: i32) -> Method {
+pub fn choose_method(format: Option<ImageFormat>, head: &[u8], level: i32) -> ArchiveMethod {
     match format {
-        Some(ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::Webp) => Method::Raw,
+        Some(ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::Webp) => ArchiveMethod::Raw,
         Some(ImageFormat::Png) | None => probe(head, level),
     }
 }
 
 /// Raw unless compressing the first [`PROBE_BYTES`] of `head` saves [`MIN_PROBE_SAVING`].
-fn probe(head: &[u8], level: i32) -> Method {
+fn probe(head: &[u8], level: i32) -> ArchiveMethod {
     let sample = &head[..head.len().min(PROBE_BYTES)];
     if sample.len() < 512 {
-        return Method::Zstd; // too small to judge, and cheap either way
+        return ArchiveMethod::Zstd; // too small to judge, and cheap either way
     }
     match zstd::bulk::compress(sample, level) {
-        Ok(compressed) if (compressed.len() as f64) <= sample.len() as f64 * (1.0 - MIN_PROBE_SAVING) => Method::Zstd,
-        _ => Method::Raw,
+        Ok(compressed) if (compressed.len() as f64) <= sample.len() as f64 * (1.0 - MIN_PROBE_SAVING) => {
+            ArchiveMethod::Zstd
+        }
+        _ => ArchiveMethod::Raw,
     }
 }
 
@@ -88,7 +70,7 @@ pub fn write(mut source: impl Read, out: impl Write, format: Option<ImageFormat>
     let mut size = 0u64;
     let mut chunk = first;
     match method {
-        Method::Zstd => {
+        ArchiveMethod::Zstd => {
             let mut encoder = zstd::stream::write::Encoder::new(&mut out, level)?;
             encoder.include_checksum(true)?;
             while chunk > 0 {
@@ -99,7 +81,7 @@ pub fn write(mut source: impl Read, out: impl Write, format: Option<ImageFormat>
             }
             encoder.finish()?;
         }
-        Method::Raw => {
+        ArchiveMethod::Raw => {
             let mut frame = RawFrame::start(&mut out)?;
             while chunk > 0 {
                 hasher.update(&buffer[..chunk]);
@@ -250,7 +232,7 @@ mod tests {
         for len in [0, 1, BLOCK_BYTES - 1, BLOCK_BYTES, BLOCK_BYTES + 1, 3 * BLOCK_BYTES + 17] {
             let data = noise(len);
             let written = round_trip(&data, Some(ImageFormat::Jpeg));
-            assert_eq!(written.method, Method::Raw);
+            assert_eq!(written.method, ArchiveMethod::Raw);
             let blocks = len.div_ceil(BLOCK_BYTES) as u64;
             assert_eq!(written.compressed_size, len as u64 + 6 + 3 * (blocks + 1) + 4, "raw framing overhead");
         }
@@ -260,14 +242,14 @@ mod tests {
     fn compressible_data_is_compressed() {
         let data: Vec<u8> = b"stayler ".iter().copied().cycle().take(500_000).collect();
         let written = round_trip(&data, Some(ImageFormat::Png));
-        assert_eq!(written.method, Method::Zstd);
+        assert_eq!(written.method, ArchiveMethod::Zstd);
         assert!(written.compressed_size < data.len() as u64 / 10);
     }
 
     #[test]
     fn a_png_whose_head_does_not_compress_is_stored_raw() {
         let written = round_trip(&noise(300_000), Some(ImageFormat::Png));
-        assert_eq!(written.method, Method::Raw);
+        assert_eq!(written.method, ArchiveMethod::Raw);
     }
 
     #[test]

@@ -16,10 +16,10 @@ use sqlx::PgPool;
 
 use super::archive::{self, Archived};
 use super::manifest::{self, Header};
-use crate::db::storage_backups::{self, EntryOutcome, PendingEntry};
-use crate::model::{BackupId, BackupStatus};
-use crate::storage::MANIFEST_FILE;
-use crate::storage::{BackupTree, Storage};
+use crate::db::storage_backup_entries::{EntryOutcome, PendingEntry};
+use crate::db::{storage_backup_entries, storage_backups};
+use crate::model::{ArchivedImage, BackupId, BackupStatus};
+use crate::storage::{BackupTree, MANIFEST_FILE, Storage, archive_path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -55,7 +55,7 @@ pub async fn run_batch(
     if backup.status != BackupStatus::Running {
         return Ok(BatchReport::default());
     }
-    let entries = storage_backups::pending_entries(db, id, batch).await?;
+    let entries = storage_backup_entries::pending_entries(db, id, batch).await?;
     let mut report = BatchReport::default();
     if !entries.is_empty() {
         let (storage, tree) = (storage.clone(), tree.clone());
@@ -84,7 +84,7 @@ pub async fn run_batch(
         }
         let outcomes: Vec<EntryOutcome> = outcomes.into_iter().map(|(outcome, _)| outcome).collect();
         let mut tx = db.begin().await?;
-        storage_backups::record_batch(&mut tx, id, &outcomes, work_ms).await?;
+        storage_backup_entries::record_batch(&mut tx, id, &outcomes, work_ms).await?;
         tx.commit().await?;
     }
     finish_if_done(db, tree, id).await?;
@@ -96,13 +96,13 @@ pub async fn run_batch(
 pub async fn finish_if_done(db: &PgPool, tree: &BackupTree, id: BackupId) -> Result<Option<BackupStatus>, BackupError> {
     let mut tx = db.begin().await?;
     let Some(backup) = storage_backups::lock_finished(&mut tx, id).await? else { return Ok(None) };
-    let progress = storage_backups::progress(&mut *tx, id).await?;
+    let progress = storage_backup_entries::progress(&mut *tx, id).await?;
     let relative = Path::new(&backup.backup_path).join(MANIFEST_FILE);
     let header =
         Header::new(id, backup.created_at, Utc::now(), backup.compression_level, progress.done.try_into().unwrap_or(0));
     // Rows stream from the database to a blocking writer through a small channel, so a
     // manifest of a million images never sits in memory.
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<manifest::Entry>(256);
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<ArchivedImage>(256);
     let writer_tree = tree.clone();
     let writer_path = relative.clone();
     let writer = tokio::task::spawn_blocking(move || {
@@ -127,10 +127,10 @@ pub async fn finish_if_done(db: &PgPool, tree: &BackupTree, id: BackupId) -> Res
 async fn stream_entries(
     tx: &mut sqlx::PgConnection,
     id: BackupId,
-    sender: tokio::sync::mpsc::Sender<manifest::Entry>,
+    sender: tokio::sync::mpsc::Sender<ArchivedImage>,
 ) -> Result<(), BackupError> {
     use futures::StreamExt;
-    let mut rows = storage_backups::manifest_entries(tx, id);
+    let mut rows = storage_backup_entries::manifest_entries(tx, id);
     while let Some(entry) = rows.next().await {
         if sender.send(entry?).await.is_err() {
             break; // the writer failed; its error is reported
@@ -188,7 +188,7 @@ fn archive_entries(
         match checked {
             Ok((sha256, size)) if sha256 == archived.sha256 && size == archived.size => {
                 let file = entry.file.as_ref().expect("only live entries are staged");
-                let relative = super::archive_path(backup_dir, &file.key(image_id));
+                let relative = archive_path(backup_dir, &file.key(image_id));
                 let outcome = EntryOutcome::Archived {
                     image_id,
                     archive_path: relative.to_string_lossy().into_owned(),

@@ -3,16 +3,11 @@
 //! machine. Lines, not one document, so that writing and reading stream at any size.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::archive::Method;
-use crate::imaging::ImageFormat;
-use crate::model::{BackupId, ImageId, ImageType, Owner, OwnerId, OwnerType};
-use crate::storage::StorageKey;
+use crate::model::{ArchivedImage, BackupId};
 
 /// Written in the header so a reader knows what it holds.
 pub const FORMAT: &str = "stayler-backup-manifest";
@@ -50,48 +45,6 @@ impl Header {
     }
 }
 
-/// One archived original and its row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The archive, relative to `storage.backupPath`.
-    pub archive_path: PathBuf,
-    pub image_id: ImageId,
-    pub owner_id: OwnerId,
-    pub owner_type: OwnerType,
-    pub image_type: ImageType,
-    pub original_name: String,
-    /// The original, relative to `storage.basePath`.
-    pub file_path: String,
-    pub format: ImageFormat,
-    pub mime_type: String,
-    pub width: i32,
-    pub height: i32,
-    pub is_public: bool,
-    pub tags: Vec<String>,
-    pub metadata: Value,
-    /// Lower-case hex SHA-256 of the original.
-    pub checksum: String,
-    pub file_size: i64,
-    pub compressed_size: i64,
-    pub method: Method,
-    /// The images a try-on result was made from.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub source_ids: Vec<ImageId>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl Entry {
-    /// Where the original goes back to, derived from ids as every stored path is.
-    pub fn key(&self) -> StorageKey {
-        StorageKey::Original {
-            image_type: self.image_type,
-            owner: Owner { id: self.owner_id, kind: self.owner_type },
-            image_id: self.image_id,
-            format: self.format,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("reading the manifest: {0}")]
@@ -105,7 +58,11 @@ pub enum ManifestError {
 }
 
 /// Writes the header, then each entry, one JSON object per line.
-pub fn write<'a>(mut out: impl Write, header: &Header, entries: impl IntoIterator<Item = &'a Entry>) -> io::Result<()> {
+pub fn write<'a>(
+    mut out: impl Write,
+    header: &Header,
+    entries: impl IntoIterator<Item = &'a ArchivedImage>,
+) -> io::Result<()> {
     write_header(&mut out, header)?;
     for entry in entries {
         write_entry(&mut out, entry)?;
@@ -120,7 +77,7 @@ pub fn write_header(mut out: impl Write, header: &Header) -> io::Result<()> {
 }
 
 /// One entry's line.
-pub fn write_entry(mut out: impl Write, entry: &Entry) -> io::Result<()> {
+pub fn write_entry(mut out: impl Write, entry: &ArchivedImage) -> io::Result<()> {
     serde_json::to_writer(&mut out, entry)?;
     out.write_all(b"\n")
 }
@@ -145,7 +102,7 @@ impl<R: Read> Reader<R> {
 }
 
 impl<R: Read> Iterator for Reader<R> {
-    type Item = Result<Entry, ManifestError>;
+    type Item = Result<ArchivedImage, ManifestError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -167,12 +124,15 @@ impl<R: Read> Iterator for Reader<R> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use uuid::Uuid;
 
     use super::*;
+    use crate::model::{ArchiveMethod, ImageFormat, ImageId, ImageType, OwnerId, OwnerType};
 
-    fn entry() -> Entry {
-        Entry {
+    fn entry() -> ArchivedImage {
+        ArchivedImage {
             archive_path: PathBuf::from("2026-01-02/b/images/user/o/images/i.jpg.zst"),
             image_id: ImageId::new(),
             owner_id: OwnerId(Uuid::new_v4()),
@@ -190,7 +150,7 @@ mod tests {
             checksum: "ab".repeat(32),
             file_size: 1234,
             compressed_size: 1250,
-            method: Method::Raw,
+            method: ArchiveMethod::Raw,
             source_ids: vec![ImageId::new()],
             created_at: Utc::now(),
         }
@@ -198,14 +158,14 @@ mod tests {
 
     #[test]
     fn a_manifest_reads_back_what_was_written() {
-        let entries = vec![entry(), Entry { source_ids: vec![], ..entry() }];
+        let entries = vec![entry(), ArchivedImage { source_ids: vec![], ..entry() }];
         let header = Header::new(BackupId::new(), Utc::now(), Utc::now(), 6, 2);
         let mut bytes = Vec::new();
         write(&mut bytes, &header, &entries).unwrap();
         assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 3, "one line per entry");
         let reader = Reader::new(&bytes[..]).unwrap();
         assert_eq!(reader.header, header);
-        let back: Vec<Entry> = reader.collect::<Result<_, _>>().unwrap();
+        let back: Vec<ArchivedImage> = reader.collect::<Result<_, _>>().unwrap();
         assert_eq!(back, entries);
     }
 

@@ -17,84 +17,32 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufReader};
 
-use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use super::archive;
-use super::manifest::{Entry, ManifestError};
+use super::manifest::ManifestError;
 use crate::config::QuotaConfig;
 use crate::db::storage_files::{self, RowState};
-use crate::db::{outbox, provenance, storage_quotas};
-use crate::events::ImageUploaded;
-use crate::model::{BackupId, ImageId, Owner};
-use crate::storage::{BackupTree, Storage};
+use crate::db::{outbox, provenance, storage_quotas, storage_restores};
+use crate::events::{ImageUploaded, RestoreRequested};
+use crate::model::{ArchivedImage, ImageId, Owner, RestoreMode, RestoreReport, RestoreSelection};
+use crate::storage::{BackupTree, Storage, StorageKey};
 
 mod manifests;
 
-/// Reasons kept in a report; beyond them only the counts grow.
-const MAX_DETAILS: usize = 500;
-
-/// What to restore.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Selection {
-    /// Every image of one backup.
-    BackupId(BackupId),
-    /// Every image of the backups of one UTC day, each once, from its newest intact copy.
-    Date(NaiveDate),
-    /// These images, each from the newest backup that holds an intact copy.
-    ImageIds(Vec<ImageId>),
-}
-
-/// Whether present originals are replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RestoreMode {
-    /// Only originals missing from storage come back (the default). A present one is
-    /// skipped without being read, damaged or not.
-    #[default]
-    MissingOnly,
-    /// Every selected original is replaced by its verified backup copy.
-    Overwrite,
-}
-
-impl RestoreMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MissingOnly => "missing_only",
-            Self::Overwrite => "overwrite",
-        }
-    }
-}
-
-/// An image not restored, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ItemReport {
-    pub image_id: ImageId,
-    /// `skipped` or `failed`.
-    pub outcome: String,
-    pub reason: String,
-}
-
-/// The outcome of a restore.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoreReport {
-    pub restored: u64,
-    pub skipped: u64,
-    pub failed: u64,
-    /// Skipped and failed images with their reasons (the first [`MAX_DETAILS`]).
-    pub details: Vec<ItemReport>,
-    /// Why the restore as a whole stopped early, if it did.
-    pub error: Option<String>,
-}
-
-impl RestoreReport {
-    fn note(&mut self, image_id: ImageId, outcome: &str, reason: String) {
-        if self.details.len() < MAX_DETAILS {
-            self.details.push(ItemReport { image_id, outcome: outcome.to_owned(), reason });
-        }
-    }
+/// Requests a restore: a pending row and its `restore.requested` job, in the caller's
+/// transaction so that they commit together.
+pub async fn request(
+    tx: &mut PgConnection,
+    selection: &RestoreSelection,
+    mode: RestoreMode,
+    requested_by: Option<Uuid>,
+) -> sqlx::Result<Uuid> {
+    let id = Uuid::now_v7();
+    storage_restores::insert(&mut *tx, id, selection, mode, requested_by).await?;
+    outbox::enqueue(&mut *tx, RestoreRequested { restore_id: id }).await?;
+    Ok(id)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,13 +116,13 @@ impl Restorer<'_> {
     /// on (no such backup, an unreadable manifest, the database gone).
     pub async fn restore(
         &self,
-        selection: &Selection,
+        selection: &RestoreSelection,
         mode: RestoreMode,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<RestoreReport, RestoreError> {
         let manifests = manifests::locate(self.backups, selection).await?;
         let (mut wanted, total) = match (selection, manifests.as_slice()) {
-            (Selection::ImageIds(ids), _) => {
+            (RestoreSelection::ImageIds(ids), _) => {
                 let ids: HashSet<ImageId> = ids.iter().copied().collect();
                 let total = ids.len() as u64;
                 (Wanted::Only(ids), total)
@@ -240,8 +188,8 @@ impl Restorer<'_> {
         Ok(report)
     }
 
-    async fn restore_one(&self, entry: &Entry, mode: RestoreMode) -> Result<Outcome, RestoreError> {
-        let key = entry.key();
+    async fn restore_one(&self, entry: &ArchivedImage, mode: RestoreMode) -> Result<Outcome, RestoreError> {
+        let key = StorageKey::of_archived(entry);
         let state = storage_files::row_state(self.db, entry.image_id).await?;
         if state == RowState::Deleted {
             return Ok(Outcome::Skipped("deleted after it was backed up".to_owned()));
@@ -289,19 +237,5 @@ impl Restorer<'_> {
         tx.commit().await?;
         tracing::info!(image.id = %entry.image_id, "restored {}", entry.image_id);
         Ok(Outcome::Restored)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selections_have_the_documented_json_shape() {
-        let id = BackupId(uuid::Uuid::nil());
-        assert_eq!(serde_json::to_value(Selection::BackupId(id)).unwrap(), serde_json::json!({ "backup_id": id }));
-        let date = NaiveDate::from_ymd_opt(2026, 5, 6).unwrap();
-        assert_eq!(serde_json::to_value(Selection::Date(date)).unwrap(), serde_json::json!({ "date": "2026-05-06" }));
-        assert_eq!(serde_json::to_value(RestoreMode::default()).unwrap(), "missing_only");
     }
 }

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use super::BackupError;
 use crate::config::{BackupPolicy, RetentionPolicy};
 use crate::db::backup_retention;
-use crate::model::{BackupId, ImageId};
+use crate::model::{BackupId, BackupTrigger, ImageId};
 use crate::storage::BackupTree;
 
 /// What one retention run did.
@@ -56,7 +56,8 @@ pub async fn apply(
         let mut tx = db.begin().await?;
         let level = backups.compression_level;
         let batch = i64::from(backups.batch_size);
-        let id = backup_retention::request_carry_over(&mut tx, &to_carry, level, batch, now).await?;
+        let id = super::request(&mut tx, BackupTrigger::Retention, None, level, now).await?;
+        backup_retention::add_carry_over_entries(&mut *tx, id, &to_carry, batch).await?;
         tx.commit().await?;
         tracing::info!(backup.id = %id, images = to_carry.len(), "carrying last copies into backup {id}");
         report.carry_over = Some(id);

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::archive;
 use super::manifest::{self, ManifestError};
-use crate::db::storage_backups;
+use crate::db::{storage_backup_entries, storage_backups};
 use crate::model::ImageId;
 use crate::storage::BackupTree;
 
@@ -121,11 +121,12 @@ pub fn verify(
 
 /// Records a check of backup `id` in one transaction: its outcome on the backup row, and for
 /// every damaged archive that its image must be backed up again (see
-/// [`storage_backups::record_damage`]). Returns how many images were marked.
+/// [`storage_backup_entries::record_damage`]). Returns how many images were marked.
 pub async fn record(db: &sqlx::PgPool, id: crate::model::BackupId, report: &VerifyReport) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
-    storage_backups::record_verification(&mut *tx, id, report).await?;
-    let marked = storage_backups::record_damage(&mut tx, id, &report.damaged).await?;
+    let details = serde_json::to_value(report).expect("a report serialises");
+    storage_backups::record_verification(&mut *tx, id, report.is_intact(), details).await?;
+    let marked = storage_backup_entries::record_damage(&mut tx, id, &report.damaged).await?;
     tx.commit().await?;
     if marked > 0 {
         tracing::warn!(backup.id = %id, images = marked, "damaged archives: their images are taken again by the next backup");

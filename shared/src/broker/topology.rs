@@ -36,8 +36,8 @@ use super::connection::{call, close_channel};
 use super::{BrokerConnection, BrokerError, Outgoing};
 use crate::config::RabbitConfig;
 use crate::events::{
-    BackupBatch, BackupRequested, BackupRetentionRequested, BackupVerifyDue, BackupVerifyRequested, Event,
-    HealthCheckRequested, ImageDeleted, ImageUploaded, MetricsRollupRequested, RestoreRequested,
+    BackupBatchRequested, BackupCheckRequested, BackupRequested, BackupRetentionRequested, BackupVerifyRequested,
+    Event, HealthCheckRequested, ImageDeleted, ImageUploaded, MetricsRollupRequested, RestoreRequested,
 };
 use crate::events::{FileAuditRequested, PurgeRequested, SweepRequested};
 
@@ -102,7 +102,7 @@ job_queues! {
     /// Removes the original and thumbnails of a deleted image from disk.
     Deletions => "deletions" bound to [ImageDeleted];
     /// Plans backups, archives their batches, checks their archives, and restores.
-    Backups => "backups" bound to [BackupRequested, BackupBatch, BackupVerifyRequested, BackupVerifyDue, RestoreRequested];
+    Backups => "backups" bound to [BackupRequested, BackupBatchRequested, BackupCheckRequested, BackupVerifyRequested, RestoreRequested];
     /// Housekeeping: backup retention, the sweeper, the purge of old rows, the file audit.
     Maintenance => "maintenance" bound to [BackupRetentionRequested, SweepRequested, PurgeRequested, FileAuditRequested];
     /// Health checks and metric roll-ups.

@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::db::storage_backups;
-use crate::model::{BackupId, BackupTrigger, ImageId};
+use crate::model::{BackupId, ImageId};
 
 /// A finished backup older than the cut-off whose files are still on disk.
 #[derive(Debug, Clone)]
@@ -63,16 +62,14 @@ pub async fn last_copies(db: impl PgExecutor<'_>, expiring: &[BackupId]) -> sqlx
     .await
 }
 
-/// Requests a `retention` backup of exactly `images`, planned into batches of `batch_files`
-/// up front (the worker's planning keeps them), in the caller's transaction.
-pub async fn request_carry_over(
-    tx: &mut PgConnection,
+/// Names the images of pending backup `id` up front, in batches of `batch_files`: a
+/// retention carry-over backs up exactly these (the worker's planning keeps them).
+pub async fn add_carry_over_entries(
+    db: impl PgExecutor<'_>,
+    id: BackupId,
     images: &[ImageId],
-    compression_level: i32,
     batch_files: i64,
-    now: DateTime<Utc>,
-) -> sqlx::Result<BackupId> {
-    let id = storage_backups::request(tx, BackupTrigger::Retention, None, compression_level, now).await?;
+) -> sqlx::Result<()> {
     let ids: Vec<Uuid> = images.iter().map(|id| id.0).collect();
     sqlx::query!(
         "INSERT INTO storage_backup_entries (backup_id, image_id, batch)
@@ -81,9 +78,9 @@ pub async fn request_carry_over(
         &ids,
         batch_files.max(1),
     )
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
-    Ok(id)
+    Ok(())
 }
 
 /// Records that a backup's folder is gone: the row stays as history, its entries (no longer

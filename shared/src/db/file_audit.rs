@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use crate::imaging::ImageFormat;
+use crate::model::ImageFormat;
 use crate::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
 use crate::storage::StorageKey;
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::db::storage_files::StorageFile;
 use crate::db::storage_thumbnails::ThumbnailRecord;
-use crate::imaging::ImageFormat;
+use crate::model::ImageFormat;
 use crate::model::{ImageId, ImageType, ListScope, OwnerId};
 
 /// What a listing can be sorted by.

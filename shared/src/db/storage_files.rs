@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgExecutor;
 
-use crate::imaging::ImageFormat;
-use crate::model::{ChecksumStatus, ImageId, ImageType, Owner, OwnerId, OwnerType, ThumbnailStatus};
+use crate::model::ImageFormat;
+use crate::model::{ArchivedImage, ChecksumStatus, ImageId, ImageType, Owner, OwnerId, OwnerType, ThumbnailStatus};
 use crate::storage::StorageKey;
 
 /// A live (not deleted) stored original.
@@ -334,7 +334,7 @@ pub async fn row_state(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Row
 /// Rebuilds the row of a restored image from its manifest entry: bytes just verified
 /// against the checksum, backed up at `entry.archive_path`, thumbnails to be made again.
 /// False if a row appeared meanwhile (another restore), in which case nothing changed.
-pub async fn insert_restored(db: impl PgExecutor<'_>, entry: &crate::backup::manifest::Entry) -> sqlx::Result<bool> {
+pub async fn insert_restored(db: impl PgExecutor<'_>, entry: &ArchivedImage) -> sqlx::Result<bool> {
     let archive_path = entry.archive_path.to_string_lossy();
     let done = sqlx::query!(
         "INSERT INTO storage_files (id, owner_id, owner_type, image_type, original_name, file_path, file_size,
@@ -347,7 +347,7 @@ pub async fn insert_restored(db: impl PgExecutor<'_>, entry: &crate::backup::man
         entry.owner_type as _,
         entry.image_type as _,
         entry.original_name,
-        entry.key().to_db_path(),
+        StorageKey::of_archived(entry).to_db_path(),
         entry.file_size,
         entry.format.mime(),
         entry.format as _,

@@ -4,20 +4,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::backup::restore::{RestoreMode, RestoreReport, Selection};
-use crate::db::outbox;
-use crate::events::RestoreRequested;
-use crate::model::RestoreStatus;
+use crate::model::{RestoreMode, RestoreReport, RestoreSelection, RestoreStatus};
 
 /// A restore as stored.
 #[derive(Debug, Clone)]
 pub struct Restore {
     pub id: Uuid,
     pub selection: Value,
-    pub mode: String,
+    pub mode: RestoreMode,
     pub status: RestoreStatus,
     pub requested_by: Option<Uuid>,
     pub restored: i64,
@@ -30,31 +27,31 @@ pub struct Restore {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// Records a pending restore and its `restore.requested` job in the caller's transaction.
-pub async fn request(
-    tx: &mut PgConnection,
-    selection: &Selection,
+/// Records a pending restore. Its job is queued by [`crate::backup::restore::request`], the
+/// one caller.
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    selection: &RestoreSelection,
     mode: RestoreMode,
     requested_by: Option<Uuid>,
-) -> sqlx::Result<Uuid> {
-    let id = Uuid::now_v7();
+) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO storage_restores (id, selection, mode, requested_by) VALUES ($1, $2, $3, $4)",
         id,
         serde_json::to_value(selection).expect("a selection serialises"),
-        mode.as_str(),
+        mode as RestoreMode,
         requested_by,
     )
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
-    outbox::enqueue(&mut *tx, RestoreRequested { restore_id: id }).await?;
-    Ok(id)
+    Ok(())
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Restore>> {
     sqlx::query_as!(
         Restore,
-        r#"SELECT id, selection, mode, status AS "status: RestoreStatus", requested_by, restored, skipped, failed,
+        r#"SELECT id, selection, mode AS "mode: RestoreMode", status AS "status: RestoreStatus", requested_by, restored, skipped, failed,
                   details, error, created_at, started_at, completed_at
            FROM storage_restores WHERE id = $1"#,
         id,

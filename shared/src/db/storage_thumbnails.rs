@@ -2,7 +2,7 @@
 
 use sqlx::PgExecutor;
 
-use crate::imaging::ImageFormat;
+use crate::model::ImageFormat;
 use crate::model::ImageId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The checks a `health.check` job runs. Each one reports on its own and never fails the
+//! The checks a `health_check.requested` job runs. Each one reports on its own and never fails the
 //! run: an error reading a figure is itself a finding. Measuring and rating are apart: the
 //! `rate_*` functions turn figures into problems against the `health:` thresholds without
 //! any I/O, so every threshold is unit-tested.

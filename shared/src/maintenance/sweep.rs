@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::{MaintenanceError, REPORT_SAMPLE, SWEEP_CHECK};
 use crate::config::MaintenanceConfig;
 use crate::db::{health_checks, outbox, storage_files, sweep};
-use crate::events::{BackupBatch, BackupRequested, ImageUploaded, RestoreRequested};
+use crate::events::{BackupBatchRequested, BackupRequested, ImageUploaded, RestoreRequested};
 use crate::model::{BackupId, BackupStatus, ChecksumStatus, HealthStatus, ImageId, ThumbnailStatus};
 
 /// Images looked at per page (one transaction of re-queues each).
@@ -196,7 +196,7 @@ async fn sweep_stalled(
                     batches.push(0);
                 }
                 for batch in batches {
-                    outbox::enqueue(&mut *tx, BackupBatch { backup_id: backup.id, batch }).await?;
+                    outbox::enqueue(&mut *tx, BackupBatchRequested { backup_id: backup.id, batch }).await?;
                     report.requeued_backup_jobs += 1;
                 }
             }

@@ -13,14 +13,34 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use chrono::NaiveDate;
 use uuid::Uuid;
 
-/// Folder under the root holding archives and manifests still being written.
+use super::StorageKey;
+use crate::model::BackupId;
+
 /// Name of the manifest inside a backup's folder.
 pub const MANIFEST_FILE: &str = "manifest.jsonl";
+/// Folder under the root holding archives and manifests still being written.
 const STAGING_DIR: &str = ".staging";
 /// Staged files older than this were left by a crash and are removed at start-up.
 const STALE_STAGING_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Suffix of every archive: the original's stored name plus `.zst`.
+pub const ARCHIVE_SUFFIX: &str = ".zst";
+
+/// The folder of one backup, relative to `storage.backupPath`.
+pub fn backup_dir(date: NaiveDate, id: BackupId) -> PathBuf {
+    PathBuf::from(date.format("%Y-%m-%d").to_string()).join(id.to_string())
+}
+
+/// Where the archive of an original lives, relative to `storage.backupPath`: the storage
+/// layout inside the backup's folder, with `.zst` appended.
+pub fn archive_path(backup_dir: &Path, original: &StorageKey) -> PathBuf {
+    let mut name = original.relative_path().into_os_string();
+    name.push(ARCHIVE_SUFFIX);
+    backup_dir.join(name)
+}
 
 /// The tree rooted at `storage.backupPath`.
 #[derive(Debug, Clone)]
@@ -202,6 +222,25 @@ fn sorted_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::{ImageFormat, ImageId, ImageType, Owner, OwnerId, OwnerType};
+
+    #[test]
+    fn archives_keep_the_storage_layout_inside_the_backup_folder() {
+        let id = BackupId(Uuid::nil());
+        let dir = backup_dir(NaiveDate::from_ymd_opt(2026, 3, 4).unwrap(), id);
+        let key = StorageKey::Original {
+            image_type: ImageType::Cloth,
+            owner: Owner { id: OwnerId(Uuid::nil()), kind: OwnerType::Vendor },
+            image_id: ImageId(Uuid::nil()),
+            format: ImageFormat::Png,
+        };
+        let nil = Uuid::nil();
+        assert_eq!(
+            archive_path(&dir, &key),
+            PathBuf::from(format!("2026-03-04/{nil}/images/cloth/{nil}/images/{nil}.png.zst"))
+        );
+    }
+
     use std::io::Write;
 
     use super::*;

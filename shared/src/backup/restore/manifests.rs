@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use super::{RestoreError, Selection};
-use crate::backup::manifest::{self, Entry};
-use crate::model::ImageId;
+use super::RestoreError;
+use crate::backup::manifest;
+use crate::model::{ArchivedImage, ImageId, RestoreSelection};
 use crate::storage::BackupTree;
 
 /// Manifest entries read ahead of the restore.
@@ -18,25 +18,25 @@ const MANIFEST_CHANNEL: usize = 256;
 /// The manifests to read, newest first (an image comes from its newest intact copy): a
 /// backup's own, a day's, or every one. Backup ids are UUID v7, so within a day the folder
 /// names sort by request time.
-pub(super) async fn locate(tree: &BackupTree, selection: &Selection) -> Result<Vec<PathBuf>, RestoreError> {
+pub(super) async fn locate(tree: &BackupTree, selection: &RestoreSelection) -> Result<Vec<PathBuf>, RestoreError> {
     let tree = tree.clone();
     let all = tokio::task::spawn_blocking(move || tree.manifests()).await??;
     let found: Vec<PathBuf> = match selection {
-        Selection::BackupId(id) => {
+        RestoreSelection::BackupId(id) => {
             let name = id.to_string();
             all.into_iter().filter(|p| backup_folder(p).is_some_and(|(_, backup)| backup == name)).collect()
         }
-        Selection::Date(date) => {
+        RestoreSelection::Date(date) => {
             let day = date.format("%Y-%m-%d").to_string();
             all.into_iter().filter(|p| backup_folder(p).is_some_and(|(d, _)| d == day)).rev().collect()
         }
-        Selection::ImageIds(_) => all.into_iter().rev().collect(),
+        RestoreSelection::ImageIds(_) => all.into_iter().rev().collect(),
     };
     if found.is_empty() {
         let what = match selection {
-            Selection::BackupId(id) => format!("no manifest of backup {id} under storage.backupPath"),
-            Selection::Date(date) => format!("no backup of {date} under storage.backupPath"),
-            Selection::ImageIds(_) => "no backup under storage.backupPath".to_owned(),
+            RestoreSelection::BackupId(id) => format!("no manifest of backup {id} under storage.backupPath"),
+            RestoreSelection::Date(date) => format!("no backup of {date} under storage.backupPath"),
+            RestoreSelection::ImageIds(_) => "no backup under storage.backupPath".to_owned(),
         };
         return Err(RestoreError::NotFound(what));
     }
@@ -69,7 +69,7 @@ pub(super) async fn images_in(tree: &BackupTree, manifests: &[PathBuf]) -> Resul
 /// A manifest's entries, read line by line on a blocking thread and handed over through a
 /// small channel: a manifest of a million images is neither read on the async runtime nor
 /// held in memory. The reader stops when the receiver is dropped.
-pub(super) fn stream_entries(tree: BackupTree, path: PathBuf) -> mpsc::Receiver<Result<Entry, RestoreError>> {
+pub(super) fn stream_entries(tree: BackupTree, path: PathBuf) -> mpsc::Receiver<Result<ArchivedImage, RestoreError>> {
     let (sender, receiver) = mpsc::channel(MANIFEST_CHANNEL);
     tokio::task::spawn_blocking(move || {
         let reader = match open(&tree, &path) {
@@ -128,12 +128,12 @@ mod tests {
         let folders_of = |manifests: Vec<PathBuf>| -> Vec<String> {
             manifests.iter().map(|p| p.parent().unwrap().to_string_lossy().into_owned()).collect()
         };
-        let day = Selection::Date(NaiveDate::from_ymd_opt(2026, 5, 6).unwrap());
+        let day = RestoreSelection::Date(NaiveDate::from_ymd_opt(2026, 5, 6).unwrap());
         assert_eq!(folders_of(locate(&tree, &day).await.unwrap()), ["2026-05-06/0190c", "2026-05-06/0190b"]);
-        let images = Selection::ImageIds(vec![ImageId::new()]);
+        let images = RestoreSelection::ImageIds(vec![ImageId::new()]);
         let every: Vec<String> = folders.iter().rev().map(|f| f.to_string()).collect();
         assert_eq!(folders_of(locate(&tree, &images).await.unwrap()), every);
-        let other_day = Selection::Date(NaiveDate::from_ymd_opt(2026, 5, 8).unwrap());
+        let other_day = RestoreSelection::Date(NaiveDate::from_ymd_opt(2026, 5, 8).unwrap());
         assert!(matches!(locate(&tree, &other_day).await, Err(RestoreError::NotFound(_))));
     }
 }

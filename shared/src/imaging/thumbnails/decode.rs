@@ -20,7 +20,8 @@ use turbojpeg::{Colorspace, Decompressor, PixelFormat};
 use super::jpeg_segments::{count_scans, read_jpeg_segments};
 use super::orientation;
 use super::resize::Size;
-use crate::imaging::{ImageFormat, ImagingError};
+use crate::imaging::ImagingError;
+use crate::model::ImageFormat;
 
 /// Scans a JPEG may have. Progressive JPEGs use about ten (one per refinement pass); each
 /// scan is a pass over the whole image, so thousands of tiny scans hold a worker for minutes.

@@ -19,7 +19,8 @@ use image::codecs::webp::WebPEncoder;
 use image::{DynamicImage, ImageEncoder};
 use turbojpeg::{Compressor, PixelFormat, Subsamp};
 
-use crate::imaging::{ImageFormat, ImagingError};
+use crate::imaging::ImagingError;
+use crate::model::ImageFormat;
 
 /// JPEG quality of thumbnails: small files, no visible blocking at thumbnail sizes.
 const JPEG_QUALITY: i32 = 82;

@@ -8,7 +8,7 @@ use shared::broker::{BrokerError, JobQueue, Publisher};
 use shared::db::outbox;
 use shared::events::ImageUploaded;
 use shared::model::ImageId;
-use shared::outbox::{RelayError, publish_pending_once, run, run_polling_every};
+use shared::relay::{RelayError, publish_pending_once, run, run_polling_every};
 use shared::test_support::{TcpProxy, TestBroker, eventually, rabbit_config};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

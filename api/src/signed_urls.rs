@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::BearerAuth;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::serving::SIGNED_PREFIX;
 
 #[derive(Tags)]
@@ -26,7 +26,7 @@ enum ApiTags {
     Access,
 }
 
-pub struct AccessApi {
+pub struct SignedUrlApi {
     pub state: AppState,
 }
 
@@ -64,7 +64,7 @@ enum RevokeResponse {
 }
 
 #[OpenApi(tag = "ApiTags::Access")]
-impl AccessApi {
+impl SignedUrlApi {
     /// A signed, time-limited URL of an image's original or of one of its thumbnails.
     ///
     /// `access_type` is `view` (default; served inline) or `download` (served as an
@@ -145,7 +145,7 @@ impl AccessApi {
     }
 }
 
-impl AccessApi {
+impl SignedUrlApi {
     /// `original` or a configured thumbnail size.
     fn parse_variant<'a>(&self, name: &'a str) -> Result<Variant<'a>, ApiError> {
         let sizes = &self.state.config.storage.thumbnail_sizes;
@@ -160,9 +160,9 @@ impl AccessApi {
         let config = &self.state.config.signed_urls;
         match requested {
             None => Ok(config.default_ttl_secs),
-            Some(0) => Err(ApiError::bad_request("invalid_ttl", "ttl must be at least 1 second")),
+            Some(0) => Err(ApiError::bad_request(ErrorCode::InvalidTtl, "ttl must be at least 1 second")),
             Some(ttl) if ttl > config.max_ttl_secs => Err(ApiError::bad_request(
-                "ttl_too_long",
+                ErrorCode::TtlTooLong,
                 format!("ttl may be at most {} seconds", config.max_ttl_secs),
             )),
             Some(ttl) => Ok(ttl),
@@ -189,11 +189,11 @@ impl AccessApi {
         }
         if file.thumbnail_status == ThumbnailStatus::Pending {
             return Err(ApiError::conflict(
-                "variant_not_ready",
+                ErrorCode::VariantNotReady,
                 format!("the {size} thumbnail is still being made; retry shortly"),
             ));
         }
-        Err(ApiError::not_found_code("variant_not_found", format!("this image has no {size} thumbnail")))
+        Err(ApiError::not_found_code(ErrorCode::VariantNotFound, format!("this image has no {size} thumbnail")))
     }
 
     async fn sign(
@@ -235,11 +235,14 @@ fn parse_access(text: Option<&str>) -> Result<AccessType, ApiError> {
         None => Ok(AccessType::View),
         Some(text) => text
             .parse()
-            .map_err(|_| ApiError::bad_request("invalid_access_type", "access_type must be view or download")),
+            .map_err(|_| ApiError::bad_request(ErrorCode::InvalidAccessType, "access_type must be view or download")),
     }
 }
 
-fn unknown_variant(api: &AccessApi) -> ApiError {
+fn unknown_variant(api: &SignedUrlApi) -> ApiError {
     let sizes: Vec<&str> = api.state.config.storage.thumbnail_sizes.keys().map(String::as_str).collect();
-    ApiError::bad_request("invalid_variant", format!("variant must be original or one of: {}", sizes.join(", ")))
+    ApiError::bad_request(
+        ErrorCode::InvalidVariant,
+        format!("variant must be original or one of: {}", sizes.join(", ")),
+    )
 }
