@@ -9,8 +9,9 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 use shared::auth::{ListPermissionError, UploadPermissionError};
 use shared::deletion::DeleteError;
+use shared::fields::FieldError;
 use shared::maintenance::sweep::ReprocessError;
-use shared::upload::{FieldError, UploadError};
+use shared::upload::UploadError;
 
 mod code;
 pub use code::ErrorCode;

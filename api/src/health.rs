@@ -99,7 +99,7 @@ impl HealthApi {
         let config = &self.state.config;
         let now = Utc::now();
         let database = health::probes::database(&self.state.db, &config.health).await;
-        let disk = health::probes::disk(self.state.storage.root(), None, &config.health);
+        let disk = health::probes::disk(&self.state.storage, None, &config.health);
         // The broker's live state is for the admin's eyes: the recorded checks already rate it,
         // and the public answer must not depend on a connection per request.
         let live_status = database.status.max(disk.status);

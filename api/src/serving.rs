@@ -36,7 +36,7 @@ use shared::model::ImageId;
 use shared::signing::{AccessType, SignatureError, SigningKeys, Variant};
 use shared::storage::Storage;
 use sqlx::PgPool;
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+
 use uuid::Uuid;
 
 pub use cache::{ServedFile, ServedImage, ServingCache};
@@ -202,11 +202,8 @@ impl Serving {
 
 /// A file streamed from disk in large reads, never held whole.
 async fn stream(storage: &Storage, file: &ServedFile, span: std::ops::Range<u64>) -> std::io::Result<Body> {
-    let mut reader = storage.open_read(&file.key).await?;
-    if span.start > 0 {
-        reader.seek(std::io::SeekFrom::Start(span.start)).await?;
-    }
-    let chunks = tokio_util::io::ReaderStream::with_capacity(reader.take(span.end - span.start), STREAM_CHUNK_BYTES);
+    let reader = storage.open_range(&file.key, span).await?;
+    let chunks = tokio_util::io::ReaderStream::with_capacity(reader, STREAM_CHUNK_BYTES);
     Ok(Body::from_bytes_stream(chunks.map_ok(Bytes::from)))
 }
 

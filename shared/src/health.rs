@@ -6,8 +6,6 @@ pub mod integrity;
 pub mod probes;
 mod summary;
 
-use std::path::Path;
-
 use chrono::Utc;
 use sqlx::PgPool;
 
@@ -17,11 +15,11 @@ pub use summary::{RUN_CHECKS, Summary, summarize};
 use crate::config::Config;
 use crate::db::health_checks;
 use crate::model::HealthStatus;
-use crate::storage::Storage;
+use crate::storage::{BackupTree, Storage};
 
 /// Runs every check of a `health_check.requested` job: the quick ones side by side, then the
 /// integrity sample, which reads files.
-pub async fn run_checks(db: &PgPool, storage: &Storage, backup_root: &Path, config: &Config) -> Vec<CheckResult> {
+pub async fn run_checks(db: &PgPool, storage: &Storage, backups: &BackupTree, config: &Config) -> Vec<CheckResult> {
     let health = &config.health;
     let (database, broker, outbox, backup) = tokio::join!(
         probes::database(db, health),
@@ -29,7 +27,7 @@ pub async fn run_checks(db: &PgPool, storage: &Storage, backup_root: &Path, conf
         probes::outbox(db, health),
         probes::backup(db, &config.storage.backup_policy, health, Utc::now()),
     );
-    let disk = probes::disk(storage.root(), Some(backup_root), health);
+    let disk = probes::disk(storage, Some(backups), health);
     let integrity = integrity::sample(db, storage, health.integrity_sample_size, Utc::now()).await;
     vec![database, broker, disk, outbox, backup, integrity]
 }
@@ -38,7 +36,7 @@ pub async fn run_checks(db: &PgPool, storage: &Storage, backup_root: &Path, conf
 /// answer says `down` now rather than at the next scheduled check (which measures the disk
 /// again and clears it once there is room).
 pub async fn record_storage_full(db: &PgPool, storage: &Storage, config: &Config) -> sqlx::Result<()> {
-    let mut check = probes::disk(storage.root(), None, &config.health);
+    let mut check = probes::disk(storage, None, &config.health);
     check.problem(HealthStatus::Down, "the storage disk ran out of space during a write");
     record(db, &[check]).await
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod deletion;
 pub mod events;
+pub mod fields;
 pub mod health;
 pub mod imaging;
 pub mod maintenance;

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::db::search::{ImageFilter, SortField, SortOrder};
+use crate::fields::{FieldError, normalize_tags};
 use crate::model::{ImageId, OwnerId};
-use crate::upload::{FieldError, normalize_tags};
 
 /// Most items on one page.
 pub const MAX_PAGE_SIZE: i64 = 100;

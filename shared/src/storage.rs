@@ -1,88 +1,40 @@
-//! The one narrow interface to file storage, and the one place paths are made.
+//! The one narrow interface to file storage: the [`Storage`] facade here, the names of
+//! objects ([`StorageKey`], `key.rs`), staged writes (`staged.rs`), the backup tree
+//! (`backup_tree.rs`) and the file audit's walk (`audit.rs`).
 //!
-//! Every path comes from a [`StorageKey`] built from ids and enums, never from client
-//! input. Every write is atomic: a staged temp file in the same file system, fsync, rename,
-//! fsync of the directory. The first backend is a local folder tree; nothing outside this
-//! module knows that.
+//! Every object name comes from a [`StorageKey`] built from ids and enums, never from
+//! client input. Every write is atomic: a staged temp file in the same file system, fsync,
+//! rename, fsync of the directory. Callers write through a [`StagedFile`] and read through
+//! an [`ObjectReader`] (or an opaque blocking reader), ask whether objects exist, hash them
+//! and measure free space through the facade: none of them is handed a file or the root
+//! path, so that a backend without local files (an object store) fits behind the same
+//! methods. The first backend is a local folder tree; nothing outside this module knows
+//! that, except tests, which damage stored files on purpose through [`Storage::root`].
 
-use std::io::{self, Write};
+use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::fs::{self, File};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
-
-use crate::model::{ArchivedImage, ImageFormat, ImageId, ImageType, Owner, OwnerType, is_safe_segment};
 
 mod audit;
 mod backup_tree;
 mod direct;
+mod key;
+mod staged;
 pub use audit::{FileWalk, QUARANTINE_DIR, ScannedFile};
 pub use backup_tree::{ARCHIVE_SUFFIX, BackupTree, MANIFEST_FILE, StagedArchive, archive_path, backup_dir, disk_space};
-use direct::DirectWriter;
+pub use key::StorageKey;
+pub use staged::{StagedFile, StagedWriter};
 
 /// Folder under the root holding uploads and thumbnails still being written.
 const STAGING_DIR: &str = ".staging";
-/// Bytes of a stream gathered (by reference, not copied) before they are written to a
-/// staged file on a blocking thread: each batch is one hop to that thread, and network
-/// chunks can be small.
-const WRITER_BATCH_BYTES: usize = 256 * 1024;
 /// Staged files older than this were left by a crash and are removed at start-up.
 const STALE_STAGING_AGE: Duration = Duration::from_secs(24 * 3600);
-
-/// Where one stored object lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StorageKey {
-    /// The uploaded bytes, as received.
-    Original { image_type: ImageType, owner: Owner, image_id: ImageId, format: ImageFormat },
-    /// One thumbnail of an original, named after its configured size.
-    Thumbnail { image_type: ImageType, owner: Owner, image_id: ImageId, size: String, format: ImageFormat },
-}
-
-impl StorageKey {
-    /// The original an archived image restores to, derived from ids as every stored path is.
-    pub fn of_archived(entry: &ArchivedImage) -> Self {
-        Self::Original {
-            image_type: entry.image_type,
-            owner: entry.owner(),
-            image_id: entry.image_id,
-            format: entry.format,
-        }
-    }
-
-    /// Path relative to the storage root, as the seed's layout has it:
-    /// `images/{user|cloth|result}/{owner}/{images|thumbnails}/…`, with vendors' results
-    /// under `images/result/vendor/{vendor_id}/`.
-    pub fn relative_path(&self) -> PathBuf {
-        match self {
-            Self::Original { image_type, owner, image_id, format } => {
-                owner_dir(*image_type, owner).join("images").join(format!("{image_id}.{}", format.extension()))
-            }
-            Self::Thumbnail { image_type, owner, image_id, size, format } => {
-                debug_assert!(is_safe_segment(size), "thumbnail sizes are validated with the config");
-                owner_dir(*image_type, owner)
-                    .join("thumbnails")
-                    .join(format!("{image_id}_{size}.{}", format.extension()))
-            }
-        }
-    }
-
-    /// The relative path as stored in the database.
-    pub fn to_db_path(&self) -> String {
-        self.relative_path().to_string_lossy().into_owned()
-    }
-}
-
-fn owner_dir(image_type: ImageType, owner: &Owner) -> PathBuf {
-    let base = Path::new("images").join(image_type.as_str());
-    match (image_type, owner.kind) {
-        (ImageType::Result, OwnerType::Vendor) => base.join("vendor").join(owner.id.to_string()),
-        _ => base.join(owner.id.to_string()),
-    }
-}
 
 /// File storage rooted at `storage.basePath`.
 #[derive(Debug, Clone)]
@@ -99,10 +51,6 @@ impl Storage {
         let storage = Self { root };
         storage.remove_stale_staged_files().await?;
         Ok(storage)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Starts a write whose destination is decided later (an upload's format and owner are
@@ -124,7 +72,7 @@ impl Storage {
             },
             created => created?,
         };
-        Ok(StagedFile { file: Some(file.into_std().await), path: Some(path), len: 0 })
+        Ok(StagedFile::new(file.into_std().await, path))
     }
 
     /// Makes a staged file durable under `key`: fsync, rename, fsync of the directory, all
@@ -152,35 +100,94 @@ impl Storage {
     /// Writes `bytes` under `key` atomically.
     pub async fn write(&self, key: &StorageKey, bytes: &[u8]) -> io::Result<()> {
         let mut staged = self.stage().await?;
-        staged.write(bytes).await?;
+        staged.append(bytes).await?;
         self.commit(staged, key).await
     }
 
-    /// Opens an object for (ranged) reading.
-    pub async fn open_read(&self, key: &StorageKey) -> io::Result<File> {
-        File::open(self.root.join(key.relative_path())).await
+    /// Opens an object for reading, as a stream of its bytes.
+    pub async fn open_read(&self, key: &StorageKey) -> io::Result<ObjectReader> {
+        let file = File::open(self.path_of(key)).await?;
+        let len = file.metadata().await?.len();
+        Ok(ObjectReader { inner: Box::pin(file), len })
+    }
+
+    /// Opens `range` of an object (clamped to its end) for reading: the bytes a `Range`
+    /// request asks for, without reading the ones before.
+    pub async fn open_range(&self, key: &StorageKey, range: Range<u64>) -> io::Result<ObjectReader> {
+        let mut file = File::open(self.path_of(key)).await?;
+        let end = range.end.min(file.metadata().await?.len());
+        let start = range.start.min(end);
+        if start > 0 {
+            file.seek(io::SeekFrom::Start(start)).await?;
+        }
+        Ok(ObjectReader { inner: Box::pin(file.take(end - start)), len: end - start })
     }
 
     /// Opens an object for reading on a blocking thread (backups stream it into an archive
     /// there).
-    pub fn open_read_blocking(&self, key: &StorageKey) -> io::Result<std::fs::File> {
-        std::fs::File::open(self.root.join(key.relative_path()))
+    pub fn open_read_blocking(&self, key: &StorageKey) -> io::Result<impl io::Read + Send + use<>> {
+        std::fs::File::open(self.path_of(key))
+    }
+
+    /// Whether an object is stored under `key`.
+    pub async fn exists(&self, key: &StorageKey) -> io::Result<bool> {
+        fs::try_exists(self.path_of(key)).await
+    }
+
+    /// Which of `stored_paths` (relative paths as the database keeps them) name no object;
+    /// for audits, which check thousands at a time.
+    pub async fn missing(&self, stored_paths: Vec<String>) -> io::Result<Vec<String>> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut missing = Vec::new();
+            for path in stored_paths {
+                match std::fs::symlink_metadata(root.join(&path)) {
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => missing.push(path),
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(missing)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Lower-case hex SHA-256 of an object, read in fixed-size chunks on a blocking thread.
+    pub async fn sha256(&self, key: &StorageKey) -> io::Result<String> {
+        let path = self.path_of(key);
+        tokio::task::spawn_blocking(move || sha256_hex(std::fs::File::open(path)?)).await.map_err(io::Error::other)?
     }
 
     /// Reads a whole object, refusing one larger than `limit` bytes (only for files that
     /// must be decoded, which the upload limit already bounds).
     pub async fn read(&self, key: &StorageKey, limit: u64) -> io::Result<Vec<u8>> {
-        let file = self.open_read(key).await?;
-        let len = file.metadata().await?.len();
-        if len > limit {
+        let reader = self.open_read(key).await?;
+        if reader.len() > limit {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{len} bytes exceed the {limit}-byte limit"),
+                format!("{} bytes exceed the {limit}-byte limit", reader.len()),
             ));
         }
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.take(limit).read_to_end(&mut bytes).await?;
+        let mut bytes = Vec::with_capacity(reader.len() as usize);
+        reader.take(limit).read_to_end(&mut bytes).await?;
         Ok(bytes)
+    }
+
+    /// Bytes free (to unprivileged users) and in all on the disk holding the objects, for
+    /// the health check; `None` for a store without a disk of its own to fill.
+    pub fn disk_space(&self) -> Option<io::Result<(u64, u64)>> {
+        Some(disk_space(&self.root))
+    }
+
+    /// The root of the local tree: for tests, which damage stored files on purpose. The
+    /// services read and write through the methods above only.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &StorageKey) -> PathBuf {
+        self.root.join(key.relative_path())
     }
 
     /// Removes an object; false if it was already gone.
@@ -247,37 +254,15 @@ impl Storage {
     }
 }
 
-/// A temp file in the storage's own file system, removed on drop unless committed.
-#[derive(Debug)]
-pub struct StagedFile {
-    file: Option<std::fs::File>,
-    path: Option<PathBuf>,
+/// A stored object opened for reading: an async stream of its bytes, and how many there
+/// are. Whatever the backend, callers see no file.
+pub struct ObjectReader {
+    inner: Pin<Box<dyn AsyncRead + Send>>,
     len: u64,
 }
 
-impl StagedFile {
-    /// Appends `bytes` (for small, whole objects such as thumbnails; streams go through
-    /// [`StagedFile::into_writer`]).
-    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut file = File::from_std(self.file.take().expect("not committed"));
-        let written = async {
-            file.write_all(bytes).await?;
-            file.flush().await
-        }
-        .await;
-        self.file = Some(file.into_std().await);
-        written?;
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
-
-    /// The file for writing on a blocking thread (a restore decompresses straight into it).
-    /// Bytes written this way are not counted by [`StagedFile::len`].
-    pub fn file_mut(&mut self) -> &mut std::fs::File {
-        self.file.as_mut().expect("not committed")
-    }
-
-    /// Bytes written so far.
+impl ObjectReader {
+    /// Bytes the reader yields in all.
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -285,128 +270,21 @@ impl StagedFile {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
 
-    /// Returns a blocking handle for reading the staged bytes back (header probing runs on a
-    /// blocking thread).
-    pub async fn reader(&mut self) -> io::Result<std::fs::File> {
-        std::fs::File::open(self.path.as_ref().expect("not committed"))
-    }
-
-    /// Turns the file into the destination of a stream whose chunks are written, and also
-    /// written to `tee` (a hasher, say), on a blocking thread: the thread hops once per
-    /// batch of chunks rather than once per write, and the file is written past the page
-    /// cache where the file system allows it (see the `direct` module).
-    pub fn into_writer<T: Write + Send + 'static>(self, tee: T) -> StagedWriter<T> {
-        let file = self.file.as_ref().expect("not committed");
-        let direct = DirectWriter::new(file, WRITER_BATCH_BYTES);
-        StagedWriter {
-            idle: Some(Sink { staged: self, tee, direct }),
-            writing: None,
-            pending: Vec::new(),
-            pending_bytes: 0,
-        }
+impl AsyncRead for ObjectReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.inner.as_mut().poll_read(context, buffer)
     }
 }
 
-/// The sending end of [`StagedFile::into_writer`].
-///
-/// Chunks are gathered, by reference, into batches of [`WRITER_BATCH_BYTES`]; one batch is
-/// written on a blocking thread while the next one fills, so receiving and writing overlap
-/// and at most about three batches of one upload are in memory (two of them in the network
-/// chunks, one in the aligned buffer of direct I/O). No thread is held while the client is
-/// slow to send. The writing thread owns the staged file: if the writer is dropped midway,
-/// the file is dropped, and so removed, with the thread's unclaimed result.
-#[derive(Debug)]
-pub struct StagedWriter<T> {
-    /// File and tee while no batch is being written.
-    idle: Option<Sink<T>>,
-    /// The batch being written, which holds file and tee meanwhile.
-    writing: Option<JoinHandle<io::Result<Sink<T>>>>,
-    /// Chunks not handed over yet, and their size.
-    pending: Vec<Bytes>,
-    pending_bytes: usize,
-}
-
-/// What the writing thread works on.
-#[derive(Debug)]
-struct Sink<T> {
-    staged: StagedFile,
-    tee: T,
-    direct: DirectWriter,
-}
-
-impl<T: Write + Send + 'static> StagedWriter<T> {
-    /// Queues a chunk; waits when a full batch is ready and the previous one is still being
-    /// written.
-    pub async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.pending_bytes += chunk.len();
-        self.pending.push(chunk);
-        if self.pending_bytes >= WRITER_BATCH_BYTES {
-            self.hand_over(false).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes what is left and returns the staged file (not yet synced: that is
-    /// [`Storage::commit`]'s job) and the tee.
-    pub async fn finish(mut self) -> io::Result<(StagedFile, T)> {
-        self.hand_over(true).await?;
-        let Sink { staged, tee, .. } = self.wait().await?;
-        Ok((staged, tee))
-    }
-
-    /// Removes the staged file, once the batch being written (if any) is done, so that a
-    /// refused upload has left nothing behind by the time it is answered. (Merely dropping
-    /// the writer removes it too, but possibly a little later.)
-    pub async fn discard(mut self) {
-        self.pending.clear();
-        drop(self.wait().await);
-    }
-
-    /// Hands the pending chunks to a blocking thread; `last` also writes the bytes the
-    /// direct-I/O buffer still holds.
-    async fn hand_over(&mut self, last: bool) -> io::Result<()> {
-        if self.pending.is_empty() && !last {
-            return Ok(());
-        }
-        let mut sink = self.wait().await?;
-        let batch = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            let Sink { staged, tee, direct } = &mut sink;
-            let file = staged.file.as_mut().expect("not committed");
-            for chunk in batch {
-                tee.write_all(&chunk)?;
-                direct.write(file, &chunk)?;
-                staged.len += chunk.len() as u64;
-            }
-            if last {
-                direct.finish(file)?;
-            }
-            Ok(sink)
-        }));
-        Ok(())
-    }
-
-    /// Takes file and tee back, once the batch being written (if any) is done.
-    async fn wait(&mut self) -> io::Result<Sink<T>> {
-        match self.writing.take() {
-            Some(writing) => writing.await.map_err(io::Error::other)?,
-            None => self.idle.take().ok_or_else(|| io::Error::other("the staged file's writer failed before")),
-        }
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            // Best effort: a leftover is removed by the start-up sweep of the staging area.
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                tracing::warn!(error = %e, "could not remove a staged file");
-            }
-        }
+impl std::fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader").field("len", &self.len).finish_non_exhaustive()
     }
 }
 
@@ -467,9 +345,16 @@ pub fn sha256_hex(mut reader: impl std::io::Read) -> io::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use uuid::Uuid;
 
+    use super::staged::WRITER_BATCH_BYTES;
     use super::*;
+    use crate::model::{ImageFormat, ImageId, ImageType, Owner, OwnerId, OwnerType, is_safe_segment};
+
+    fn owner(kind: OwnerType) -> Owner {
+        Owner { id: OwnerId(Uuid::nil()), kind }
+    }
 
     #[test]
     fn hashes_match_the_known_vector() {
@@ -478,47 +363,6 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
-    use crate::model::OwnerId;
-
-    fn owner(kind: OwnerType) -> Owner {
-        Owner { id: OwnerId(Uuid::nil()), kind }
-    }
-
-    #[test]
-    fn keys_follow_the_seed_layout() {
-        let image_id = ImageId(Uuid::from_u128(1));
-        let nil = Uuid::nil();
-        let original = StorageKey::Original {
-            image_type: ImageType::User,
-            owner: owner(OwnerType::User),
-            image_id,
-            format: ImageFormat::Jpeg,
-        };
-        assert_eq!(original.to_db_path(), format!("images/user/{nil}/images/{image_id}.jpg"));
-        let thumbnail = StorageKey::Thumbnail {
-            image_type: ImageType::Cloth,
-            owner: owner(OwnerType::Vendor),
-            image_id,
-            size: "small".into(),
-            format: ImageFormat::Png,
-        };
-        assert_eq!(thumbnail.to_db_path(), format!("images/cloth/{nil}/thumbnails/{image_id}_small.png"));
-        let vendor_result = StorageKey::Original {
-            image_type: ImageType::Result,
-            owner: owner(OwnerType::Vendor),
-            image_id,
-            format: ImageFormat::Webp,
-        };
-        assert_eq!(vendor_result.to_db_path(), format!("images/result/vendor/{nil}/images/{image_id}.webp"));
-        let user_result = StorageKey::Original {
-            image_type: ImageType::Result,
-            owner: owner(OwnerType::User),
-            image_id,
-            format: ImageFormat::Gif,
-        };
-        assert_eq!(user_result.to_db_path(), format!("images/result/{nil}/images/{image_id}.gif"));
-    }
-
     #[test]
     fn only_plain_names_are_safe_segments() {
         assert!(is_safe_segment("small"));
@@ -533,7 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).await.unwrap();
         let mut staged = storage.stage().await.unwrap();
-        staged.write(b"abc").await.unwrap();
+        staged.append(b"abc").await.unwrap();
         assert_eq!(storage.count_staged().await.unwrap(), 1);
         drop(staged);
         assert_eq!(storage.count_staged().await.unwrap(), 0);

@@ -1,15 +1,16 @@
 //! The layering of `shared`: its top-level modules must not import each other in a cycle,
 //! so that each can be read (and replaced, like the storage backend) from the bottom up.
 //! `model` imports nothing of the crate, the other leaves nothing but `model`, and `db`
-//! (the queries) nothing of the features built on it. Read from the sources: a
-//! module's files up to their first `#[cfg(test)]` (test code may reach anywhere), comments
-//! left out.
+//! (the queries) nothing of the features built on it; and no code outside `shared::storage`
+//! opens a file or learns the storage root, so that another backend fits behind it. Read
+//! from the sources: files up to their first `#[cfg(test)]` (test code may reach
+//! anywhere), comments left out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules that may import `model` and nothing else of the crate.
-const LEAVES: &[&str] = &["imaging", "schedule", "shutdown", "telemetry"];
+const LEAVES: &[&str] = &["fields", "imaging", "schedule", "shutdown", "telemetry"];
 
 /// What `db` may import: the model and the primitives the rows are made of, never a feature
 /// module (the features call `db`, and own the events a row change queues).
@@ -149,4 +150,48 @@ fn a_cycle_is_found_when_there_is_one() {
         .collect();
     let expected: BTreeSet<String> = ["a", "b", "c"].into_iter().map(str::to_owned).collect();
     assert_eq!(cycles(&graph), BTreeSet::from([expected]));
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn files_are_reached_only_through_the_storage_interface() {
+    // What would tie a caller to the local backend: opening files itself, or the root path.
+    const LOCAL_ONLY: [&str; 4] = ["std::fs", "tokio::fs", "fs::File", ".root()"];
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let storage = source_dir().join("storage");
+    let (mut offences, mut scanned) = (Vec::new(), 0);
+    for krate in ["shared", "api", "worker", "scheduler"] {
+        for file in rust_files(&workspace.join(krate).join("src")) {
+            let name = file.file_name().unwrap();
+            if file.starts_with(&storage) || name == "storage.rs" || name == "test_support.rs" {
+                continue;
+            }
+            scanned += 1;
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.lines().map(str::trim).take_while(|line| !line.starts_with("#[cfg(test)]"));
+            for (number, line) in code.enumerate().filter(|(_, line)| !line.starts_with("//")) {
+                if let Some(needle) = LOCAL_ONLY.iter().find(|needle| line.contains(*needle)) {
+                    offences.push(format!("{}:{}: {needle}", file.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert!(scanned > 50, "the sources were read: {scanned} files");
+    assert!(offences.is_empty(), "files opened outside shared::storage: {offences:#?}");
 }

@@ -9,8 +9,6 @@
 use shared::db::storage_files;
 use shared::model::ChecksumStatus;
 use shared::model::processing_error::CHECKSUM_MISMATCH;
-use shared::storage::sha256_hex;
-use tokio::task::spawn_blocking;
 
 use crate::Context;
 use crate::consumer::{Handler, Job, JobError};
@@ -37,9 +35,8 @@ impl Handler for Checksums {
         if file.checksum_status == ChecksumStatus::Verified {
             return Ok(()); // a duplicate delivery
         }
-        let opened = self.context.storage.open_read(&file.key()).await;
-        let reader = opened.map_err(|e| JobError::retry(format!("the original cannot be read: {e}")))?.into_std().await;
-        let actual = spawn_blocking(move || sha256_hex(reader)).await?.map_err(JobError::retry)?;
+        let hashed = self.context.storage.sha256(&file.key()).await;
+        let actual = hashed.map_err(|e| JobError::retry(format!("the original cannot be read: {e}")))?;
         if actual == file.checksum {
             storage_files::mark_verified(db, id).await.map_err(JobError::retry)?;
             tracing::info!(image.id = %id, "verified {id}");

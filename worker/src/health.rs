@@ -28,7 +28,7 @@ impl Health {
             return Ok(());
         }
         let results =
-            shared::health::run_checks(&context.db, &context.storage, context.backups.root(), &context.config).await;
+            shared::health::run_checks(&context.db, &context.storage, &context.backups, &context.config).await;
         shared::health::record(&context.db, &results).await.map_err(JobError::retry)?;
         let status = results.iter().map(|r| r.status).max().unwrap_or(shared::model::HealthStatus::Ok);
         let problems: Vec<&str> = results.iter().flat_map(|r| r.problems()).map(String::as_str).collect();

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use shared::auth::{Claims, Role};
 use shared::db::storage_quotas::{self, OwnerQuota, QuotaLimits};
+use shared::fields::FieldError;
 use shared::model::{Owner, OwnerId, OwnerType};
-use shared::upload::FieldError;
 use uuid::Uuid;
 
 use crate::AppState;

@@ -5,8 +5,8 @@ use poem_openapi::Object;
 use shared::auth::Claims;
 use shared::db::storage_files::{self, MetadataChanges};
 use shared::db::{storage_signed_urls, storage_thumbnails};
+use shared::fields::{check_file_name, check_metadata, normalize_tags};
 use shared::model::ImageId;
-use shared::upload::{check_file_name, check_metadata, normalize_tags};
 
 use super::{ImageView, require_write};
 use crate::AppState;

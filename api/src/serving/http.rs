@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use poem::http::HeaderValue;
-use shared::upload::is_format_character;
+use shared::fields::is_format_character;
 
 /// Bytes that RFC 5987 `attr-char` allows unencoded in `filename*`.
 const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC

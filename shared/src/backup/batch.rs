@@ -183,8 +183,7 @@ fn archive_entries(
     let mut verified = Vec::with_capacity(staged.len());
     for (entry, archive_file, archived) in staged {
         let image_id = entry.image_id;
-        let checked =
-            std::fs::File::open(archive_file.path()).and_then(|file| archive::digest(io::BufReader::new(file)));
+        let checked = archive_file.reader().and_then(|file| archive::digest(io::BufReader::new(file)));
         match checked {
             Ok((sha256, size)) if sha256 == archived.sha256 && size == archived.size => {
                 let file = entry.file.as_ref().expect("only live entries are staged");

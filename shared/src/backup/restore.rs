@@ -194,7 +194,7 @@ impl Restorer<'_> {
         if state == RowState::Deleted {
             return Ok(Outcome::Skipped("deleted after it was backed up".to_owned()));
         }
-        let present = self.storage.open_read(&key).await.is_ok();
+        let present = self.storage.exists(&key).await.unwrap_or(false);
         if state == RowState::Live && present && mode == RestoreMode::MissingOnly {
             return Ok(Outcome::Skipped("present in storage".to_owned()));
         }
@@ -204,7 +204,7 @@ impl Restorer<'_> {
             Err(error) => return Ok(Outcome::Failed(format!("archive unreadable: {error}"))),
         };
         let (extracted, staged) = tokio::task::spawn_blocking(move || {
-            let extracted = archive::extract(BufReader::new(archive), staged.file_mut());
+            let extracted = archive::extract(BufReader::new(archive), &mut staged);
             (extracted, staged)
         })
         .await?;

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use super::CheckResult;
 use crate::db::storage_files::{self, IntegrityCandidate};
 use crate::model::{HealthStatus, ImageId};
-use crate::storage::{Storage, sha256_hex};
+use crate::storage::Storage;
 
 /// Re-hashes `sample_size` originals. A match moves the file to the back of the line; a
 /// mismatch or a missing file marks the image corrupt (visible in its metadata, repaired by
@@ -71,8 +71,7 @@ pub async fn sample(db: &PgPool, storage: &Storage, sample_size: u32, now: DateT
 }
 
 async fn rehash(storage: &Storage, candidate: &IntegrityCandidate) -> io::Result<String> {
-    let file = storage.open_read(&candidate.key).await?.into_std().await;
-    tokio::task::spawn_blocking(move || sha256_hex(file)).await.map_err(io::Error::other)?
+    storage.sha256(&candidate.key).await
 }
 
 async fn mark(db: &PgPool, check: &mut CheckResult, id: ImageId, reason: &str) {

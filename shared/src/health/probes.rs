@@ -3,7 +3,6 @@
 //! `rate_*` functions turn figures into problems against the `health:` thresholds without
 //! any I/O, so every threshold is unit-tested.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -16,7 +15,7 @@ use crate::config::{BackupPolicy, HealthConfig, RabbitConfig};
 use crate::db::outbox as outbox_table;
 use crate::db::storage_backups::{self, BackupHealth};
 use crate::model::HealthStatus;
-use crate::storage::disk_space;
+use crate::storage::{BackupTree, Storage};
 
 /// Longest wait for the database's answer before it counts as unreachable.
 pub const DATABASE_ANSWER_LIMIT: Duration = Duration::from_secs(2);
@@ -140,11 +139,11 @@ fn rate_job_queue(
 /// Free space on the storage disk and, where this process sees it, the backup disk (the API
 /// does not mount the backup tree). Too little on the storage disk is `down`: uploads fail
 /// there first.
-pub fn disk(storage_root: &Path, backup_root: Option<&Path>, config: &HealthConfig) -> CheckResult {
+pub fn disk(storage: &Storage, backups: Option<&BackupTree>, config: &HealthConfig) -> CheckResult {
     let mut check = CheckResult::new("disk");
-    let disks = [("storage", Some(storage_root), true), ("backups", backup_root, false)];
-    for (name, path, can_stop_uploads) in disks.into_iter().filter_map(|(n, p, s)| Some((n, p?, s))) {
-        match disk_space(path) {
+    let disks = [("storage", storage.disk_space(), true), ("backups", backups.and_then(BackupTree::disk_space), false)];
+    for (name, space, can_stop_uploads) in disks.into_iter().filter_map(|(n, d, s)| Some((n, d?, s))) {
+        match space {
             Ok((free, total)) => rate_disk(&mut check, name, free, total, can_stop_uploads, config),
             Err(error) => {
                 check

@@ -15,6 +15,7 @@
 //! batches of [`LOOKUP_BATCH`] paths through a channel of two, each looked up in one query;
 //! live rows are checked in pages of the same size.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -236,19 +237,10 @@ async fn remake_missing_thumbnails(
         let Some(last) = page.last() else { break };
         after = Some((last.image_id, last.size_name.clone()));
         let full = page.len() == LOOKUP_BATCH;
-        let root = storage.root().to_owned();
-        let mut incomplete: Vec<ImageId> = spawn_blocking(move || {
-            let mut incomplete = Vec::new();
-            for thumbnail in page {
-                match std::fs::symlink_metadata(root.join(&thumbnail.file_path)) {
-                    Ok(_) => {}
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => incomplete.push(thumbnail.image_id),
-                    Err(error) => return Err(error),
-                }
-            }
-            std::io::Result::Ok(incomplete)
-        })
-        .await??;
+        let missing: HashSet<String> =
+            storage.missing(page.iter().map(|t| t.file_path.clone()).collect()).await?.into_iter().collect();
+        let mut incomplete: Vec<ImageId> =
+            page.iter().filter(|t| missing.contains(&t.file_path)).map(|t| t.image_id).collect();
         incomplete.dedup();
         if !incomplete.is_empty() {
             let mut tx = db.begin().await?;

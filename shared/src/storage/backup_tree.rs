@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -55,9 +55,9 @@ pub struct StagedArchive {
 }
 
 impl StagedArchive {
-    /// Where the bytes go while staged (to write, then to read back for verification).
-    pub fn path(&self) -> &Path {
-        self.path.as_deref().expect("not placed yet")
+    /// Reads the staged bytes back (to verify them before they are placed).
+    pub fn reader(&self) -> io::Result<impl Read + Send + use<>> {
+        File::open(self.path.as_deref().expect("not placed yet"))
     }
 }
 
@@ -79,12 +79,18 @@ impl BackupTree {
         Ok(tree)
     }
 
+    /// Bytes free (to unprivileged users) and in all on the disk holding the backups, for
+    /// the health check; `None` for a store without a disk of its own to fill.
+    pub fn disk_space(&self) -> Option<io::Result<(u64, u64)>> {
+        Some(disk_space(&self.root))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
 
     /// A new staged file and its handle for writing.
-    pub fn stage(&self) -> io::Result<(StagedArchive, File)> {
+    pub fn stage(&self) -> io::Result<(StagedArchive, impl Write + Send + use<>)> {
         let path = self.root.join(STAGING_DIR).join(format!("{}.part", Uuid::new_v4()));
         let file = File::options().write(true).create_new(true).open(&path)?;
         Ok((StagedArchive { path: Some(path) }, file))
@@ -117,8 +123,10 @@ impl BackupTree {
     }
 
     /// Writes a small file (a manifest) atomically at `relative`.
-    pub fn write_file(&self, relative: &Path, write: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
-        let (staged, mut file) = self.stage()?;
+    pub fn write_file(&self, relative: &Path, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+        let path = self.root.join(STAGING_DIR).join(format!("{}.part", Uuid::new_v4()));
+        let mut file = File::options().write(true).create_new(true).open(&path)?;
+        let staged = StagedArchive { path: Some(path) };
         write(&mut file)?;
         file.sync_all()?;
         drop(file);
@@ -126,7 +134,7 @@ impl BackupTree {
     }
 
     /// Opens a file of the tree for reading.
-    pub fn open_file(&self, relative: &Path) -> io::Result<File> {
+    pub fn open_file(&self, relative: &Path) -> io::Result<impl Read + Send + use<>> {
         File::open(self.resolve(relative)?)
     }
 

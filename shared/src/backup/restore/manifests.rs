@@ -2,7 +2,7 @@
 //! runtime.
 
 use std::collections::HashSet;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
@@ -89,7 +89,7 @@ pub(super) fn stream_entries(tree: BackupTree, path: PathBuf) -> mpsc::Receiver<
 }
 
 /// Opens a manifest and reads its header. Blocking.
-fn open(tree: &BackupTree, path: &Path) -> Result<manifest::Reader<BufReader<std::fs::File>>, RestoreError> {
+fn open(tree: &BackupTree, path: &Path) -> Result<manifest::Reader<BufReader<impl Read + Send + use<>>>, RestoreError> {
     let file = tree.open_file(path)?;
     Ok(manifest::Reader::new(BufReader::new(file))?)
 }
@@ -103,7 +103,6 @@ fn backup_folder(manifest: &Path) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
 
     use chrono::NaiveDate;
 
