@@ -23,17 +23,9 @@ fn source_dir() -> PathBuf {
 /// The files of top-level module `name`: `name.rs` and everything under `name/`.
 fn files_of(name: &str) -> Vec<PathBuf> {
     let mut files = vec![source_dir().join(format!("{name}.rs"))];
-    let mut pending = vec![source_dir().join(name)];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
-        }
+    let folder = source_dir().join(name);
+    if folder.is_dir() {
+        files.extend(rust_files(&folder));
     }
     files
 }
