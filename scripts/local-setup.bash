@@ -133,6 +133,72 @@ ensure_redis() {
     wait_until 30 "Redis on $host:$port" port_open "$host" "$port"
 }
 
+# The rustfmt and clippy components, for the style checks.
+ensure_lint_tools() {
+    local component
+    for component in rustfmt clippy; do
+        cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
+    done
+}
+
+# Runs a command without its output.
+quietly() { "$@" >/dev/null 2>&1; }
+
+# The Garage version the s3 backend is tested against.
+GARAGE_VERSION=2.5.0
+
+# Installs Garage, the S3-compatible store the s3 backend is tested against, when it is
+# missing: built from source by cargo (about 15 minutes, once per machine).
+ensure_garage() {
+    PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+    command -v garage >/dev/null && return 0
+    say "installing Garage $GARAGE_VERSION (cargo install; about 15 minutes, once per machine)"
+    cargo install garage --locked --version "$GARAGE_VERSION"
+}
+
+# Starts the single Garage node the tests use, unless its S3 port answers already: loopback
+# ports only, its data under ${TMPDIR:-/tmp}/stayler-garage, one bucket and one key (the
+# defaults of shared::test_support::s3_config). Each test works under a key prefix of its
+# own and removes its objects, as it does with its queues.
+ensure_test_garage() {
+    local dir="${TMPDIR:-/tmp}/stayler-garage" s3_port=39900 rpc_port=39901
+    local bucket=stayler-test key_name=stayler-test-key
+    local key_id=GK5354a7e4c0ffee0000000001
+    local secret=5354a7e4c0ffee00000000000000000000000000000000000000000000000001
+    port_open 127.0.0.1 "$s3_port" && return 0
+    ensure_garage
+    mkdir -p "$dir"
+    cat >"$dir/garage.toml" <<TOML
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret = "5354a7e4c0ffee5354a7e4c0ffee5354a7e4c0ffee5354a7e4c0ffee5354a7e4"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3_port"
+root_domain = ".s3.garage.localhost"
+TOML
+    say "starting a Garage node for the tests (data in $dir)"
+    setsid garage -c "$dir/garage.toml" server >>"$dir/server.log" 2>&1 </dev/null &
+    wait_until 60 "Garage on 127.0.0.1:$s3_port" port_open 127.0.0.1 "$s3_port"
+    local garage=(garage -c "$dir/garage.toml")
+    wait_until 60 "the Garage node's status" quietly "${garage[@]}" status
+    if "${garage[@]}" status 2>/dev/null | grep -q "NO ROLE ASSIGNED"; then
+        local node
+        node=$("${garage[@]}" node id -q 2>/dev/null | cut -d@ -f1)
+        "${garage[@]}" layout assign -z local -c 1G "$node" >/dev/null
+        "${garage[@]}" layout apply --version 1 >/dev/null
+    fi
+    "${garage[@]}" bucket info "$bucket" >/dev/null 2>&1 || "${garage[@]}" bucket create "$bucket" >/dev/null
+    "${garage[@]}" key info "$key_name" >/dev/null 2>&1 ||
+        "${garage[@]}" key import --yes -n "$key_name" "$key_id" "$secret" >/dev/null
+    "${garage[@]}" bucket allow --read --write --owner "$bucket" --key "$key_name" >/dev/null
+}
+
 # Enables the management dashboard (port 15672) of the local RabbitMQ node.
 ensure_rabbitmq_dashboard() {
     command -v rabbitmq-plugins >/dev/null || return 0

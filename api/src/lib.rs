@@ -132,7 +132,7 @@ impl RunningApi {
 /// Connects to PostgreSQL (migrating if configured), opens storage and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<RunningApi> {
     let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL (database.url)")?;
-    let storage = Storage::open(&config.storage.base_path).await.context("opening storage.basePath")?;
+    let storage = Storage::from_config(&config.storage).await.context("opening the storage (storage.backend)")?;
     start_with(AppState::new(db, storage, Arc::new(config))).await
 }
 

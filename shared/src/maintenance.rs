@@ -25,4 +25,7 @@ pub enum MaintenanceError {
     Io(#[from] io::Error),
     #[error("a maintenance task stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The job does not run on this storage backend yet.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }

@@ -21,10 +21,14 @@ use tokio::fs::{self, File};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 
+use crate::config::{S3Config, StorageBackend, StorageConfig};
+use s3::S3Objects;
+
 mod audit;
 mod backup_tree;
 mod direct;
 mod key;
+mod s3;
 mod staged;
 pub use audit::{FileWalk, QUARANTINE_DIR, ScannedFile};
 pub use backup_tree::{ARCHIVE_SUFFIX, BackupTree, MANIFEST_FILE, StagedArchive, archive_path, backup_dir, disk_space};
@@ -36,21 +40,55 @@ const STAGING_DIR: &str = ".staging";
 /// Staged files older than this were left by a crash and are removed at start-up.
 const STALE_STAGING_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// File storage rooted at `storage.basePath`.
+/// The stored objects, and the folder (`storage.basePath`) where this process stages its
+/// writes; on the local backend the objects live under that folder too.
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: PathBuf,
+    objects: Objects,
+}
+
+/// Where the objects live.
+#[derive(Debug, Clone)]
+enum Objects {
+    /// Under `root`, as files.
+    Local,
+    /// In a bucket.
+    S3(S3Objects),
 }
 
 impl Storage {
-    /// Opens (creating if needed) the tree at `root`, and removes staged files left by a
-    /// crash long ago.
+    /// Opens (creating if needed) the local tree at `root`, and removes staged files left by
+    /// a crash long ago.
     pub async fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
-        let root = root.into();
+        Self::open_with(root.into(), Objects::Local).await
+    }
+
+    /// Opens the objects in the bucket `s3` names, staging writes under `root`. No request
+    /// is sent yet: a store that is down fails the first read or write, not the start.
+    pub async fn open_s3(root: impl Into<PathBuf>, s3: &S3Config) -> io::Result<Self> {
+        let objects = S3Objects::new(s3).map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        Self::open_with(root.into(), Objects::S3(objects)).await
+    }
+
+    /// Opens the backend `storage.backend` selects.
+    pub async fn from_config(config: &StorageConfig) -> io::Result<Self> {
+        match config.backend {
+            StorageBackend::Local => Self::open(&config.base_path).await,
+            StorageBackend::S3 => Self::open_s3(&config.base_path, &config.s3).await,
+        }
+    }
+
+    async fn open_with(root: PathBuf, objects: Objects) -> io::Result<Self> {
         fs::create_dir_all(root.join(STAGING_DIR)).await?;
-        let storage = Self { root };
+        let storage = Self { root, objects };
         storage.remove_stale_staged_files().await?;
         Ok(storage)
+    }
+
+    /// True for the local folder tree (the file audit walks it; an object store's is listed).
+    pub fn is_local(&self) -> bool {
+        matches!(self.objects, Objects::Local)
     }
 
     /// Starts a write whose destination is decided later (an upload's format and owner are
@@ -79,6 +117,13 @@ impl Storage {
     /// in one trip to a blocking thread. Replaces an existing object atomically.
     pub async fn commit(&self, mut staged: StagedFile, key: &StorageKey) -> io::Result<()> {
         let file = staged.file.take().expect("a staged file is committed once");
+        if let Objects::S3(objects) = &self.objects {
+            // The handle was opened for writing; the upload reads the file afresh. The
+            // staged file goes when `staged` drops, uploaded or not.
+            drop(file);
+            let source = std::fs::File::open(staged.path.as_ref().expect("a staged file has a path"))?;
+            return objects.put_file(source, key).await;
+        }
         let source = staged.path.clone().expect("a staged file has a path");
         let root = self.root.clone();
         let destination = self.root.join(key.relative_path());
@@ -106,6 +151,9 @@ impl Storage {
 
     /// Opens an object for reading, as a stream of its bytes.
     pub async fn open_read(&self, key: &StorageKey) -> io::Result<ObjectReader> {
+        if let Objects::S3(objects) = &self.objects {
+            return objects.open_read(key).await;
+        }
         let file = File::open(self.path_of(key)).await?;
         let len = file.metadata().await?.len();
         Ok(ObjectReader { inner: Box::pin(file), len })
@@ -114,6 +162,9 @@ impl Storage {
     /// Opens `range` of an object (clamped to its end) for reading: the bytes a `Range`
     /// request asks for, without reading the ones before.
     pub async fn open_range(&self, key: &StorageKey, range: Range<u64>) -> io::Result<ObjectReader> {
+        if let Objects::S3(objects) = &self.objects {
+            return objects.open_range(key, range).await;
+        }
         let mut file = File::open(self.path_of(key)).await?;
         let end = range.end.min(file.metadata().await?.len());
         let start = range.start.min(end);
@@ -125,18 +176,27 @@ impl Storage {
 
     /// Opens an object for reading on a blocking thread (backups stream it into an archive
     /// there).
-    pub fn open_read_blocking(&self, key: &StorageKey) -> io::Result<impl io::Read + Send + use<>> {
-        std::fs::File::open(self.path_of(key))
+    pub fn open_read_blocking(&self, key: &StorageKey) -> io::Result<Box<dyn io::Read + Send>> {
+        match &self.objects {
+            Objects::Local => Ok(Box::new(std::fs::File::open(self.path_of(key))?)),
+            Objects::S3(objects) => Ok(Box::new(objects.open_read_blocking(key)?)),
+        }
     }
 
     /// Whether an object is stored under `key`.
     pub async fn exists(&self, key: &StorageKey) -> io::Result<bool> {
+        if let Objects::S3(objects) = &self.objects {
+            return objects.exists(key).await;
+        }
         fs::try_exists(self.path_of(key)).await
     }
 
     /// Which of `stored_paths` (relative paths as the database keeps them) name no object;
     /// for audits, which check thousands at a time.
     pub async fn missing(&self, stored_paths: Vec<String>) -> io::Result<Vec<String>> {
+        if let Objects::S3(objects) = &self.objects {
+            return objects.missing(stored_paths).await;
+        }
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
             let mut missing = Vec::new();
@@ -155,8 +215,10 @@ impl Storage {
 
     /// Lower-case hex SHA-256 of an object, read in fixed-size chunks on a blocking thread.
     pub async fn sha256(&self, key: &StorageKey) -> io::Result<String> {
-        let path = self.path_of(key);
-        tokio::task::spawn_blocking(move || sha256_hex(std::fs::File::open(path)?)).await.map_err(io::Error::other)?
+        let (storage, key) = (self.clone(), key.clone());
+        tokio::task::spawn_blocking(move || sha256_hex(storage.open_read_blocking(&key)?))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Reads a whole object, refusing one larger than `limit` bytes (only for files that
@@ -177,7 +239,7 @@ impl Storage {
     /// Bytes free (to unprivileged users) and in all on the disk holding the objects, for
     /// the health check; `None` for a store without a disk of its own to fill.
     pub fn disk_space(&self) -> Option<io::Result<(u64, u64)>> {
-        Some(disk_space(&self.root))
+        self.is_local().then(|| disk_space(&self.root))
     }
 
     /// The root of the local tree: for tests, which damage stored files on purpose. The
@@ -192,6 +254,9 @@ impl Storage {
 
     /// Removes an object; false if it was already gone.
     pub async fn delete(&self, key: &StorageKey) -> io::Result<bool> {
+        if let Objects::S3(objects) = &self.objects {
+            return objects.delete(key).await;
+        }
         let path = self.root.join(key.relative_path());
         match fs::remove_file(&path).await {
             Ok(()) => {
@@ -206,6 +271,9 @@ impl Storage {
 
     /// Number of stored objects (staged files excluded); for operators and tests.
     pub async fn count_objects(&self) -> io::Result<usize> {
+        if let Objects::S3(objects) = &self.objects {
+            return objects.count_objects().await;
+        }
         let mut count = 0;
         let mut pending = vec![self.root.join("images")];
         while let Some(dir) = pending.pop() {
@@ -223,6 +291,15 @@ impl Storage {
             }
         }
         Ok(count)
+    }
+
+    /// Removes every object of an s3 backend's prefix: for tests, which each own one, to
+    /// clean up after themselves. Refused on the local backend (remove the folder instead).
+    pub async fn remove_all_objects(&self) -> io::Result<u64> {
+        match &self.objects {
+            Objects::S3(objects) => objects.remove_all().await,
+            Objects::Local => Err(io::Error::new(io::ErrorKind::Unsupported, "remove the folder instead")),
+        }
     }
 
     /// Number of files in the staging area; zero once every write has finished or failed.

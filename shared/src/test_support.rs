@@ -459,3 +459,65 @@ async fn forward(
     links.cancelled().await;
     drop((client, server));
 }
+
+/// Credentials of the test store `scripts/test` starts (a single Garage node), unless the
+/// `STAYLER_TEST_S3_*` variables name another.
+const DEFAULT_S3_ENDPOINT: &str = "http://127.0.0.1:39900";
+const DEFAULT_S3_BUCKET: &str = "stayler-test";
+const DEFAULT_S3_REGION: &str = "garage";
+const DEFAULT_S3_ACCESS_KEY_ID: &str = "GK5354a7e4c0ffee0000000001";
+const DEFAULT_S3_SECRET: &str = "5354a7e4c0ffee00000000000000000000000000000000000000000000000001";
+
+/// The s3 settings of one test: the test store's bucket under a prefix of the test's own.
+pub fn s3_config() -> crate::config::S3Config {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    crate::config::S3Config {
+        endpoint: var("STAYLER_TEST_S3_ENDPOINT", DEFAULT_S3_ENDPOINT),
+        bucket: var("STAYLER_TEST_S3_BUCKET", DEFAULT_S3_BUCKET),
+        region: var("STAYLER_TEST_S3_REGION", DEFAULT_S3_REGION),
+        access_key_id: var("STAYLER_TEST_S3_ACCESS_KEY_ID", DEFAULT_S3_ACCESS_KEY_ID),
+        secret_access_key: SecretString::from(var("STAYLER_TEST_S3_SECRET_ACCESS_KEY", DEFAULT_S3_SECRET)),
+        prefix: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        request_timeout_secs: 10,
+        connect_timeout_secs: 2,
+        ..crate::config::S3Config::default()
+    }
+}
+
+/// A test's objects in the test bucket: removed when dropped, even when the test fails.
+pub struct TestBucket {
+    pub config: crate::config::S3Config,
+}
+
+impl TestBucket {
+    pub fn new() -> Self {
+        Self { config: s3_config() }
+    }
+
+    /// Storage on the s3 backend, staging under `staging`.
+    pub async fn storage(&self, staging: &std::path::Path) -> crate::storage::Storage {
+        crate::storage::Storage::open_s3(staging, &self.config).await.expect("opening the test bucket")
+    }
+}
+
+impl Default for TestBucket {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestBucket {
+    fn drop(&mut self) {
+        let config = self.config.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            runtime.block_on(async {
+                let staging = tempfile::tempdir()?;
+                crate::storage::Storage::open_s3(staging.path(), &config).await?.remove_all_objects().await
+            })
+        });
+        if let Ok(Err(error)) = cleanup.join() {
+            eprintln!("could not remove the test objects under {}: {error}", self.config.prefix);
+        }
+    }
+}

@@ -6,3 +6,4 @@ mod broker;
 mod layering;
 mod migrations;
 mod relay;
+mod s3_storage;

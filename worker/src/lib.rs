@@ -52,7 +52,7 @@ pub async fn run_reporting_start(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL")?;
-    let storage = Storage::open(&config.storage.base_path).await.context("opening storage.basePath")?;
+    let storage = Storage::from_config(&config.storage).await.context("opening the storage (storage.backend)")?;
     let backups = BackupTree::open(&config.storage.backup_path).context("opening storage.backupPath")?;
     let topology = Topology::new(&config.rabbitmq);
     if !topology.declare_when_ready(&config.rabbitmq, &shutdown).await.context("declaring the RabbitMQ topology")? {

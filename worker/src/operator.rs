@@ -36,7 +36,7 @@ struct Trees {
 
 async fn open(config: &Config) -> anyhow::Result<Trees> {
     let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL (database.url)")?;
-    let storage = Storage::open(&config.storage.base_path).await.context("opening storage.basePath")?;
+    let storage = Storage::from_config(&config.storage).await.context("opening the storage (storage.backend)")?;
     let backups = BackupTree::open(&config.storage.backup_path).context("opening storage.backupPath")?;
     Ok(Trees { db, storage, backups })
 }

@@ -7,14 +7,19 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, S3Config, StorageBackend};
 use crate::model::ImageFormat;
 
 /// The `storage:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Root of the image tree (`images/{type}/{owner}/…`).
+    /// Where objects live: `local` (the tree under `basePath`) or `s3` (`storage.s3`).
+    pub backend: StorageBackend,
+    /// The bucket of the `s3` backend.
+    pub s3: S3Config,
+    /// Root of the image tree (`images/{type}/{owner}/…`) on the local backend; on the s3
+    /// backend, only where each process stages its writes.
     pub base_path: PathBuf,
     /// Root of the backup tree (`{YYYY-MM-DD}/…`).
     pub backup_path: PathBuf,
@@ -92,6 +97,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         let size = |width, height| ThumbnailSize { width, height };
         Self {
+            backend: StorageBackend::Local,
+            s3: S3Config::default(),
             base_path: PathBuf::from("./data/storage"),
             backup_path: PathBuf::from("./data/backups"),
             signed_url_key: SecretString::from(""),
@@ -120,6 +127,9 @@ impl StorageConfig {
     /// umask, naming the key at fault. The signing key is checked with the other secrets.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| Err(ConfigError::BadValue { key, reason: reason.to_owned() });
+        if self.backend == StorageBackend::S3 {
+            self.s3.validate()?;
+        }
         if self.max_file_size == 0 {
             return bad("storage.maxFileSize", "must be positive");
         }

@@ -82,6 +82,12 @@ pub async fn run(
     config: &MaintenanceConfig,
     now: DateTime<Utc>,
 ) -> Result<AuditReport, MaintenanceError> {
+    if !storage.is_local() {
+        // It walks the folder tree; listing a bucket instead is still to come (see
+        // docs/roadmap.md). Refused rather than run against an empty folder, which would
+        // report every original missing.
+        return Err(MaintenanceError::Unsupported("the file audit does not run on the s3 backend yet"));
+    }
     let grace = Duration::from_secs(config.orphan_grace_secs);
     let mut report = AuditReport::default();
     let staged = storage.clone();

@@ -1,0 +1,161 @@
+//! `storage.backend` and `storage.s3`: whether objects live in the local folder tree
+//! (`storage.basePath`, the default) or in a bucket of an S3-compatible object store
+//! (Garage, MinIO, Ceph RGW, AWS S3), shared by API and worker machines that share no disk.
+
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// Where stored objects live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// The folder tree under `storage.basePath`.
+    #[default]
+    Local,
+    /// A bucket of an S3-compatible store (`storage.s3`); `storage.basePath` then holds only
+    /// each process's own staged writes.
+    S3,
+}
+
+/// The bucket of the `s3` backend and how to reach it.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Base URL of the S3 API (`http://garage.internal:3900`); empty for AWS itself, whose
+    /// endpoint follows from the region.
+    pub endpoint: String,
+    /// Region the requests are signed for (Garage: its `s3_region`).
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    /// Secret of the access key; better given through the environment
+    /// (`STAYLER_STORAGE__S3__SECRET_ACCESS_KEY`) or [`Self::secret_access_key_file`].
+    pub secret_access_key: SecretString,
+    /// A file holding the secret (a mounted secret), read at start-up; wins over
+    /// `secretAccessKey`.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Path-style requests (`{endpoint}/{bucket}/{key}`), which Garage and MinIO expect;
+    /// `false` for virtual-hosted style (`{bucket}.{endpoint}/{key}`).
+    pub path_style: bool,
+    /// Prepended to every object name (`{prefix}/images/user/…`), to share a bucket.
+    pub prefix: String,
+    /// Seconds one request may take before it fails (and a dependent upload answers 503).
+    pub request_timeout_secs: u64,
+    /// Seconds to wait for a connection to the store.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".to_owned(),
+            bucket: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: SecretString::from(""),
+            secret_access_key_file: None,
+            path_style: true,
+            prefix: String::new(),
+            request_timeout_secs: 30,
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[redacted]")
+            .field("secret_access_key_file", &self.secret_access_key_file)
+            .field("path_style", &self.path_style)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    /// The secret: from its file when one is named, else as configured.
+    pub fn secret(&self) -> Result<SecretString, ConfigError> {
+        let Some(path) = &self.secret_access_key_file else { return Ok(self.secret_access_key.clone()) };
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::BadValue {
+            key: "storage.s3.secretAccessKeyFile",
+            reason: format!("cannot read {}: {error}", path.display()),
+        })?;
+        Ok(SecretString::from(text.trim().to_owned()))
+    }
+
+    /// Checked only when the backend is `s3`.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| Err(ConfigError::BadValue { key, reason: reason.to_owned() });
+        if self.bucket.trim().is_empty() {
+            return bad("storage.s3.bucket", "is required with storage.backend: s3");
+        }
+        if self.access_key_id.trim().is_empty() {
+            return bad("storage.s3.accessKeyId", "is required with storage.backend: s3");
+        }
+        if self.secret_access_key_file.is_none() && self.secret_access_key.expose_secret().is_empty() {
+            return bad("storage.s3.secretAccessKey", "is required (or secretAccessKeyFile) with storage.backend: s3");
+        }
+        let web = self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://");
+        if !self.endpoint.is_empty() && !web {
+            return bad("storage.s3.endpoint", "must be an http:// or https:// URL");
+        }
+        if self.prefix.starts_with('/') || self.prefix.ends_with('/') || self.prefix.contains("//") {
+            return bad("storage.s3.prefix", "must not start or end with `/` nor hold an empty segment");
+        }
+        if self.request_timeout_secs == 0 || self.connect_timeout_secs == 0 {
+            return bad("storage.s3.requestTimeoutSecs", "timeouts must be at least 1 second");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> S3Config {
+        S3Config {
+            endpoint: "http://127.0.0.1:3900".to_owned(),
+            bucket: "images".to_owned(),
+            access_key_id: "GK1".to_owned(),
+            secret_access_key: SecretString::from("s3cr3t"),
+            ..S3Config::default()
+        }
+    }
+
+    #[test]
+    fn an_s3_backend_needs_a_bucket_and_credentials() {
+        assert!(valid().validate().is_ok());
+        let missing = |config: S3Config, key: &str| {
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{error}");
+        };
+        missing(S3Config { bucket: String::new(), ..valid() }, "storage.s3.bucket");
+        missing(S3Config { access_key_id: " ".to_owned(), ..valid() }, "storage.s3.accessKeyId");
+        missing(S3Config { secret_access_key: SecretString::from(""), ..valid() }, "storage.s3.secretAccessKey");
+        missing(S3Config { endpoint: "garage:3900".to_owned(), ..valid() }, "storage.s3.endpoint");
+        missing(S3Config { prefix: "/a".to_owned(), ..valid() }, "storage.s3.prefix");
+    }
+
+    #[test]
+    fn the_secret_comes_from_its_file_and_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let config = S3Config { secret_access_key_file: Some(file), ..valid() };
+        assert_eq!(config.secret().unwrap().expose_secret(), "from-file");
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        let gone = S3Config { secret_access_key_file: Some(dir.path().join("none")), ..valid() };
+        assert!(gone.secret().unwrap_err().to_string().contains("secretAccessKeyFile"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The `s3` backend: objects in a bucket of an S3-compatible store, named
+//! `{prefix}/{StorageKey path}` so that an operator browsing the bucket sees the seed's
+//! layout. Requests are signed and retried by `object_store`; this module only maps the
+//! facade's calls onto it and its errors onto `io::Error` (a missing object is `NotFound`,
+//! anything else is the store's fault).
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
+use secrecy::ExposeSecret;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::StreamReader;
+
+use super::{ObjectReader, StorageKey};
+use crate::config::{ConfigError, S3Config};
+
+/// Part size of multipart uploads, and the size below which an object is sent in one
+/// request (S3 parts are at least 5 MiB).
+const PART_BYTES: usize = 8 * 1024 * 1024;
+/// Parts of one upload in flight at once: with the one being filled, an upload holds at
+/// most three parts (24 MiB) in memory, whatever the object's size.
+const PARTS_IN_FLIGHT: usize = 2;
+/// HEAD requests in flight at once when an audit asks which of many objects exist.
+const CONCURRENT_LOOKUPS: usize = 16;
+
+/// A bucket and the prefix of this deployment's objects in it.
+#[derive(Debug, Clone)]
+pub(super) struct S3Objects {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+impl S3Objects {
+    /// A client of the bucket; nothing is sent until the first request.
+    pub(super) fn new(config: &S3Config) -> Result<Self, ConfigError> {
+        let secret = config.secret()?;
+        let options = ClientOptions::new()
+            .with_allow_http(config.endpoint.starts_with("http://"))
+            .with_timeout(Duration::from_secs(config.request_timeout_secs))
+            .with_connect_timeout(Duration::from_secs(config.connect_timeout_secs));
+        // A store that is down must fail an upload fast (a 503), not after minutes of
+        // retries: a few quick ones ride out a node restart.
+        let retry = RetryConfig {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(config.request_timeout_secs),
+            ..RetryConfig::default()
+        };
+        let mut builder = AmazonS3Builder::new()
+            .with_region(&config.region)
+            .with_bucket_name(&config.bucket)
+            .with_access_key_id(&config.access_key_id)
+            .with_secret_access_key(secret.expose_secret())
+            .with_virtual_hosted_style_request(!config.path_style)
+            .with_client_options(options)
+            .with_retry(retry);
+        if !config.endpoint.is_empty() {
+            builder = builder.with_endpoint(&config.endpoint);
+        }
+        let store =
+            builder.build().map_err(|error| ConfigError::BadValue { key: "storage.s3", reason: error.to_string() })?;
+        Ok(Self { store: Arc::new(store), prefix: config.prefix.clone() })
+    }
+
+    fn path(&self, relative: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(relative)
+        } else {
+            ObjectPath::from(format!("{}/{relative}", self.prefix))
+        }
+    }
+
+    fn key_path(&self, key: &StorageKey) -> ObjectPath {
+        self.path(&key.to_db_path())
+    }
+
+    /// Uploads a staged file under `key`: in one request when small, as a multipart upload
+    /// otherwise, which the store makes visible only once complete.
+    pub(super) async fn put_file(&self, file: std::fs::File, key: &StorageKey) -> io::Result<()> {
+        let mut source = tokio::fs::File::from_std(file);
+        let mut sink = BufWriter::with_capacity(self.store.clone(), self.key_path(key), PART_BYTES)
+            .with_max_concurrency(PARTS_IN_FLIGHT);
+        let copied = tokio::io::copy(&mut source, &mut sink).await;
+        match copied {
+            Ok(_) => sink.shutdown().await,
+            Err(error) => {
+                // Nothing becomes visible: the parts sent so far are discarded.
+                let _ = sink.abort().await;
+                Err(error)
+            }
+        }
+    }
+
+    pub(super) async fn open_read(&self, key: &StorageKey) -> io::Result<ObjectReader> {
+        self.get(key, None).await
+    }
+
+    pub(super) async fn open_range(&self, key: &StorageKey, range: Range<u64>) -> io::Result<ObjectReader> {
+        if range.is_empty() {
+            return Ok(ObjectReader { inner: Box::pin(tokio::io::empty()), len: 0 });
+        }
+        self.get(key, Some(GetRange::Bounded(range))).await
+    }
+
+    async fn get(&self, key: &StorageKey, range: Option<GetRange>) -> io::Result<ObjectReader> {
+        let options = GetOptions { range, ..GetOptions::default() };
+        let result = self.store.get_opts(&self.key_path(key), options).await.map_err(to_io)?;
+        let len = result.range.end - result.range.start;
+        let stream = result.into_stream().map_err(to_io);
+        Ok(ObjectReader { inner: Box::pin(StreamReader::new(stream)), len })
+    }
+
+    /// A blocking reader of an object, for a blocking thread (which keeps the runtime's
+    /// context, so the request runs on the runtime and the bytes are handed over).
+    pub(super) fn open_read_blocking(&self, key: &StorageKey) -> io::Result<impl io::Read + Send + use<>> {
+        let handle = tokio::runtime::Handle::current();
+        let reader = handle.block_on(self.open_read(key))?;
+        Ok(tokio_util::io::SyncIoBridge::new_with_handle(reader, handle))
+    }
+
+    pub(super) async fn exists(&self, key: &StorageKey) -> io::Result<bool> {
+        self.exists_at(self.key_path(key)).await
+    }
+
+    async fn exists_at(&self, path: ObjectPath) -> io::Result<bool> {
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(error) => Err(to_io(error)),
+        }
+    }
+
+    pub(super) async fn missing(&self, stored_paths: Vec<String>) -> io::Result<Vec<String>> {
+        let checks = futures::stream::iter(stored_paths)
+            .map(|relative| async move {
+                let exists = self.exists_at(self.path(&relative)).await?;
+                io::Result::Ok((!exists).then_some(relative))
+            })
+            .buffered(CONCURRENT_LOOKUPS);
+        Ok(checks.try_collect::<Vec<_>>().await?.into_iter().flatten().collect())
+    }
+
+    /// Deletes an object; false if it was already gone (S3 deletes answer the same either
+    /// way, so a HEAD asks first).
+    pub(super) async fn delete(&self, key: &StorageKey) -> io::Result<bool> {
+        let path = self.key_path(key);
+        if !self.exists_at(path.clone()).await? {
+            return Ok(false);
+        }
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+            Err(error) => Err(to_io(error)),
+        }
+    }
+
+    /// Objects under `images/`: what the deployment stores.
+    pub(super) async fn count_objects(&self) -> io::Result<usize> {
+        let prefix = self.path("images");
+        self.store.list(Some(&prefix)).try_fold(0, |count, _| async move { Ok(count + 1) }).await.map_err(to_io)
+    }
+
+    /// Removes every object of this deployment's prefix (tests, which each own a prefix).
+    pub(super) async fn remove_all(&self) -> io::Result<u64> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let locations = self.store.list(prefix.as_ref()).map_ok(|meta| meta.location).boxed();
+        let deleted = self.store.delete_stream(locations).try_fold(0, |n, _| async move { Ok(n + 1) }).await;
+        deleted.map_err(to_io)
+    }
+}
+
+/// A missing object reads as `NotFound`, as a missing file does; the rest as the store's
+/// failure.
+fn to_io(error: object_store::Error) -> io::Error {
+    match error {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, error),
+        other => io::Error::other(other),
+    }
+}
