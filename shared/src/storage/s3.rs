@@ -40,6 +40,12 @@ pub(super) struct S3Objects {
 impl S3Objects {
     /// A client of the bucket; nothing is sent until the first request.
     pub(super) fn new(config: &S3Config) -> Result<Self, ConfigError> {
+        // The HTTP client's TLS uses the process's crypto provider: ring (see Cargo.toml).
+        // Installing it again, or after another part of the process did, changes nothing.
+        // rustls marks ring's provider deprecated for lacking post-quantum key exchange;
+        // aws-lc, which has it, is a C library that costs minutes on every clean build.
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let secret = config.secret()?;
         let options = ClientOptions::new()
             .with_allow_http(config.endpoint.starts_with("http://"))
