@@ -121,7 +121,7 @@ impl Storage {
             // The handle was opened for writing; the upload reads the file afresh. The
             // staged file goes when `staged` drops, uploaded or not.
             drop(file);
-            let source = std::fs::File::open(staged.path.as_ref().expect("a staged file has a path"))?;
+            let source = File::open(staged.path.as_ref().expect("a staged file has a path")).await?;
             return objects.put_file(source, key).await;
         }
         let source = staged.path.clone().expect("a staged file has a path");

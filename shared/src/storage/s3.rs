@@ -88,8 +88,7 @@ impl S3Objects {
 
     /// Uploads a staged file under `key`: in one request when small, as a multipart upload
     /// otherwise, which the store makes visible only once complete.
-    pub(super) async fn put_file(&self, file: std::fs::File, key: &StorageKey) -> io::Result<()> {
-        let mut source = tokio::fs::File::from_std(file);
+    pub(super) async fn put_file(&self, mut source: tokio::fs::File, key: &StorageKey) -> io::Result<()> {
         let mut sink = BufWriter::with_capacity(self.store.clone(), self.key_path(key), PART_BYTES)
             .with_max_concurrency(PARTS_IN_FLIGHT);
         let copied = tokio::io::copy(&mut source, &mut sink).await;
