@@ -71,8 +71,9 @@ pub enum ApiError {
     InsufficientStorage(Json<ErrorBody>),
 }
 
-/// What a client is told to wait before retrying a request the database could not serve.
-const DATABASE_RETRY_AFTER_SECS: u64 = 5;
+/// What a client is told to wait before retrying a request the database or the object
+/// store could not serve.
+pub(crate) const RETRY_AFTER_SECS: u64 = 5;
 
 fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorBody> {
     Json(ErrorBody { error: ErrorDetail { code: code.as_str().to_owned(), message: message.into() } })
@@ -126,7 +127,19 @@ impl ApiError {
         }
         tracing::warn!(error = %cause, "database unavailable");
         let message = "the database is unavailable; retry shortly";
-        Self::ServiceUnavailable(body(ErrorCode::ServiceUnavailable, message), DATABASE_RETRY_AFTER_SECS)
+        Self::ServiceUnavailable(body(ErrorCode::ServiceUnavailable, message), RETRY_AFTER_SECS)
+    }
+
+    /// A storage failure: 503 `service_unavailable` with `Retry-After` while the object
+    /// store is unavailable (unreachable, timing out, or too slow to take upload parts), 500
+    /// for anything else. The cause is logged, never sent.
+    pub fn storage(cause: &std::io::Error) -> Self {
+        if !shared::storage::is_unavailable(cause) {
+            return Self::internal(cause);
+        }
+        tracing::warn!(error = %cause, "object store unavailable");
+        let message = "the object store is unavailable; retry shortly";
+        Self::ServiceUnavailable(body(ErrorCode::ServiceUnavailable, message), RETRY_AFTER_SECS)
     }
 
     /// Logs the cause (once, here) and answers 500 without revealing it.
@@ -160,7 +173,7 @@ impl From<UploadError> for ApiError {
                 tracing::error!(error = %e, "the storage disk is full");
                 Self::InsufficientStorage(body(ErrorCode::InsufficientStorage, "the storage disk is full; retry later"))
             }
-            UploadError::Storage(e) => Self::internal(&e),
+            UploadError::Storage(e) => Self::storage(&e),
             UploadError::Db(e) => Self::database(&e),
         }
     }

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::TryStreamExt as _;
 use poem::http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_SECURITY_POLICY,
-    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, X_CONTENT_TYPE_OPTIONS,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
 };
 use poem::http::{HeaderValue, Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
@@ -179,14 +179,14 @@ impl Serving {
             return Ok(response.header(CONTENT_LENGTH, span.end - span.start).body(Body::empty()));
         }
         let storage = &self.inner.storage;
-        let small = self.inner.cache.small_file(storage, file).await.map_err(|e| Denial::Internal(e.to_string()))?;
+        let small = self.inner.cache.small_file(storage, file).await.map_err(Denial::storage)?;
         if let Some(bytes) = small {
             // As read; differs from the recorded size only for a damaged file (logged).
             let end = span.end.min(bytes.len() as u64) as usize;
             let body = bytes.slice((span.start as usize).min(end)..end);
             return Ok(response.header(CONTENT_LENGTH, body.len()).body(Body::from(body)));
         }
-        let body = stream(storage, file, span.clone()).await.map_err(|e| Denial::Internal(e.to_string()))?;
+        let body = stream(storage, file, span.clone()).await.map_err(Denial::storage)?;
         Ok(response.header(CONTENT_LENGTH, span.end - span.start).body(body))
     }
 
@@ -243,10 +243,20 @@ enum Denial {
         size: u64,
     },
     MethodNotAllowed,
+    /// The object store is unavailable: worth retrying shortly.
+    StoreUnavailable(String),
     Internal(String),
 }
 
 impl Denial {
+    fn storage(error: std::io::Error) -> Self {
+        if shared::storage::is_unavailable(&error) {
+            Self::StoreUnavailable(error.to_string())
+        } else {
+            Self::Internal(error.to_string())
+        }
+    }
+
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
             Self::Signature(SignatureError::Expired) => (StatusCode::GONE, ErrorCode::UrlExpired, self.message()),
@@ -266,6 +276,10 @@ impl Denial {
                 (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::RangeNotSatisfiable, self.message())
             }
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, self.message()),
+            Self::StoreUnavailable(cause) => {
+                tracing::warn!(error = %cause, "object store unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, self.message())
+            }
             Self::Internal(cause) => {
                 tracing::error!(error = %cause, "serving a file failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error".to_owned())
@@ -276,6 +290,9 @@ impl Denial {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Self::RangeNotSatisfiable { size } = self {
             headers.insert(CONTENT_RANGE, HeaderValue::try_from(format!("bytes */{size}")).expect("digits"));
+        }
+        if let Self::StoreUnavailable(_) = self {
+            headers.insert(RETRY_AFTER, HeaderValue::from(error::RETRY_AFTER_SECS));
         }
         response
     }
@@ -288,6 +305,7 @@ impl Denial {
             Self::BadAccessType => "access_type must be view or download".to_owned(),
             Self::RangeNotSatisfiable { size } => format!("the range starts past the end of the {size}-byte file"),
             Self::MethodNotAllowed => "only GET and HEAD are allowed".to_owned(),
+            Self::StoreUnavailable(_) => "the object store is unavailable; retry shortly".to_owned(),
             Self::Internal(_) => "internal error".to_owned(),
         }
     }

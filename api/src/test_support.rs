@@ -80,7 +80,7 @@ impl TestApp {
         let mut config = test_config(dir.path(), &pool).await;
         adjust(&mut config);
         let config = Arc::new(config);
-        let storage = Storage::open(&config.storage.base_path).await.expect("storage");
+        let storage = Storage::from_config(&config.storage).await.expect("storage");
         let state = AppState::new(pool.clone(), storage.clone(), config.clone());
         let api = crate::start_with(state).await.expect("API starts");
         Self {

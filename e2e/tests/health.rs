@@ -88,6 +88,8 @@ async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: Pg
     let (_, disk) = check(&rows, "disk");
     assert!(disk["storage"]["free_bytes"].as_u64().unwrap() > 0, "{disk}");
     assert!(disk["backups"]["total_bytes"].as_u64().unwrap() > 0, "{disk}");
+    let (_, store) = check(&rows, "store");
+    assert_eq!((store["backend"].as_str(), store["reachable"].as_bool()), (Some("local"), Some(true)), "{store}");
     let (_, outbox) = check(&rows, "outbox");
     assert!(
         outbox["unpublished"].as_i64().unwrap() <= 1,
@@ -115,7 +117,7 @@ async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: Pg
         details["checks"].as_array().unwrap().iter().map(|c| c["check_type"].as_str().unwrap()).collect();
     assert_eq!(
         recorded,
-        ["backup", "broker", "disk", "integrity", "outbox"],
+        ["backup", "broker", "disk", "integrity", "outbox", "store"],
         "the live database check replaces its record"
     );
     let live: Vec<&str> =

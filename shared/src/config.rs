@@ -40,7 +40,7 @@ pub use maintenance::MaintenanceConfig;
 pub use quota::QuotaConfig;
 pub use rabbitmq::RabbitConfig;
 pub use rate_limit::{RateLimitConfig, RouteLimit};
-pub use s3::{S3Config, StorageBackend};
+pub use s3::{MIN_UPLOAD_BUFFER_BYTES, S3Config, StorageBackend};
 pub use scheduler::SchedulerConfig;
 pub use server::ServerConfig;
 pub use serving::ServingConfig;

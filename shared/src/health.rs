@@ -21,15 +21,16 @@ use crate::storage::{BackupTree, Storage};
 /// integrity sample, which reads files.
 pub async fn run_checks(db: &PgPool, storage: &Storage, backups: &BackupTree, config: &Config) -> Vec<CheckResult> {
     let health = &config.health;
-    let (database, broker, outbox, backup) = tokio::join!(
+    let (database, broker, store, outbox, backup) = tokio::join!(
         probes::database(db, health),
         probes::broker(&config.rabbitmq, health),
+        probes::store(storage, health),
         probes::outbox(db, health),
         probes::backup(db, &config.storage.backup_policy, health, Utc::now()),
     );
     let disk = probes::disk(storage, Some(backups), health);
     let integrity = integrity::sample(db, storage, health.integrity_sample_size, Utc::now()).await;
-    vec![database, broker, disk, outbox, backup, integrity]
+    vec![database, broker, store, disk, outbox, backup, integrity]
 }
 
 /// Records at once that the storage disk ran out of space under a write, so that the health

@@ -23,9 +23,4 @@ pub enum MaintenanceError {
     Db(#[from] sqlx::Error),
     #[error("storage tree: {0}")]
     Io(#[from] io::Error),
-    #[error("a maintenance task stopped: {0}")]
-    Task(#[from] tokio::task::JoinError),
-    /// The job does not run on this storage backend yet.
-    #[error("{0}")]
-    Unsupported(&'static str),
 }

@@ -30,10 +30,13 @@ mod direct;
 mod key;
 mod s3;
 mod staged;
+mod stream;
 pub use audit::{FileWalk, QUARANTINE_DIR, ScannedFile};
 pub use backup_tree::{ARCHIVE_SUFFIX, BackupTree, MANIFEST_FILE, StagedArchive, archive_path, backup_dir, disk_space};
 pub use key::StorageKey;
+pub use s3::{UPLOAD_BUFFER_WAIT, UPLOAD_PART_BYTES, is_unavailable};
 pub use staged::{StagedFile, StagedWriter};
+pub use stream::{ReadSeek, StreamWriter, Streamed};
 
 /// Folder under the root holding uploads and thumbnails still being written.
 const STAGING_DIR: &str = ".staging";
@@ -142,8 +145,11 @@ impl Storage {
         placed
     }
 
-    /// Writes `bytes` under `key` atomically.
+    /// Writes `bytes` under `key` atomically (small objects: thumbnails).
     pub async fn write(&self, key: &StorageKey, bytes: &[u8]) -> io::Result<()> {
+        if let Objects::S3(objects) = &self.objects {
+            return objects.put_bytes(key, bytes).await;
+        }
         let mut staged = self.stage().await?;
         staged.append(bytes).await?;
         self.commit(staged, key).await
@@ -240,6 +246,30 @@ impl Storage {
     /// the health check; `None` for a store without a disk of its own to fill.
     pub fn disk_space(&self) -> Option<io::Result<(u64, u64)>> {
         self.is_local().then(|| disk_space(&self.root))
+    }
+
+    /// Writes, reads back and removes a small object, as an upload and a serve would: the
+    /// health check's test that the store takes writes (on the local tree, a staged file).
+    pub async fn probe(&self) -> io::Result<()> {
+        if let Objects::S3(objects) = &self.objects {
+            return objects.probe().await;
+        }
+        let mut staged = self.stage().await?;
+        staged.append(b"stayler health probe").await?;
+        let mut read = Vec::new();
+        io::Read::read_to_end(&mut staged.reader()?, &mut read)?;
+        if read != b"stayler health probe" {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the probe file read back differently"));
+        }
+        Ok(())
+    }
+
+    /// Which backend holds the objects, as reports name it.
+    pub fn backend_name(&self) -> &'static str {
+        match self.objects {
+            Objects::Local => "local",
+            Objects::S3(_) => "s3",
+        }
     }
 
     /// The root of the local tree: for tests, which damage stored files on purpose. The

@@ -1,4 +1,4 @@
-//! Ingesting an upload: stream to a staged file while hashing and counting, check what the
+//! Ingesting an upload: stream into storage while hashing and counting, check what the
 //! bytes are, charge the owner's quota, and commit file, row and `image.uploaded` event
 //! together. On any failure nothing remains: no file, no row, no quota used.
 
@@ -19,7 +19,7 @@ use crate::fields::{FieldError, MAX_METADATA_BYTES, normalize_tags, sanitize_fil
 use crate::imaging::{self, ImagingError};
 use crate::model::ImageFormat;
 use crate::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
-use crate::storage::{StagedFile, StagedWriter, Storage, StorageKey};
+use crate::storage::{Storage, StorageKey, StreamWriter, Streamed};
 
 /// Most source images one AI result may name.
 pub const MAX_SOURCES: usize = 16;
@@ -194,18 +194,18 @@ impl From<FieldError> for UploadError {
     }
 }
 
-/// The file part of an upload, arriving chunk by chunk into a staged file, hashed and
-/// written on a blocking thread (see [`StagedWriter`]).
+/// The file part of an upload, arriving chunk by chunk into storage (a staged file, or a
+/// staged object of the store) and hashed on the way (see [`StreamWriter`]).
 #[derive(Debug)]
 pub struct IncomingFile {
-    writer: StagedWriter<Sha256>,
+    writer: StreamWriter<Sha256>,
     len: u64,
     limit_bytes: u64,
 }
 
 impl IncomingFile {
     pub async fn start(storage: &Storage, limit_bytes: u64) -> Result<Self, UploadError> {
-        Ok(Self { writer: storage.stage().await?.into_writer(Sha256::new()), len: 0, limit_bytes })
+        Ok(Self { writer: storage.stream(Sha256::new()).await?, len: 0, limit_bytes })
     }
 
     /// Appends a chunk; stops at the limit without writing past it.
@@ -225,22 +225,28 @@ impl IncomingFile {
 
     /// Waits for the last bytes to be written.
     pub async fn finish(self) -> Result<ReceivedFile, UploadError> {
-        let (staged, hasher) = self.writer.finish().await?;
-        Ok(ReceivedFile { checksum: hex::encode(hasher.finalize()), staged })
+        let (streamed, hasher) = self.writer.finish().await?;
+        Ok(ReceivedFile { checksum: hex::encode(hasher.finalize()), streamed })
     }
 }
 
-/// A completely received file, still staged.
+/// A completely received file, not yet named.
 #[derive(Debug)]
 pub struct ReceivedFile {
-    staged: StagedFile,
+    streamed: Streamed,
     /// Lower-case hex SHA-256.
     pub checksum: String,
 }
 
 impl ReceivedFile {
     pub fn size(&self) -> u64 {
-        self.staged.len()
+        self.streamed.len()
+    }
+
+    /// Removes the received bytes before answering (a refused form); dropping the file
+    /// removes them too, but on the s3 backend a moment later.
+    pub async fn discard(self) {
+        self.streamed.discard().await;
     }
 }
 
@@ -261,35 +267,53 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    /// Checks and commits a received file. Every early return drops the staged file, so a
-    /// refused upload leaves nothing behind.
+    /// Checks and commits a received file. A refused upload leaves nothing behind: the
+    /// received bytes are removed before the answer unless they were committed.
     pub async fn store(
         &self,
         claims: &Claims,
         request: UploadRequest,
-        mut received: ReceivedFile,
+        received: ReceivedFile,
+    ) -> Result<StoredUpload, UploadError> {
+        let ReceivedFile { streamed, checksum } = received;
+        let mut unnamed = Some(streamed);
+        let stored = self.check_and_commit(claims, request, &mut unnamed, &checksum).await;
+        if let Some(unused) = unnamed {
+            unused.discard().await;
+        }
+        stored
+    }
+
+    /// Takes the received bytes out of `unnamed` only to commit them.
+    async fn check_and_commit(
+        &self,
+        claims: &Claims,
+        request: UploadRequest,
+        unnamed: &mut Option<Streamed>,
+        checksum: &str,
     ) -> Result<StoredUpload, UploadError> {
         let owner = claims.upload_owner(request.image_type, request.owner)?;
-        if received.size() == 0 {
+        let streamed = unnamed.as_ref().expect("not committed yet");
+        if streamed.is_empty() {
             return Err(UploadError::EmptyFile);
         }
         if let Some(key) = &request.idempotency_key
-            && let Some(previous) = self.replay(claims.sub, key, &received.checksum).await?
+            && let Some(previous) = self.replay(claims.sub, key, checksum).await?
         {
             return Ok(previous);
         }
-        let info = self.probe(&mut received).await?;
+        let size = i64::try_from(streamed.len()).expect("bounded by maxFileSize");
+        let info = self.probe(streamed).await?;
 
         let id = ImageId::new();
         let key = StorageKey::Original { image_type: request.image_type, owner, image_id: id, format: info.format };
         let file_path = key.to_db_path();
-        let size = i64::try_from(received.size()).expect("bounded by maxFileSize");
         let metadata = Value::Object(request.metadata);
 
         // The file goes into place before its row exists and outside the transaction, so the
         // owner's quota row stays locked only for the database work. A crash in between
-        // leaves an orphan file for the sweeper, never a row without its file.
-        self.storage.commit(received.staged, &key).await?;
+        // leaves an orphan file for the file audit, never a row without its file.
+        self.storage.commit_streamed(unnamed.take().expect("checked above"), &key).await?;
         let new_file = NewFile {
             id,
             owner,
@@ -300,7 +324,7 @@ impl Uploader {
             format: info.format,
             width: i32::try_from(info.width).expect("bounded by maxPixels"),
             height: i32::try_from(info.height).expect("bounded by maxPixels"),
-            checksum: &received.checksum,
+            checksum,
             is_public: request.is_public,
             tags: &request.tags,
             metadata: &metadata,
@@ -366,8 +390,8 @@ impl Uploader {
         Ok(Some(StoredUpload { file, replayed: true }))
     }
 
-    async fn probe(&self, received: &mut ReceivedFile) -> Result<imaging::ImageInfo, UploadError> {
-        let reader = received.staged.reader()?;
+    async fn probe(&self, received: &Streamed) -> Result<imaging::ImageInfo, UploadError> {
+        let reader = received.reader()?;
         let max_pixels = self.config.storage.max_pixels;
         let info = tokio::task::spawn_blocking(move || imaging::probe(reader, max_pixels))
             .await

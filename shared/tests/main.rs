@@ -6,4 +6,5 @@ mod broker;
 mod layering;
 mod migrations;
 mod relay;
+mod s3_file_audit;
 mod s3_storage;

@@ -1,10 +1,10 @@
 //! `POST /storage/images`: a streaming multipart upload.
 //!
-//! The body is never held in memory: the `file` part goes chunk by chunk into a staged
-//! file (hashed and counted on the way, cut off at `storage.maxFileSize`), and the small
-//! text parts are read with a bound. The body is parsed with `multer` straight from the
-//! connection's byte chunks, so the file's bytes reach the staged file's writer without
-//! being copied into intermediate buffers.
+//! The body is never held in memory: the `file` part goes chunk by chunk into storage (a
+//! staged file, or on the s3 backend a staged object sent in parts; hashed and counted on
+//! the way, cut off at `storage.maxFileSize`), and the small text parts are read with a
+//! bound. The body is parsed with `multer` straight from the connection's byte chunks, so
+//! the file's bytes reach storage's writer without being copied into intermediate buffers.
 //!
 //! The body as a whole is bounded before it is read (`storage.maxFileSize` plus
 //! `limits.uploadFormBytes`: a larger `Content-Length` is refused at once, a chunked body is
@@ -25,7 +25,7 @@ use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiResponse, Multipart as MultipartSchema, impl_apirequest_for_payload};
 use shared::auth::Claims;
 use shared::db::storage_thumbnails;
-use shared::upload::{IncomingFile, UploadError, UploadFields};
+use shared::upload::{IncomingFile, ReceivedFile, UploadError, UploadFields};
 use uuid::Uuid;
 
 use super::ImageView;
@@ -150,12 +150,47 @@ async fn receive_and_store(
     let mut multipart = Multipart::with_constraints(stream, body.boundary, constraints);
     let mut fields = UploadFields { idempotency_key, ..Default::default() };
     let mut received = None;
+    let parsed = read_form(state, &mut multipart, &headers, body_limit, &mut fields, &mut received).await;
+    let request = parsed.and_then(|()| fields.validate().map_err(ApiError::from));
+    let (request, received) = match (request, received) {
+        (Ok(request), Some(received)) => (request, received),
+        (Ok(_), None) => return Err(UploadError::MissingFile.into()),
+        (Err(refused), received) => {
+            // Removed before the answer, so a refused form leaves nothing behind.
+            if let Some(received) = received {
+                received.discard().await;
+            }
+            return Err(refused);
+        }
+    };
+    let stored = state.uploader.store(claims, request, received).await?;
+    // A replayed upload may already have its thumbnails.
+    let thumbnails =
+        if stored.replayed { storage_thumbnails::list(&state.db, stored.file.id).await? } else { Vec::new() };
+    let location = format!("/storage/images/{}", stored.file.id);
+    Ok(UploadResponse::Created(
+        Json(ImageView::new(stored.file, thumbnails)),
+        location,
+        stored.replayed.then_some(true),
+    ))
+}
+
+/// Reads the form's parts into `fields` and `received` (the file, once its part is in).
+async fn read_form(
+    state: &AppState,
+    multipart: &mut Multipart<'static>,
+    headers: &HeaderBudget,
+    body_limit: u64,
+    fields: &mut UploadFields,
+    received: &mut Option<ReceivedFile>,
+) -> Result<(), ApiError> {
+    let limits = &state.config.limits;
     let mut parts = 0;
     loop {
         headers.start();
         let next = multipart.next_field().await;
         headers.stop();
-        let Some(mut field) = next.map_err(|error| unreadable(error, &headers, body_limit))? else { break };
+        let Some(mut field) = next.map_err(|error| unreadable(error, headers, body_limit))? else { break };
         parts += 1;
         if parts > limits.multipart_parts {
             return Err(ApiError::bad_request(
@@ -172,7 +207,7 @@ async fn receive_and_store(
                 fields.file_name = field.file_name().map(str::to_owned);
                 let mut incoming = IncomingFile::start(&state.storage, state.config.storage.max_file_size).await?;
                 let streamed = async {
-                    while let Some(chunk) = field.chunk().await.map_err(|e| unreadable(e, &headers, body_limit))? {
+                    while let Some(chunk) = field.chunk().await.map_err(|e| unreadable(e, headers, body_limit))? {
                         incoming.push(chunk).await?;
                     }
                     Ok::<_, ApiError>(())
@@ -182,7 +217,7 @@ async fn receive_and_store(
                     incoming.discard().await;
                     return Err(refused);
                 }
-                received = Some(incoming.finish().await?);
+                *received = Some(incoming.finish().await?);
                 continue;
             }
             "image_type" => &mut fields.image_type,
@@ -196,20 +231,9 @@ async fn receive_and_store(
                 return Err(ApiError::bad_request(ErrorCode::InvalidField, format!("unknown form field `{other}`")));
             }
         };
-        *slot = Some(read_text(field, &name, |e| unreadable(e, &headers, body_limit)).await?);
+        *slot = Some(read_text(field, &name, |e| unreadable(e, headers, body_limit)).await?);
     }
-    let received = received.ok_or(UploadError::MissingFile)?;
-    let request = fields.validate()?;
-    let stored = state.uploader.store(claims, request, received).await?;
-    // A replayed upload may already have its thumbnails.
-    let thumbnails =
-        if stored.replayed { storage_thumbnails::list(&state.db, stored.file.id).await? } else { Vec::new() };
-    let location = format!("/storage/images/{}", stored.file.id);
-    Ok(UploadResponse::Created(
-        Json(ImageView::new(stored.file, thumbnails)),
-        location,
-        stored.replayed.then_some(true),
-    ))
+    Ok(())
 }
 
 /// Reads a text part, refusing it as soon as it exceeds [`MAX_TEXT_FIELD_BYTES`]; read

@@ -1,6 +1,7 @@
 //! The `health:` and `metrics:` sections. `health:` says what the health checks measure and
 //! where "ok" ends: every threshold turns a check `degraded`; `down` is reserved for what
-//! stops service (the database unreachable, no free space left for uploads).
+//! stops service (the database unreachable, no free space left for uploads, a store that
+//! takes no writes).
 
 use serde::Deserialize;
 
@@ -24,6 +25,8 @@ pub struct HealthConfig {
     pub queue_max_depth: u32,
     /// A database round trip slower than this.
     pub database_max_latency_ms: u64,
+    /// The store's probe (a small object written, read back and removed) slower than this.
+    pub store_max_latency_ms: u64,
     /// The latest health check may be this old before the summary says it is stale (no
     /// scheduler or no worker is running the checks).
     pub stale_after_secs: u64,
@@ -39,6 +42,7 @@ impl Default for HealthConfig {
             outbox_max_age_secs: 300,
             queue_max_depth: 10_000,
             database_max_latency_ms: 1_000,
+            store_max_latency_ms: 1_000,
             stale_after_secs: 300,
         }
     }

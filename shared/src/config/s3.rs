@@ -47,7 +47,16 @@ pub struct S3Config {
     pub request_timeout_secs: u64,
     /// Seconds to wait for a connection to the store.
     pub connect_timeout_secs: u64,
+    /// Bytes of upload parts one process holds in memory at once, across all uploads
+    /// streaming into the store; an upload that finds it spent waits for parts to be sent,
+    /// and answers 503 after 10 seconds.
+    pub upload_buffer_bytes: u64,
 }
+
+/// The smallest `storage.s3.uploadBufferBytes`: one upload's part being filled and the one
+/// being sent, of 5 MiB each (the storage module's part size; a test there keeps the two
+/// in step).
+pub const MIN_UPLOAD_BUFFER_BYTES: u64 = 10 * 1024 * 1024;
 
 impl Default for S3Config {
     fn default() -> Self {
@@ -62,6 +71,7 @@ impl Default for S3Config {
             prefix: String::new(),
             request_timeout_secs: 30,
             connect_timeout_secs: 5,
+            upload_buffer_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -78,6 +88,7 @@ impl std::fmt::Debug for S3Config {
             .field("secret_access_key_file", &self.secret_access_key_file)
             .field("path_style", &self.path_style)
             .field("prefix", &self.prefix)
+            .field("upload_buffer_bytes", &self.upload_buffer_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +126,10 @@ impl S3Config {
         if self.request_timeout_secs == 0 || self.connect_timeout_secs == 0 {
             return bad("storage.s3.requestTimeoutSecs", "timeouts must be at least 1 second");
         }
+        if !(MIN_UPLOAD_BUFFER_BYTES..=u64::from(u32::MAX)).contains(&self.upload_buffer_bytes) {
+            let reason = format!("must be between {MIN_UPLOAD_BUFFER_BYTES} (two upload parts) and 4 GiB");
+            return bad("storage.s3.uploadBufferBytes", &reason);
+        }
         Ok(())
     }
 }
@@ -145,6 +160,8 @@ mod tests {
         missing(S3Config { secret_access_key: SecretString::from(""), ..valid() }, "storage.s3.secretAccessKey");
         missing(S3Config { endpoint: "garage:3900".to_owned(), ..valid() }, "storage.s3.endpoint");
         missing(S3Config { prefix: "/a".to_owned(), ..valid() }, "storage.s3.prefix");
+        missing(S3Config { upload_buffer_bytes: MIN_UPLOAD_BUFFER_BYTES - 1, ..valid() }, "uploadBufferBytes");
+        assert!(S3Config { upload_buffer_bytes: MIN_UPLOAD_BUFFER_BYTES, ..valid() }.validate().is_ok());
     }
 
     #[test]

@@ -50,6 +50,41 @@ fn rate_database(check: &mut CheckResult, latency_ms: f64, config: &HealthConfig
     }
 }
 
+/// Longest wait for the store's answer to the probe before it counts as unreachable.
+pub const STORE_ANSWER_LIMIT: Duration = Duration::from_secs(5);
+
+/// The store holding the objects (the bucket, or the local tree): a small object written,
+/// read back and removed, and how long that took. A store that does not take the write is
+/// `down`, since no upload can succeed; slower than `health.storeMaxLatencyMs`, `degraded`.
+pub async fn store(storage: &Storage, config: &HealthConfig) -> CheckResult {
+    let mut check = CheckResult::new("store");
+    check.detail("backend", storage.backend_name());
+    let started = Instant::now();
+    let probed = match tokio::time::timeout(STORE_ANSWER_LIMIT, storage.probe()).await {
+        Ok(probed) => probed.map_err(|error| error.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", STORE_ANSWER_LIMIT.as_millis())),
+    };
+    match probed {
+        Ok(()) => rate_store(&mut check, started.elapsed().as_secs_f64() * 1000.0, config),
+        Err(error) => {
+            check.detail("reachable", false).problem(HealthStatus::Down, format!("the store takes no writes: {error}"));
+        }
+    }
+    check
+}
+
+/// Rates a probe that succeeded, in milliseconds for write, read and delete together.
+fn rate_store(check: &mut CheckResult, latency_ms: f64, config: &HealthConfig) {
+    check.detail("reachable", true).detail("latency_ms", round(latency_ms));
+    if latency_ms > config.store_max_latency_ms as f64 {
+        let limit = config.store_max_latency_ms;
+        check.problem(
+            HealthStatus::Degraded,
+            format!("writing, reading and removing a small object took {latency_ms:.0} ms (limit {limit} ms)"),
+        );
+    }
+}
+
 /// RabbitMQ reachability, and the depth and consumers of every queue the topology declares:
 /// each job queue with its dead-letter queue (under `queues`, one entry per job queue, as
 /// the metrics roll-up reads them) and the shared retry delay queues (under
@@ -305,6 +340,26 @@ mod tests {
         assert_eq!(full.problems(), ["the storage disk is full (0.5 % free)"]);
         assert_eq!(full.details()["storage"]["free_percent"], 0.5);
         assert_eq!(disk(500, false).status, HealthStatus::Degraded, "a full backup disk does not stop uploads");
+    }
+
+    #[test]
+    fn a_store_slower_than_its_limit_is_degraded() {
+        let store = |latency_ms: f64| rated(|check| rate_store(check, latency_ms, &config()));
+        assert_eq!(store(20.0).status, HealthStatus::Ok);
+        assert_eq!(store(1_000.0).status, HealthStatus::Ok, "exactly the limit");
+        let slow = store(1_500.0);
+        assert_eq!(slow.status, HealthStatus::Degraded);
+        assert_eq!(slow.problems(), ["writing, reading and removing a small object took 1500 ms (limit 1000 ms)"]);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_takes_no_writes_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path().join("storage")).await.unwrap();
+        assert_eq!(store(&storage, &config()).await.status, HealthStatus::Ok);
+        std::fs::remove_dir_all(dir.path().join("storage")).unwrap();
+        let gone = store(&storage, &config()).await;
+        assert_eq!(gone.status, HealthStatus::Down, "{:?}", gone.problems());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::db::health_checks::CheckRow;
 use crate::model::HealthStatus;
 
 /// The check types a `health_check.requested` run writes; the newest of them dates the last run.
-pub const RUN_CHECKS: [&str; 6] = ["database", "broker", "disk", "outbox", "backup", "integrity"];
+pub const RUN_CHECKS: [&str; 7] = ["database", "broker", "store", "disk", "outbox", "backup", "integrity"];
 
 /// Results older than this no longer count: every check type is written at least daily
 /// (file audits), so an older row belongs to a job no longer run.

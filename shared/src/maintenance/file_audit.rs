@@ -1,5 +1,5 @@
-//! The file audit: files on disk that no row needs are quarantined, live originals missing
-//! from disk are reported with whether a backup copy exists, so an operator can restore
+//! The file audit: stored files that no row needs are quarantined, live originals missing
+//! from storage are reported with whether a backup copy exists, so an operator can restore
 //! them (`POST /storage/restore` with their ids), and images whose thumbnail files are
 //! missing get their thumbnails made again (they derive from the original).
 //!
@@ -11,19 +11,22 @@
 //! `quarantine/{YYYY-MM-DD}/…`, and deleted with their day once it is older than
 //! `maintenance.quarantineRetentionDays`; staged files older than the grace are removed.
 //!
-//! Memory stays bounded whatever the tree holds: a blocking thread walks it and hands over
-//! batches of [`LOOKUP_BATCH`] paths through a channel of two, each looked up in one query;
-//! live rows are checked in pages of the same size.
+//! The same audit runs on both storage backends: the local tree is walked, a bucket listed
+//! under its prefix (an object's `last_modified` is its time of writing, quarantine is the
+//! same names under the prefix, and staged objects under `.staging/` go too).
+//!
+//! Memory stays bounded whatever the store holds: files come in batches of [`LOOKUP_BATCH`]
+//! paths ([`Storage::scan_files`] reads the next only once one is taken), each looked up in
+//! one query; live rows are checked in pages of the same size.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
-use tokio::task::spawn_blocking;
 
 use super::{FILES_CHECK, MaintenanceError, REPORT_SAMPLE};
 use crate::config::MaintenanceConfig;
@@ -35,7 +38,7 @@ use crate::storage::{ScannedFile, Storage};
 /// Paths looked up, or rows checked, per query.
 pub const LOOKUP_BATCH: usize = 1000;
 
-/// A live image whose original is not on disk.
+/// A live image whose original is not stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MissingOriginal {
     pub image_id: ImageId,
@@ -52,11 +55,12 @@ pub struct AuditReport {
     pub scanned_files: u64,
     /// Orphans moved to quarantine.
     pub orphans_quarantined: u64,
-    /// The first of them, where they went (relative to `storage.basePath`).
+    /// The first of them, where they went (relative to `storage.basePath`, or on s3 to the
+    /// bucket's prefix).
     pub quarantined_sample: Vec<String>,
     /// Unreferenced files left alone because they are younger than the grace.
     pub recent_unreferenced: u64,
-    /// Live originals missing from disk.
+    /// Live originals missing from storage.
     pub missing_originals: u64,
     /// The first of them.
     pub missing_sample: Vec<MissingOriginal>,
@@ -75,27 +79,23 @@ impl AuditReport {
     }
 }
 
-/// Audits the tree once as of `now` and records the report as a `files` health check.
+/// Audits the stored files once as of `now` (files written before `now` less the grace
+/// are old enough) and records the report as a `files` health check.
 pub async fn run(
     db: &PgPool,
     storage: &Storage,
     config: &MaintenanceConfig,
     now: DateTime<Utc>,
 ) -> Result<AuditReport, MaintenanceError> {
-    if !storage.is_local() {
-        // It walks the folder tree; listing a bucket instead is still to come (see
-        // docs/roadmap.md). Refused rather than run against an empty folder, which would
-        // report every original missing.
-        return Err(MaintenanceError::Unsupported("the file audit does not run on the s3 backend yet"));
-    }
-    let grace = Duration::from_secs(config.orphan_grace_secs);
-    let mut report = AuditReport::default();
-    let staged = storage.clone();
-    report.stale_temp_removed = spawn_blocking(move || staged.remove_staged_older_than(grace)).await??;
-    quarantine_orphans(db, storage, grace, now, &mut report).await?;
+    let grace = i64::try_from(config.orphan_grace_secs).ok().and_then(TimeDelta::try_seconds).unwrap_or(TimeDelta::MAX);
+    let written_before = now.checked_sub_signed(grace).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let mut report = AuditReport {
+        stale_temp_removed: storage.remove_staged_before(written_before).await?,
+        ..AuditReport::default()
+    };
+    quarantine_orphans(db, storage, written_before, now, &mut report).await?;
     let oldest_kept = now.date_naive() - chrono::Days::new(u64::from(config.quarantine_retention_days));
-    let quarantine = storage.clone();
-    report.quarantine_purged = spawn_blocking(move || quarantine.remove_quarantined_before(oldest_kept)).await??;
+    report.quarantine_purged = storage.remove_quarantined_before(oldest_kept).await?;
     find_missing_originals(db, storage, &mut report).await?;
     remake_missing_thumbnails(db, storage, &mut report).await?;
     let details = json!({
@@ -122,70 +122,36 @@ pub async fn run(
     Ok(report)
 }
 
+/// Quarantines the files no row needs that were last written before `written_before`; an
+/// image deleted since then may still have its deletion job on its way, so its files count
+/// as needed.
 async fn quarantine_orphans(
     db: &PgPool,
     storage: &Storage,
-    grace: Duration,
+    written_before: DateTime<Utc>,
     now: DateTime<Utc>,
     report: &mut AuditReport,
 ) -> Result<(), MaintenanceError> {
-    let (sender, mut batches) = mpsc::channel::<Vec<ScannedFile>>(2);
-    let walked = storage.clone();
-    let walker = spawn_blocking(move || -> std::io::Result<()> {
-        let mut batch = Vec::with_capacity(LOOKUP_BATCH);
-        for file in walked.walk_files()? {
-            batch.push(file?);
-            if batch.len() == LOOKUP_BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(LOOKUP_BATCH));
-                if sender.blocking_send(full).is_err() {
-                    return Ok(()); // the auditor stopped; its error is reported
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let _ = sender.blocking_send(batch);
-        }
-        Ok(())
-    });
-    let deleted_after = now - TimeDelta::from_std(grace).unwrap_or_default();
-    let written_before = SystemTime::now() - grace;
+    let mut batches = storage.scan_files(LOOKUP_BATCH);
+    let old_before = SystemTime::from(written_before);
     let day = now.date_naive();
-    let checked = async {
-        while let Some(batch) = batches.recv().await {
-            report.scanned_files += batch.len() as u64;
-            let paths: Vec<String> = batch.iter().filter_map(|file| file.db_path().map(str::to_owned)).collect();
-            let referenced = file_audit::referenced_paths(db, &paths, deleted_after).await?;
-            let orphans: Vec<ScannedFile> =
-                batch.into_iter().filter(|file| file.db_path().is_none_or(|path| !referenced.contains(path))).collect();
-            let (old, young): (Vec<_>, Vec<_>) = orphans.into_iter().partition(|file| file.modified < written_before);
-            report.recent_unreferenced += young.len() as u64;
-            if old.is_empty() {
-                continue;
+    while let Some(batch) = batches.try_next().await? {
+        report.scanned_files += batch.len() as u64;
+        let paths: Vec<String> = batch.iter().filter_map(|file| file.db_path().map(str::to_owned)).collect();
+        let referenced = file_audit::referenced_paths(db, &paths, written_before).await?;
+        let orphans: Vec<ScannedFile> =
+            batch.into_iter().filter(|file| file.db_path().is_none_or(|path| !referenced.contains(path))).collect();
+        let (old, young): (Vec<_>, Vec<_>) = orphans.into_iter().partition(|file| file.modified < old_before);
+        report.recent_unreferenced += young.len() as u64;
+        for file in &old {
+            let Some(to) = storage.quarantine(file, day).await? else { continue };
+            tracing::warn!(path = %file.relative.display(), quarantined_to = %to.display(), "quarantined an orphan file");
+            report.orphans_quarantined += 1;
+            if report.quarantined_sample.len() < REPORT_SAMPLE {
+                report.quarantined_sample.push(to.to_string_lossy().into_owned());
             }
-            let quarantining = storage.clone();
-            let moved = spawn_blocking(move || {
-                let mut moved = Vec::new();
-                for file in &old {
-                    if let Some(to) = quarantining.quarantine(file, day)? {
-                        tracing::warn!(path = %file.relative.display(), quarantined_to = %to.display(), "quarantined an orphan file");
-                        moved.push(to.to_string_lossy().into_owned());
-                    }
-                }
-                std::io::Result::Ok(moved)
-            })
-            .await??;
-            report.orphans_quarantined += moved.len() as u64;
-            let room = REPORT_SAMPLE.saturating_sub(report.quarantined_sample.len());
-            report.quarantined_sample.extend(moved.into_iter().take(room));
         }
-        Ok::<_, MaintenanceError>(())
     }
-    .await;
-    // Dropping the receiver first stops a walker still sending after a failure.
-    drop(batches);
-    let walked = walker.await?;
-    checked?;
-    walked?;
     Ok(())
 }
 
@@ -200,18 +166,12 @@ async fn find_missing_originals(
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         let full = page.len() == LOOKUP_BATCH;
-        let checking = storage.clone();
-        let missing = spawn_blocking(move || {
-            let mut missing = Vec::new();
-            for original in page {
-                if !checking.exists_blocking(&original.key())? {
-                    missing.push(original);
-                }
-            }
-            std::io::Result::Ok(missing)
-        })
-        .await??;
-        for original in missing {
+        let missing: HashSet<String> = storage
+            .missing(page.iter().map(|original| original.key().to_db_path()).collect())
+            .await?
+            .into_iter()
+            .collect();
+        for original in page.into_iter().filter(|original| missing.contains(&original.key().to_db_path())) {
             tracing::warn!(image.id = %original.id, backed_up = original.is_backed_up, "the original of {} is missing", original.id);
             report.missing_originals += 1;
             if report.missing_sample.len() < REPORT_SAMPLE {

@@ -2,7 +2,7 @@
 //! `{prefix}/{StorageKey path}` so that an operator browsing the bucket sees the seed's
 //! layout. Requests are signed and retried by `object_store`; this module only maps the
 //! facade's calls onto it and its errors onto `io::Error` (a missing object is `NotFound`,
-//! anything else is the store's fault).
+//! anything else is the store being unavailable, see [`is_unavailable`]).
 
 use std::io;
 use std::ops::Range;
@@ -10,22 +10,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, Checksum};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
 use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
 use tokio_util::io::StreamReader;
 
-use super::{ObjectReader, StorageKey};
+use super::{ObjectReader, STAGING_DIR, StorageKey};
 use crate::config::{ConfigError, S3Config};
 
-/// Part size of multipart uploads, and the size below which an object is sent in one
-/// request (S3 parts are at least 5 MiB).
-const PART_BYTES: usize = 8 * 1024 * 1024;
-/// Parts of one upload in flight at once: with the one being filled, an upload holds at
-/// most three parts (24 MiB) in memory, whatever the object's size.
+mod listing;
+mod stream;
+pub(super) use stream::{S3StreamWriter, StagedObject, UploadBuffer};
+pub use stream::{UPLOAD_BUFFER_WAIT, UPLOAD_PART_BYTES};
+
+/// Parts of one upload of a staged file in flight at once: with the one being filled, such
+/// an upload holds at most three parts in memory, whatever the object's size.
 const PARTS_IN_FLIGHT: usize = 2;
 /// HEAD requests in flight at once when an audit asks which of many objects exist.
 const CONCURRENT_LOOKUPS: usize = 16;
@@ -35,6 +38,8 @@ const CONCURRENT_LOOKUPS: usize = 16;
 pub(super) struct S3Objects {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// Shared by every upload streaming into the store from this process.
+    upload_buffer: UploadBuffer,
 }
 
 impl S3Objects {
@@ -65,13 +70,18 @@ impl S3Objects {
             .with_secret_access_key(secret.expose_secret())
             .with_virtual_hosted_style_request(!config.path_style)
             .with_client_options(options)
-            .with_retry(retry);
+            .with_retry(retry)
+            // Every request body (each part of a multipart upload) carries its SHA-256,
+            // which the store checks before it accepts the bytes.
+            .with_checksum_algorithm(Checksum::SHA256);
         if !config.endpoint.is_empty() {
             builder = builder.with_endpoint(&config.endpoint);
         }
         let store =
             builder.build().map_err(|error| ConfigError::BadValue { key: "storage.s3", reason: error.to_string() })?;
-        Ok(Self { store: Arc::new(store), prefix: config.prefix.clone() })
+        let upload_buffer =
+            Arc::new(Semaphore::new(usize::try_from(config.upload_buffer_bytes).expect("validated to fit in 32 bits")));
+        Ok(Self { store: Arc::new(store), prefix: config.prefix.clone(), upload_buffer })
     }
 
     fn path(&self, relative: &str) -> ObjectPath {
@@ -86,18 +96,51 @@ impl S3Objects {
         self.path(&key.to_db_path())
     }
 
+    /// Starts streaming an upload into a staged object, to be placed under its key once
+    /// that is known ([`StagedObject::place`]).
+    pub(super) fn stream(&self) -> S3StreamWriter {
+        let staged = self.path(&format!("{STAGING_DIR}/{}.part", uuid::Uuid::new_v4()));
+        S3StreamWriter::new(self.clone(), staged)
+    }
+
+    /// Copies a staged upload into place under `key`, inside the store.
+    pub(super) async fn place(&self, staged: StagedObject, key: &StorageKey) -> io::Result<()> {
+        staged.place(&self.key_path(key)).await
+    }
+
+    /// Writes, reads back and deletes a small object under `.health/`: what an upload and a
+    /// serve need of the store, for the health check.
+    pub(super) async fn probe(&self) -> io::Result<()> {
+        let path = self.path(&format!(".health/{}", uuid::Uuid::new_v4()));
+        let written = bytes::Bytes::from_static(b"stayler health probe");
+        self.store.put(&path, written.clone().into()).await.map_err(to_io)?;
+        let read = self.store.get(&path).await.map_err(to_io)?.bytes().await.map_err(to_io);
+        let deleted = self.store.delete(&path).await.map_err(to_io);
+        if read? != written {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the probe object read back differently"));
+        }
+        deleted
+    }
+
+    /// Writes a small object (a thumbnail) in one request, from memory.
+    pub(super) async fn put_bytes(&self, key: &StorageKey, bytes: &[u8]) -> io::Result<()> {
+        let payload = object_store::PutPayload::from(bytes::Bytes::copy_from_slice(bytes));
+        self.store.put(&self.key_path(key), payload).await.map_err(to_io)?;
+        Ok(())
+    }
+
     /// Uploads a staged file under `key`: in one request when small, as a multipart upload
     /// otherwise, which the store makes visible only once complete.
     pub(super) async fn put_file(&self, mut source: tokio::fs::File, key: &StorageKey) -> io::Result<()> {
-        let mut sink = BufWriter::with_capacity(self.store.clone(), self.key_path(key), PART_BYTES)
+        let mut sink = BufWriter::with_capacity(self.store.clone(), self.key_path(key), UPLOAD_PART_BYTES)
             .with_max_concurrency(PARTS_IN_FLIGHT);
         let copied = tokio::io::copy(&mut source, &mut sink).await;
         match copied {
-            Ok(_) => sink.shutdown().await,
+            Ok(_) => sink.shutdown().await.map_err(from_writer),
             Err(error) => {
                 // Nothing becomes visible: the parts sent so far are discarded.
                 let _ = sink.abort().await;
-                Err(error)
+                Err(from_writer(error))
             }
         }
     }
@@ -179,11 +222,41 @@ impl S3Objects {
     }
 }
 
-/// A missing object reads as `NotFound`, as a missing file does; the rest as the store's
-/// failure.
+/// A missing object reads as `NotFound`, as a missing file does; refused credentials as
+/// `PermissionDenied` (a configuration mistake); anything else as the store being
+/// unavailable (unreachable, timing out, answering 5xx after the retries).
 fn to_io(error: object_store::Error) -> io::Error {
     match error {
         object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, error),
-        other => io::Error::other(other),
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            io::Error::new(io::ErrorKind::PermissionDenied, error)
+        }
+        other => unavailable(other),
     }
+}
+
+/// An error of the buffered writer, which wraps the store's errors in `io::Error`: those
+/// read as [`to_io`] reads them, the rest (reading the staged file) as they are.
+fn from_writer(error: io::Error) -> io::Error {
+    let kind = error.kind();
+    match error.into_inner().map(|inner| inner.downcast::<object_store::Error>()) {
+        Some(Ok(store)) => to_io(*store),
+        Some(Err(other)) => io::Error::new(kind, other),
+        None => io::Error::from(kind),
+    }
+}
+
+/// The store did not do what was asked, through no fault of the request.
+#[derive(Debug, thiserror::Error)]
+#[error("the object store is unavailable: {0}")]
+struct Unavailable(Box<dyn std::error::Error + Send + Sync>);
+
+fn unavailable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::other(Unavailable(cause.into()))
+}
+
+/// True when `error` is the object store being unavailable: the request may succeed once it
+/// is back (an API answers 503, a worker retries the job).
+pub fn is_unavailable(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<Unavailable>())
 }

@@ -1,0 +1,241 @@
+//! The pipeline on the s3 backend, against the test store (a Garage node `scripts/test`
+//! starts): the API and the worker each get an empty folder of their own, so anything
+//! that passed through a local disk instead of the store would be missing where the other
+//! looks for it, and is counted when the test ends.
+
+use std::path::Path;
+use std::time::Duration;
+
+use api::test_support::{TestApp, images};
+use e2e::{TestWorker, upload_every_kind};
+use reqwest::StatusCode;
+use reqwest::header::{ETAG, IF_NONE_MATCH, RANGE};
+use serde_json::{Value, json};
+use shared::auth::Role;
+use shared::config::{Config, StorageBackend};
+use shared::test_support::{TcpProxy, TestBucket, eventually};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn on_the_store(config: &mut Config, bucket: &TestBucket) {
+    config.storage.backend = StorageBackend::S3;
+    config.storage.s3 = bucket.config.clone();
+}
+
+/// Regular files below `folder`, at any depth (staging folders are allowed to exist).
+fn files_under(folder: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut pending = vec![folder.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else {
+                files.push(entry.path().display().to_string());
+            }
+        }
+    }
+    files
+}
+
+async fn view(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get_image(token, id).await.json().await.unwrap()
+}
+
+/// Waits until every live image has its thumbnails and a verified checksum.
+async fn settled(app: &TestApp, what: &str) {
+    eventually(TIMEOUT, what, || async {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM storage_files
+             WHERE deleted_at IS NULL AND (thumbnail_status <> 'ready' OR checksum_status <> 'verified')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        pending == 0
+    })
+    .await;
+}
+
+/// A PNG of noise, which does not compress: larger than one upload part, so it goes to the
+/// store as a multipart upload.
+fn large_png() -> Vec<u8> {
+    let (width, height) = (1400, 1400);
+    let mut state = 0x2545_f491_u32;
+    let pixels = (0..width * height * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    let image = image::RgbImage::from_raw(width, height, pixels).unwrap();
+    let mut bytes = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    assert!(bytes.len() > shared::storage::UPLOAD_PART_BYTES, "{} bytes fit one part", bytes.len());
+    bytes
+}
+
+/// The path of a signed URL for a variant of `id` (URLs carry `server.baseUrl`, not the
+/// test port).
+async fn signed_path(app: &TestApp, token: &str, id: &str, variant: &str) -> String {
+    let url = app.url(&format!("/storage/images/{id}/signed-url?access_type=view&variant={variant}"));
+    let body: Value = app.client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    body["url"].as_str().unwrap().strip_prefix(&app.config.server.base_url).unwrap().to_owned()
+}
+
+async fn admin_post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
+    let response = app.client.post(app.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "POST {path}");
+    response.json().await.unwrap()
+}
+
+async fn finished(app: &TestApp, token: &str, path: &str) -> Value {
+    let get = || async { app.client.get(app.url(path)).bearer_auth(token).send().await.unwrap().json::<Value>().await };
+    eventually(TIMEOUT, &format!("{path} finishes"), || async {
+        matches!(get().await.unwrap()["status"].as_str(), Some("completed" | "failed"))
+    })
+    .await;
+    get().await.unwrap()
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn uploads_thumbnails_checksums_serving_deletion_backup_and_restore_run_on_the_store_with_no_shared_folder(
+    pool: PgPool,
+) {
+    let bucket = TestBucket::new();
+    let app = TestApp::spawn_with(pool, |config| on_the_store(config, &bucket)).await;
+    let worker_dir = tempfile::tempdir().unwrap();
+    let mut worker_config = (*app.config).clone();
+    worker_config.storage.base_path = worker_dir.path().join("storage");
+    worker_config.storage.backup_path = worker_dir.path().join("backups");
+    std::fs::create_dir_all(&worker_config.storage.base_path).unwrap();
+    let worker = TestWorker::start(&worker_config).await;
+    let admin = app.token(Role::Admin, Uuid::now_v7());
+    let (_, token) = app.user();
+
+    let mut ids = upload_every_kind(&app).await;
+    let large = large_png();
+    let response = app.upload(&token, "user", "large.png", large.clone(), &[]).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let large_id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    ids.push(large_id.clone());
+    settled(&app, "every upload has thumbnails and a verified checksum").await;
+    let sizes = app.config.storage.thumbnail_sizes.len();
+    assert_eq!(app.storage.count_objects().await.unwrap(), ids.len() * (1 + sizes), "originals and thumbnails");
+
+    // Served from the store: whole, ranged, and not at all when unchanged.
+    let path = signed_path(&app, &token, &large_id, "original").await;
+    let whole = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    let etag = whole.headers()[ETAG].clone();
+    assert_eq!(whole.bytes().await.unwrap(), large, "the multipart upload reads back byte for byte");
+    // Across the boundary of the upload's first and second parts.
+    let start = shared::storage::UPLOAD_PART_BYTES - 50;
+    let range = format!("bytes={start}-{}", start + 99);
+    let ranged = app.client.get(app.url(&path)).header(RANGE, range).send().await.unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.bytes().await.unwrap(), large[start..start + 100]);
+    let unchanged = app.client.get(app.url(&path)).header(IF_NONE_MATCH, etag).send().await.unwrap();
+    assert_eq!(unchanged.status(), StatusCode::NOT_MODIFIED);
+    let small = view(&app, &token, &large_id).await["thumbnails"]["variants"][0].clone();
+    let thumbnail = signed_path(&app, &token, &large_id, small["size"].as_str().unwrap()).await;
+    let served = app.client.get(app.url(&thumbnail)).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.bytes().await.unwrap().len() as u64, small["file_size"].as_u64().unwrap());
+
+    // Deleted: its objects leave the store.
+    let deleted = ids.remove(0);
+    let owner_token = app.token(Role::Admin, Uuid::now_v7());
+    assert_eq!(app.delete_image(&owner_token, &deleted).await.status(), StatusCode::NO_CONTENT);
+    eventually(TIMEOUT, "the deleted image's objects are gone", || async {
+        app.storage.count_objects().await.unwrap() == ids.len() * (1 + sizes)
+    })
+    .await;
+
+    // Backed up (to the worker's backup folder), then the bucket and the tables are lost,
+    // and a restore brings every original back into the store.
+    let backup = admin_post(&app, &admin, "/storage/backup", json!({})).await;
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
+    let backup = finished(&app, &admin, &format!("/storage/backups/{backup_id}")).await;
+    assert_eq!(backup["status"], "completed", "{backup}");
+    let before: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, checksum FROM storage_files WHERE deleted_at IS NULL ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    app.storage.remove_all_objects().await.unwrap();
+    sqlx::query(
+        "TRUNCATE storage_files, storage_thumbnails, storage_image_sources, storage_quotas, storage_signed_urls,
+                  storage_access_logs, upload_idempotency, outbox CASCADE",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let restore = admin_post(&app, &admin, "/storage/restore", json!({ "backup_id": backup_id })).await;
+    let restore = finished(&app, &admin, &format!("/storage/restores/{}", restore["id"].as_str().unwrap())).await;
+    assert_eq!(restore["status"], "completed", "{restore}");
+    assert_eq!(restore["restored"].as_u64(), Some(ids.len() as u64), "{restore}");
+    settled(&app, "restored images are processed again").await;
+    let after: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, checksum FROM storage_files WHERE deleted_at IS NULL ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(after, before, "every original is back, its checksum verified again");
+    assert_eq!(app.storage.count_objects().await.unwrap(), ids.len() * (1 + sizes));
+
+    worker.stop().await;
+    let (api_folder, worker_folder) = (app.config.storage.base_path.clone(), worker_config.storage.base_path.clone());
+    app.stop().await;
+    assert_eq!(files_under(&api_folder), Vec::<String>::new(), "nothing is left in the API's folder");
+    assert_eq!(files_under(&worker_folder), Vec::<String>::new(), "nothing is left in the worker's folder");
+}
+
+/// The store going away is a fault like the broker going away: uploads answer 503 at once
+/// and store nothing, serving answers 503, and both work again once it is back.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn while_the_store_is_unreachable_uploads_and_serving_answer_503_fast_and_recover(pool: PgPool) {
+    let bucket = TestBucket::new();
+    let proxy = TcpProxy::start_to(bucket.config.endpoint.trim_start_matches("http://").to_owned()).await;
+    let mut through_proxy = bucket.config.clone();
+    through_proxy.endpoint = format!("http://{}", proxy.addr());
+    let app = TestApp::spawn_with(pool, |config| {
+        config.storage.backend = StorageBackend::S3;
+        config.storage.s3 = through_proxy;
+    })
+    .await;
+    let (_, token) = app.user();
+    let stored = app.upload_image(&token, "user", "before.jpg", &[]).await;
+    // Never served yet, so not in the small-file cache, which would answer without the store.
+    let path = signed_path(&app, &token, &stored, "original").await;
+
+    proxy.stop().await;
+    let started = std::time::Instant::now();
+    let refused = app.upload(&token, "user", "during.jpg", images::jpeg(64, 48), &[]).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(20), "a refused connection fails within the retries");
+    let served = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.row_count().await, 1, "the refused upload left no row");
+    assert_eq!(app.outbox_count().await, 1, "nor an event");
+    assert_eq!(app.storage.count_staged().await.unwrap(), 0, "nor a staged file");
+
+    proxy.resume().await;
+    let response = app.upload(&token, "user", "after.jpg", images::jpeg(64, 48), &[]).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "uploads work again once the store is back");
+    assert_eq!(app.client.get(app.url(&path)).send().await.unwrap().status(), StatusCode::OK);
+    let objects = shared::storage::Storage::open_s3(tempfile::tempdir().unwrap().path(), &bucket.config)
+        .await
+        .unwrap()
+        .count_objects()
+        .await
+        .unwrap();
+    assert_eq!(objects, 2, "exactly the two accepted originals are stored");
+    app.stop().await;
+}
