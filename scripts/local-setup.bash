@@ -156,16 +156,12 @@ ensure_garage() {
     cargo install garage --locked --version "$GARAGE_VERSION"
 }
 
-# Starts the single Garage node the tests use, unless its S3 port answers already: loopback
-# ports only, its data under ${TMPDIR:-/tmp}/stayler-garage, one bucket and one key (the
-# defaults of shared::test_support::s3_config). Each test works under a key prefix of its
-# own and removes its objects, as it does with its queues.
-ensure_test_garage() {
-    local dir="${TMPDIR:-/tmp}/stayler-garage" s3_port=39900 rpc_port=39901
-    local bucket=stayler-test key_name=stayler-test-key
-    local key_id=GK5354a7e4c0ffee0000000001
-    local secret=5354a7e4c0ffee00000000000000000000000000000000000000000000000001
-    port_open 127.0.0.1 "$s3_port" && return 0
+# Starts a single Garage node in DIR (config, data and log) on loopback ports S3_PORT and
+# RPC_PORT, in the background, with BUCKET and a key KEY_ID/SECRET allowed on it; prints
+# nothing, waits until the node takes requests.
+start_garage_node() {
+    local dir=$1 s3_port=$2 rpc_port=$3 bucket=$4 key_id=$5 secret=$6
+    local key_name=$bucket-key
     ensure_garage
     mkdir -p "$dir"
     cat >"$dir/garage.toml" <<TOML
@@ -182,7 +178,6 @@ s3_region = "garage"
 api_bind_addr = "127.0.0.1:$s3_port"
 root_domain = ".s3.garage.localhost"
 TOML
-    say "starting a Garage node for the tests (data in $dir)"
     setsid garage -c "$dir/garage.toml" server >>"$dir/server.log" 2>&1 </dev/null &
     wait_until 60 "Garage on 127.0.0.1:$s3_port" port_open 127.0.0.1 "$s3_port"
     local garage=(garage -c "$dir/garage.toml")
@@ -197,6 +192,16 @@ TOML
     "${garage[@]}" key info "$key_name" >/dev/null 2>&1 ||
         "${garage[@]}" key import --yes -n "$key_name" "$key_id" "$secret" >/dev/null
     "${garage[@]}" bucket allow --read --write --owner "$bucket" --key "$key_name" >/dev/null
+}
+
+# The Garage node the tests use (shared::test_support::s3_config names it): started once per
+# machine boot, data under ${TMPDIR:-/tmp}/stayler-garage.
+ensure_test_garage() {
+    local dir="${TMPDIR:-/tmp}/stayler-garage"
+    port_open 127.0.0.1 39900 && return 0
+    say "starting a Garage node for the tests (data in $dir)"
+    start_garage_node "$dir" 39900 39901 stayler-test GK5354a7e4c0ffee0000000001 \
+        5354a7e4c0ffee00000000000000000000000000000000000000000000000001
 }
 
 # Enables the management dashboard (port 15672) of the local RabbitMQ node.

@@ -63,7 +63,8 @@ pub enum ApiError {
     /// Something failed on our side; the cause is in the logs.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database cannot be reached right now; retry after `Retry-After` seconds.
+    /// The database or the object store cannot be reached right now; retry after
+    /// `Retry-After` seconds.
     #[oai(status = 503)]
     ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// The storage disk is full; retry once an operator has made room.

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::TryStreamExt as _;
 use poem::http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_SECURITY_POLICY,
-    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, RANGE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
+    CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, LOCATION, RANGE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
 };
 use poem::http::{HeaderValue, Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
@@ -102,10 +102,37 @@ impl Serving {
             return Err(Denial::Revoked);
         }
         let file = image.file(grant.variant).ok_or(Denial::NotFound)?;
+        if !head && let Some(redirect) = self.presigned_redirect(file, grant.access, grant.expires - now).await {
+            return redirect;
+        }
         // Caches may keep the file no longer than the URL lives.
         let cache_control = HeaderValue::try_from(format!("private, max-age={}", grant.expires - now))
             .expect("digits are a valid header value");
         self.send(request, head, file, grant.access, cache_control).await
+    }
+
+    /// With `storage.s3.presignedRedirect`, a 307 to a presigned URL of the store that lives
+    /// no longer than the signed URL (nor `presignedTtlSecs`): the store then answers `Range`
+    /// and `If-None-Match` itself, and the bytes do not pass through the API. The signature,
+    /// revocation and access type were checked before.
+    async fn presigned_redirect(
+        &self,
+        file: &ServedFile,
+        access: AccessType,
+        lifetime_secs: i64,
+    ) -> Option<Result<Response, Denial>> {
+        let ttl = std::time::Duration::from_secs(lifetime_secs.max(1) as u64);
+        let content_type = file.content_type.to_str().unwrap_or("application/octet-stream");
+        let disposition = (access == AccessType::Download).then(|| file.attachment.to_str().unwrap_or("attachment"));
+        let url = self.inner.storage.presigned_url(&file.key, ttl, content_type, disposition).await?;
+        Some(url.map_err(Denial::storage).and_then(|url| {
+            let location = HeaderValue::try_from(url).map_err(|error| Denial::Internal(error.to_string()))?;
+            Ok(Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(LOCATION, location)
+                .header(CACHE_CONTROL, HeaderValue::from_static("no-store"))
+                .body(Body::empty()))
+        }))
     }
 
     /// `rest` is the path after the public prefix: `{id}/{variant}`.

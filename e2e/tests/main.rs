@@ -7,6 +7,7 @@ mod broker_restart;
 mod deletion;
 mod health;
 mod maintenance;
+mod migrate_storage;
 mod object_store;
 mod pipeline;
 mod restore;

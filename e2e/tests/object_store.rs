@@ -13,7 +13,7 @@ use reqwest::header::{ETAG, IF_NONE_MATCH, RANGE};
 use serde_json::{Value, json};
 use shared::auth::Role;
 use shared::config::{Config, StorageBackend};
-use shared::test_support::{TcpProxy, TestBucket, eventually};
+use shared::test_support::{GarageCluster, TcpProxy, TestBucket, eventually};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -237,5 +237,117 @@ async fn while_the_store_is_unreachable_uploads_and_serving_answer_503_fast_and_
         .await
         .unwrap();
     assert_eq!(objects, 2, "exactly the two accepted originals are stored");
+    app.stop().await;
+}
+
+/// With `presignedRedirect`, a valid signed URL answers 307 to the store, which serves the
+/// bytes with the type, download name and ranges the API would have; a revoked or expired
+/// URL is still refused by the API, and HEAD is answered by the API.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_signed_url_redirects_to_a_short_lived_presigned_url_of_the_store(pool: PgPool) {
+    let bucket = TestBucket::new();
+    let app = TestApp::spawn_with(pool, |config| {
+        on_the_store(config, &bucket);
+        config.storage.s3.presigned_redirect = true;
+        config.storage.s3.presigned_ttl_secs = 30;
+    })
+    .await;
+    let (_, token) = app.user();
+    let bytes = images::jpeg(64, 48);
+    let response = app.upload(&token, "user", "look.jpg", bytes.clone(), &[]).await;
+    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    let path = signed_path(&app, &token, &id, "original").await;
+    let redirect = no_redirects.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(redirect.headers()["cache-control"], "no-store");
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&bucket.config.endpoint), "{location}");
+    assert!(location.contains("X-Amz-Expires=30"), "no longer than presignedTtlSecs: {location}");
+    let served = no_redirects.get(&location).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.headers()["content-type"], "image/jpeg");
+    assert_eq!(served.bytes().await.unwrap(), bytes, "the store serves the original");
+    let ranged = no_redirects.get(&location).header(RANGE, "bytes=2-9").send().await.unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.bytes().await.unwrap(), bytes[2..10]);
+    let head = no_redirects.head(app.url(&path)).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK, "HEAD is answered by the API");
+
+    let url = app.url(&format!("/storage/images/{id}/signed-url?access_type=download"));
+    let body: Value = app.client.get(url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let download = body["url"].as_str().unwrap().strip_prefix(&app.config.server.base_url).unwrap().to_owned();
+    let redirect = no_redirects.get(app.url(&download)).send().await.unwrap();
+    let served = reqwest::get(redirect.headers()["location"].to_str().unwrap()).await.unwrap();
+    let disposition = served.headers()["content-disposition"].to_str().unwrap().to_owned();
+    assert!(disposition.starts_with("attachment"), "{disposition}");
+    assert!(disposition.contains("look.jpg"), "{disposition}");
+
+    // Revoking still works for every URL not yet redirected.
+    let revoke = app.url(&format!("/storage/images/{id}/revoke-urls"));
+    let revoked = app.client.post(revoke).bearer_auth(&token).send().await.unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert_eq!(no_redirects.get(app.url(&path)).send().await.unwrap().status(), StatusCode::GONE);
+    app.stop().await;
+}
+
+/// A node of a three-node cluster (every object on each node) is killed while uploads and
+/// serving go on through another: every upload acknowledged is kept, every read is served,
+/// and the pipeline finishes every image once the node is back.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_store_node_lost_during_uploads_and_serving_loses_nothing_acknowledged_and_the_pipeline_finishes(
+    pool: PgPool,
+) {
+    const UPLOADS: u32 = 30;
+    let mut cluster = GarageCluster::start(3);
+    let s3 = cluster.s3_config(0);
+    let app = TestApp::spawn_with(pool, |config| {
+        config.storage.backend = StorageBackend::S3;
+        config.storage.s3 = s3.clone();
+    })
+    .await;
+    let worker_dir = tempfile::tempdir().unwrap();
+    let mut worker_config = (*app.config).clone();
+    worker_config.storage.base_path = worker_dir.path().join("storage");
+    std::fs::create_dir_all(&worker_config.storage.base_path).unwrap();
+    let worker = TestWorker::start(&worker_config).await;
+    let (_, token) = app.user();
+
+    let (mut acknowledged, mut refused, mut served) = (Vec::new(), 0, 0);
+    for n in 0..UPLOADS {
+        if n == UPLOADS / 3 {
+            cluster.stop_node(2);
+        }
+        let response = app.upload(&token, "user", &format!("{n}.jpg"), images::jpeg(64 + n, 48), &[]).await;
+        match response.status() {
+            StatusCode::CREATED => {
+                acknowledged.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+            }
+            // Allowed (the client retries), but nothing of it may remain: checked below.
+            StatusCode::SERVICE_UNAVAILABLE => refused += 1,
+            other => panic!("upload {n}: {other}"),
+        }
+        // The newest image, never served before, so it comes from the store, not the cache.
+        if let Some(id) = acknowledged.last() {
+            let path = signed_path(&app, &token, id, "original").await;
+            let response = app.client.get(app.url(&path)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "serving with a node down");
+            served += 1;
+        }
+    }
+    assert!(refused < UPLOADS / 2, "{refused} of {UPLOADS} uploads refused with one node of three down");
+    cluster.start_node(2);
+    settled(&app, "every acknowledged image has its thumbnails and a verified checksum").await;
+
+    let rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, checksum FROM storage_files WHERE deleted_at IS NULL")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), acknowledged.len(), "a row for every acknowledged upload and no other");
+    let sizes = app.config.storage.thumbnail_sizes.len();
+    assert_eq!(app.storage.count_objects().await.unwrap(), rows.len() * (1 + sizes), "no object of a refused upload");
+    tracing::info!(acknowledged = acknowledged.len(), refused, served, "uploads through a lost node");
+    worker.stop().await;
     app.stop().await;
 }

@@ -22,6 +22,7 @@ pub mod stats;
 pub mod storage_backup_entries;
 pub mod storage_backups;
 pub mod storage_files;
+pub mod storage_migration;
 pub mod storage_quotas;
 pub mod storage_restores;
 pub mod storage_signed_urls;

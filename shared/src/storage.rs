@@ -264,6 +264,22 @@ impl Storage {
         Ok(())
     }
 
+    /// A short-lived URL of the store that serves `key` to anyone holding it (answering with
+    /// `content_type` and, for a download, `disposition`), living at most `ttl`; `None` on
+    /// the local tree or unless `storage.s3.presignedRedirect` is on.
+    pub async fn presigned_url(
+        &self,
+        key: &StorageKey,
+        ttl: Duration,
+        content_type: &str,
+        disposition: Option<&str>,
+    ) -> Option<io::Result<String>> {
+        match &self.objects {
+            Objects::S3(objects) => objects.presigned_get(key, ttl, content_type, disposition).await,
+            Objects::Local => None,
+        }
+    }
+
     /// Which backend holds the objects, as reports name it.
     pub fn backend_name(&self) -> &'static str {
         match self.objects {

@@ -17,7 +17,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BrokerConnection, Topology, call};
+
+mod garage_cluster;
 use crate::config::{Config, RabbitConfig};
+pub use garage_cluster::GarageCluster;
 
 /// Broker used by tests unless `STAYLER_TEST_RABBITMQ_URL` names another.
 pub const DEFAULT_RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

@@ -21,6 +21,7 @@ pub mod deletions;
 pub mod health;
 pub mod lease;
 pub mod maintenance;
+pub mod migrate;
 pub mod operator;
 pub mod thumbnails;
 

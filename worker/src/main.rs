@@ -1,9 +1,10 @@
 //! `stayler-worker`: runs the job consumers until SIGTERM or SIGINT, or one operator
-//! command in the foreground (`backup`, `verify`, `restore`: see `--help`).
+//! command in the foreground (`backup`, `verify`, `restore`, `migrate-storage`: see
+//! `--help`).
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use shared::config::Config;
 use shared::model::RestoreMode;
 use uuid::Uuid;
@@ -43,6 +44,24 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Copy every original and thumbnail from storage.basePath into the bucket of storage.s3.
+    ///
+    /// Each object is checked against its recorded SHA-256 before it is named in the bucket,
+    /// a damaged or missing local file is reported and not copied, and objects already in the
+    /// bucket are skipped: run it again after an interruption, or to copy what was uploaded
+    /// meanwhile.
+    MigrateStorage {
+        /// The backend to copy to.
+        #[arg(long, value_enum)]
+        to: StorageTarget,
+    },
+}
+
+/// Backends `migrate-storage` copies to.
+#[derive(Clone, Copy, ValueEnum)]
+enum StorageTarget {
+    /// The bucket of `storage.s3`.
+    S3,
 }
 
 #[tokio::main]
@@ -64,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
             let mode = if overwrite { RestoreMode::Overwrite } else { RestoreMode::MissingOnly };
             operator::restore(&config, target, mode).await
         }
+        Command::MigrateStorage { to: StorageTarget::S3 } => operator::migrate_storage(&config).await,
     }
 }
 

@@ -1,15 +1,16 @@
-//! Operator commands for disaster recovery: `stayler-worker backup | verify | restore` run a
-//! backup, an integrity check or a restore in the foreground with a progress bar, needing
-//! only PostgreSQL and the two folder trees (no API, no broker). Jobs they leave in the
-//! outbox (a backup's batches, the thumbnails of restored images) are delivered once a relay
-//! runs again; the backup ones then find nothing left to do.
+//! Operator commands: `stayler-worker backup | verify | restore` run a backup, an integrity
+//! check or a restore in the foreground with a progress bar, needing only PostgreSQL and the
+//! two folder trees (no API, no broker). Jobs they leave in the outbox (a backup's batches,
+//! the thumbnails of restored images) are delivered once a relay runs again; the backup ones
+//! then find nothing left to do. `stayler-worker migrate-storage --to s3` copies the local
+//! tree into the bucket of `storage.s3` ([`crate::migrate`]).
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use shared::backup::restore::Restorer;
 use shared::backup::{self, verify};
 use shared::config::Config;
@@ -19,6 +20,8 @@ use shared::model::{RestoreMode, RestoreSelection};
 use shared::storage::{BackupTree, Storage};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::migrate::{self, MigrationReport};
 
 /// What `stayler-worker restore` should take.
 #[derive(Debug, Clone)]
@@ -150,4 +153,65 @@ pub async fn restore(config: &Config, target: RestoreTarget, mode: RestoreMode) 
         bail!("{} image(s) could not be restored", report.failed);
     }
     Ok(())
+}
+
+/// Copies every original and thumbnail of the local tree into the bucket of `storage.s3`
+/// and prints the summary; fails if any object is not in the bucket afterwards (missing or
+/// damaged locally, or refused by the store), so that a script stops before the switch.
+pub async fn migrate_storage(config: &Config) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(0);
+    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} objects, {per_sec}, eta {eta}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    let report = migrate::migrate_to_s3(config, |progress| {
+        bar.set_length(progress.objects_total.max(progress.objects_done));
+        bar.set_position(progress.objects_done);
+        bar.set_message(format!(
+            "copying {} of {}",
+            HumanBytes(progress.bytes_done),
+            HumanBytes(progress.bytes_total.max(progress.bytes_done))
+        ));
+    })
+    .await?;
+    bar.finish_and_clear();
+    print_migration(config, &report);
+    if !report.is_complete() {
+        bail!(
+            "{} object(s) are not in the bucket ({} missing locally, {} checksum mismatches, {} failed); \
+             keep storage.backend: local",
+            report.not_copied(),
+            report.missing,
+            report.mismatched,
+            report.failed
+        );
+    }
+    println!(
+        "every object is in the bucket. If the API or workers ran during this copy, stop them and run \
+         `stayler-worker migrate-storage --to s3` once more; then set storage.backend: s3 and start them."
+    );
+    Ok(())
+}
+
+fn print_migration(config: &Config, report: &MigrationReport) {
+    let s3 = &config.storage.s3;
+    println!(
+        "migrated {} to bucket {} (prefix \"{}\") in {:.1?}:",
+        config.storage.base_path.display(),
+        s3.bucket,
+        s3.prefix,
+        report.elapsed
+    );
+    println!("  copied                {} ({})", report.copied, HumanBytes(report.copied_bytes));
+    println!("  already there         {}", report.already_there);
+    println!("  missing locally       {}", report.missing);
+    println!("  checksum mismatches   {}", report.mismatched);
+    println!("  failed                {}", report.failed);
+    for problem in &report.problems {
+        println!("  {} {} {}: {}", problem.kind, problem.image_id, problem.path, problem.reason);
+    }
+    let unlisted = report.not_copied() - report.problems.len() as u64;
+    if unlisted > 0 {
+        println!("  … and {unlisted} more (see the log)");
+    }
 }

@@ -51,6 +51,15 @@ pub struct S3Config {
     /// streaming into the store; an upload that finds it spent waits for parts to be sent,
     /// and answers 503 after 10 seconds.
     pub upload_buffer_bytes: u64,
+    /// Answer a valid signed URL (a GET) with a redirect to a presigned URL of the store,
+    /// so the bytes go from the store to the client without passing through the API.
+    pub presigned_redirect: bool,
+    /// The store's base URL as clients reach it, for presigned URLs (the signature covers
+    /// the host); empty for [`Self::endpoint`].
+    pub public_endpoint: String,
+    /// Lifetime of a presigned URL, in seconds (never longer than the signed URL's own):
+    /// short, since revoking the signed URL cannot recall it.
+    pub presigned_ttl_secs: u64,
 }
 
 /// The smallest `storage.s3.uploadBufferBytes`: one upload's part being filled and the one
@@ -72,6 +81,9 @@ impl Default for S3Config {
             request_timeout_secs: 30,
             connect_timeout_secs: 5,
             upload_buffer_bytes: 256 * 1024 * 1024,
+            presigned_redirect: false,
+            public_endpoint: String::new(),
+            presigned_ttl_secs: 60,
         }
     }
 }
@@ -89,6 +101,9 @@ impl std::fmt::Debug for S3Config {
             .field("path_style", &self.path_style)
             .field("prefix", &self.prefix)
             .field("upload_buffer_bytes", &self.upload_buffer_bytes)
+            .field("presigned_redirect", &self.presigned_redirect)
+            .field("public_endpoint", &self.public_endpoint)
+            .field("presigned_ttl_secs", &self.presigned_ttl_secs)
             .finish_non_exhaustive()
     }
 }
@@ -116,9 +131,15 @@ impl S3Config {
         if self.secret_access_key_file.is_none() && self.secret_access_key.expose_secret().is_empty() {
             return bad("storage.s3.secretAccessKey", "is required (or secretAccessKeyFile) with storage.backend: s3");
         }
-        let web = self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://");
-        if !self.endpoint.is_empty() && !web {
+        let web_or_empty = |url: &str| url.is_empty() || url.starts_with("http://") || url.starts_with("https://");
+        if !web_or_empty(&self.endpoint) {
             return bad("storage.s3.endpoint", "must be an http:// or https:// URL");
+        }
+        if !web_or_empty(&self.public_endpoint) {
+            return bad("storage.s3.publicEndpoint", "must be an http:// or https:// URL");
+        }
+        if !(1..=3600).contains(&self.presigned_ttl_secs) {
+            return bad("storage.s3.presignedTtlSecs", "must be between 1 and 3600");
         }
         if self.prefix.starts_with('/') || self.prefix.ends_with('/') || self.prefix.contains("//") {
             return bad("storage.s3.prefix", "must not start or end with `/` nor hold an empty segment");
@@ -160,6 +181,8 @@ mod tests {
         missing(S3Config { secret_access_key: SecretString::from(""), ..valid() }, "storage.s3.secretAccessKey");
         missing(S3Config { endpoint: "garage:3900".to_owned(), ..valid() }, "storage.s3.endpoint");
         missing(S3Config { prefix: "/a".to_owned(), ..valid() }, "storage.s3.prefix");
+        missing(S3Config { public_endpoint: "cdn.example".to_owned(), ..valid() }, "publicEndpoint");
+        missing(S3Config { presigned_ttl_secs: 0, ..valid() }, "presignedTtlSecs");
         missing(S3Config { upload_buffer_bytes: MIN_UPLOAD_BUFFER_BYTES - 1, ..valid() }, "uploadBufferBytes");
         assert!(S3Config { upload_buffer_bytes: MIN_UPLOAD_BUFFER_BYTES, ..valid() }.validate().is_ok());
     }

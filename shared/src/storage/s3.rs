@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
+use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
 use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
@@ -40,6 +41,9 @@ pub(super) struct S3Objects {
     prefix: String,
     /// Shared by every upload streaming into the store from this process.
     upload_buffer: UploadBuffer,
+    /// Signs presigned URLs (`storage.s3.presignedRedirect`), for the public endpoint.
+    signer: Option<Arc<AmazonS3>>,
+    presigned_ttl: Duration,
 }
 
 impl S3Objects {
@@ -63,25 +67,33 @@ impl S3Objects {
             retry_timeout: Duration::from_secs(config.request_timeout_secs),
             ..RetryConfig::default()
         };
-        let mut builder = AmazonS3Builder::new()
-            .with_region(&config.region)
-            .with_bucket_name(&config.bucket)
-            .with_access_key_id(&config.access_key_id)
-            .with_secret_access_key(secret.expose_secret())
-            .with_virtual_hosted_style_request(!config.path_style)
-            .with_client_options(options)
-            .with_retry(retry)
-            // Every request body (each part of a multipart upload) carries its SHA-256,
-            // which the store checks before it accepts the bytes.
-            .with_checksum_algorithm(Checksum::SHA256);
-        if !config.endpoint.is_empty() {
-            builder = builder.with_endpoint(&config.endpoint);
-        }
-        let store =
-            builder.build().map_err(|error| ConfigError::BadValue { key: "storage.s3", reason: error.to_string() })?;
+        let builder = |endpoint: &str| {
+            let builder = AmazonS3Builder::new()
+                .with_region(&config.region)
+                .with_bucket_name(&config.bucket)
+                .with_access_key_id(&config.access_key_id)
+                .with_secret_access_key(secret.expose_secret())
+                .with_virtual_hosted_style_request(!config.path_style)
+                .with_client_options(options.clone())
+                .with_retry(retry.clone())
+                // Every request body (each part of a multipart upload) carries its SHA-256,
+                // which the store checks before it accepts the bytes.
+                .with_checksum_algorithm(Checksum::SHA256);
+            let builder = if endpoint.is_empty() { builder } else { builder.with_endpoint(endpoint) };
+            builder.build().map_err(|error| ConfigError::BadValue { key: "storage.s3", reason: error.to_string() })
+        };
+        let store = builder(&config.endpoint)?;
+        // Presigned URLs name the host clients reach, which may not be the one this process
+        // sends its requests to; a second client signs them and sends nothing.
+        let signer = match config.presigned_redirect {
+            true if !config.public_endpoint.is_empty() => Some(Arc::new(builder(&config.public_endpoint)?)),
+            true => Some(Arc::new(builder(&config.endpoint)?)),
+            false => None,
+        };
         let upload_buffer =
             Arc::new(Semaphore::new(usize::try_from(config.upload_buffer_bytes).expect("validated to fit in 32 bits")));
-        Ok(Self { store: Arc::new(store), prefix: config.prefix.clone(), upload_buffer })
+        let presigned_ttl = Duration::from_secs(config.presigned_ttl_secs);
+        Ok(Self { store: Arc::new(store), prefix: config.prefix.clone(), upload_buffer, signer, presigned_ttl })
     }
 
     fn path(&self, relative: &str) -> ObjectPath {
@@ -120,6 +132,27 @@ impl S3Objects {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "the probe object read back differently"));
         }
         deleted
+    }
+
+    /// A presigned GET of `key`, living at most `ttl` (and `storage.s3.presignedTtlSecs`),
+    /// whose answer carries `content_type` and, for a download, `disposition`; `None` unless
+    /// `storage.s3.presignedRedirect` is on.
+    pub(super) async fn presigned_get(
+        &self,
+        key: &StorageKey,
+        ttl: Duration,
+        content_type: &str,
+        disposition: Option<&str>,
+    ) -> Option<io::Result<String>> {
+        let signer = self.signer.as_ref()?;
+        let mut query = vec![("response-content-type", content_type.to_owned())];
+        if let Some(disposition) = disposition {
+            query.push(("response-content-disposition", disposition.to_owned()));
+        }
+        let options = SignedUrlOptions::default().with_query(query);
+        let ttl = ttl.min(self.presigned_ttl).max(Duration::from_secs(1));
+        let signed = signer.signed_url_opts(Method::GET, &self.key_path(key), ttl, &options).await;
+        Some(signed.map(String::from).map_err(to_io))
     }
 
     /// Writes a small object (a thumbnail) in one request, from memory.
