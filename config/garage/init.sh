@@ -1,11 +1,11 @@
 #!/bin/sh
 # Sets up the single Garage node of compose.s3.yaml through its admin API, once: gives the
-# node a role in the layout, creates the bucket and imports the service's key with read,
-# write and owner rights on it. Safe to run again (each step checks first). Needs only sh,
+# node a role in the layout, creates the buckets and imports the service's key with read,
+# write and owner rights on them. Safe to run again (each step checks first). Needs only sh,
 # curl and sed (the curl image).
 #
-# Environment: GARAGE_ADMIN (admin API base URL), GARAGE_ADMIN_TOKEN, BUCKET,
-# ACCESS_KEY_ID, SECRET_ACCESS_KEY.
+# Environment: GARAGE_ADMIN (admin API base URL), GARAGE_ADMIN_TOKEN, BUCKETS (names
+# separated by spaces), ACCESS_KEY_ID, SECRET_ACCESS_KEY.
 set -eu
 
 api() { # METHOD PATH [JSON BODY]
@@ -27,15 +27,17 @@ if printf '%s' "$status" | grep -q '"layoutVersion": *0,'; then
     api POST ApplyClusterLayout '{"version":1}' >/dev/null
     echo "node $node joined the layout"
 fi
-bucket=$(api GET "GetBucketInfo?globalAlias=$BUCKET" 2>/dev/null | field id || true)
-if [ -z "$bucket" ]; then
-    bucket=$(api POST CreateBucket "{\"globalAlias\":\"$BUCKET\"}" | field id)
-    echo "bucket $BUCKET created"
-fi
 if ! api GET "GetKeyInfo?id=$ACCESS_KEY_ID" >/dev/null 2>&1; then
     api POST ImportKey "{\"accessKeyId\":\"$ACCESS_KEY_ID\",\"secretAccessKey\":\"$SECRET_ACCESS_KEY\",\"name\":\"stayler\"}" >/dev/null
     echo "key $ACCESS_KEY_ID imported"
 fi
-api POST AllowBucketKey \
-    "{\"bucketId\":\"$bucket\",\"accessKeyId\":\"$ACCESS_KEY_ID\",\"permissions\":{\"read\":true,\"write\":true,\"owner\":true}}" >/dev/null
-echo "Garage is ready: bucket $BUCKET, key $ACCESS_KEY_ID"
+for name in $BUCKETS; do
+    bucket=$(api GET "GetBucketInfo?globalAlias=$name" 2>/dev/null | field id || true)
+    if [ -z "$bucket" ]; then
+        bucket=$(api POST CreateBucket "{\"globalAlias\":\"$name\"}" | field id)
+        echo "bucket $name created"
+    fi
+    api POST AllowBucketKey \
+        "{\"bucketId\":\"$bucket\",\"accessKeyId\":\"$ACCESS_KEY_ID\",\"permissions\":{\"read\":true,\"write\":true,\"owner\":true}}" >/dev/null
+done
+echo "Garage is ready: buckets $BUCKETS, key $ACCESS_KEY_ID"

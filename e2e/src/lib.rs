@@ -2,7 +2,8 @@
 //! their own above both (no crate depends on a crate beside it). These are their helpers: a
 //! worker running in the test's process through its library entry point, uploads of every
 //! kind and format of image a job must handle, a health check run as the scheduler runs
-//! it, and the worker binary started for tests that kill it. The tests are in `tests/`.
+//! it, the worker binary started for tests that kill it, and the waits and checks the
+//! backup, restore and object-store tests share. The tests are in `tests/`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -206,4 +207,125 @@ pub async fn run_health_check(app: &TestApp) -> Vec<(String, String, Value)> {
 pub fn check<'a>(rows: &'a [(String, String, Value)], check_type: &str) -> (&'a str, &'a Value) {
     let (_, status, details) = rows.iter().find(|(t, _, _)| t == check_type).unwrap_or_else(|| panic!("{check_type}"));
     (status, details)
+}
+
+/// How long a test waits for the pipeline, a backup or a restore.
+pub const PIPELINE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Waits until every live image has its thumbnails and a verified checksum.
+pub async fn settled(app: &TestApp, what: &str) {
+    eventually(PIPELINE_TIMEOUT, what, || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM storage_files
+             WHERE deleted_at IS NULL AND (thumbnail_status <> 'ready' OR checksum_status <> 'verified')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        waiting == 0
+    })
+    .await;
+}
+
+/// An admin's POST of `body` to `path`, answered 202; returns the answer's body.
+pub async fn admin_post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
+    let response = app.client.post(app.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED, "POST {path}");
+    response.json().await.unwrap()
+}
+
+/// Waits until the backup or restore at `path` is `completed` or `failed`; returns it.
+pub async fn finished(app: &TestApp, token: &str, path: &str) -> Value {
+    let get = || async { app.client.get(app.url(path)).bearer_auth(token).send().await.unwrap().json::<Value>().await };
+    eventually(PIPELINE_TIMEOUT, &format!("{path} finishes"), || async {
+        matches!(get().await.unwrap()["status"].as_str(), Some("completed" | "failed"))
+    })
+    .await;
+    get().await.unwrap()
+}
+
+/// Waits until retention has carried the last copies of an expired backup into a new
+/// backup and that one completed; returns its id.
+pub async fn carried_over_backup(app: &TestApp) -> Uuid {
+    let carried = || async {
+        sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM storage_backups WHERE trigger = 'retention'")
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap()
+    };
+    eventually(PIPELINE_TIMEOUT, "the last copies are carried into a new backup", || async {
+        carried().await.is_some_and(|(_, status)| status == "completed")
+    })
+    .await;
+    carried().await.expect("completed above").0
+}
+
+/// A PNG of noise made from `seed`, which does not compress: larger than one upload part,
+/// so it goes to a bucket as a multipart upload.
+pub fn incompressible_png(seed: u32) -> Vec<u8> {
+    let (width, height) = (1400, 1400);
+    let mut state = seed.max(1);
+    let pixels = (0..width * height * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    let image = image::RgbImage::from_raw(width, height, pixels).expect("the size matches");
+    let mut bytes = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).expect("encoding a PNG");
+    assert!(bytes.len() > shared::storage::UPLOAD_PART_BYTES, "{} bytes fit one part", bytes.len());
+    bytes
+}
+
+/// Regular files below `folder`, at any depth (empty staging folders may exist): what a
+/// process on the s3 backend must not leave on its local disk.
+pub fn files_under(folder: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut pending = vec![folder.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                pending.push(entry.path());
+            } else {
+                files.push(entry.path().display().to_string());
+            }
+        }
+    }
+    files
+}
+
+/// `(id, checksum)` of every live image, by id: what a restore must bring back.
+pub async fn live_checksums(pool: &sqlx::PgPool) -> Vec<(Uuid, String)> {
+    sqlx::query_as("SELECT id, checksum FROM storage_files WHERE deleted_at IS NULL ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// The disaster on an s3 deployment: every object of the images' bucket and every image
+/// row are gone (backups and their rows stay).
+pub async fn lose_every_image(app: &TestApp) {
+    app.storage.remove_all_objects().await.unwrap();
+    sqlx::query(
+        "TRUNCATE storage_files, storage_thumbnails, storage_image_sources, storage_quotas, storage_signed_urls,
+                  storage_access_logs, upload_idempotency, outbox CASCADE",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+/// A worker configured like `app` but on empty folders of its own, as on another machine:
+/// the worker, its configuration, and the folder (removed when dropped).
+pub async fn worker_on_its_own_folders(app: &TestApp) -> (TestWorker, Config, tempfile::TempDir) {
+    let folder = tempfile::tempdir().expect("a temp folder");
+    let mut config = (*app.config).clone();
+    config.storage.base_path = folder.path().join("storage");
+    config.storage.backup_path = folder.path().join("backups");
+    std::fs::create_dir_all(&config.storage.base_path).expect("the worker's storage folder");
+    (TestWorker::start(&config).await, config, folder)
 }

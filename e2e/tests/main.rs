@@ -9,6 +9,7 @@ mod health;
 mod maintenance;
 mod migrate_storage;
 mod object_store;
+mod object_store_backups;
 mod pipeline;
 mod restore;
 mod retention;

@@ -3,8 +3,6 @@
 //! SHA-256 (one larger than an upload part, so it streams as a multipart upload); a second
 //! run copies nothing, and a damaged or missing local file is reported, never copied.
 
-use std::time::Duration;
-
 use api::test_support::TestApp;
 use e2e::{TestWorker, upload_every_kind};
 use reqwest::StatusCode;
@@ -12,13 +10,11 @@ use serde_json::Value;
 use shared::db::{storage_files, storage_thumbnails};
 use shared::model::ImageId;
 use shared::storage::{Storage, StorageKey};
-use shared::test_support::{TestBucket, eventually};
+use shared::test_support::TestBucket;
 use sqlx::PgPool;
 use uuid::Uuid;
 use worker::migrate::{self, MigrationReport, ProblemKind};
 use worker::operator;
-
-const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Every object the images `ids` have, with the SHA-256 their rows record.
 async fn recorded_objects(pool: &PgPool, ids: &[String]) -> Vec<(StorageKey, String)> {
@@ -34,25 +30,6 @@ async fn recorded_objects(pool: &PgPool, ids: &[String]) -> Vec<(StorageKey, Str
     objects
 }
 
-/// A PNG of noise, which does not compress: larger than one upload part.
-fn large_png() -> Vec<u8> {
-    let (width, height) = (1400, 1400);
-    let mut state = 0x9e37_79b9_u32;
-    let pixels = (0..width * height * 3)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect();
-    let image = image::RgbImage::from_raw(width, height, pixels).unwrap();
-    let mut bytes = Vec::new();
-    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
-    assert!(bytes.len() > shared::storage::UPLOAD_PART_BYTES, "{} bytes fit one part", bytes.len());
-    bytes
-}
-
 async fn migrate(config: &shared::config::Config) -> MigrationReport {
     let report = migrate::migrate_to_s3(config, |_| {}).await.expect("the migration runs");
     eprintln!("{report:?}");
@@ -66,20 +43,10 @@ async fn the_local_tree_moves_to_the_store_verified_once_and_a_damaged_file_is_r
     let worker = TestWorker::start(&app.config).await;
     let mut ids = upload_every_kind(&app).await;
     let (_, token) = app.user();
-    let response = app.upload(&token, "user", "large.png", large_png(), &[]).await;
+    let response = app.upload(&token, "user", "large.png", e2e::incompressible_png(0x9e37_79b9), &[]).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
-    eventually(TIMEOUT, "every upload has thumbnails and a verified checksum", || async {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM storage_files
-             WHERE deleted_at IS NULL AND (thumbnail_status <> 'ready' OR checksum_status <> 'verified')",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        pending == 0
-    })
-    .await;
+    e2e::settled(&app, "every upload has thumbnails and a verified checksum").await;
     worker.stop().await;
     let objects = recorded_objects(&app.pool, &ids).await;
     let sizes = app.config.storage.thumbnail_sizes.len();

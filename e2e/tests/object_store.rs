@@ -3,11 +3,10 @@
 //! that passed through a local disk instead of the store would be missing where the other
 //! looks for it, and is counted when the test ends.
 
-use std::path::Path;
 use std::time::Duration;
 
 use api::test_support::{TestApp, images};
-use e2e::{TestWorker, upload_every_kind};
+use e2e::{admin_post, files_under, finished, settled, upload_every_kind};
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_NONE_MATCH, RANGE};
 use serde_json::{Value, json};
@@ -24,60 +23,8 @@ fn on_the_store(config: &mut Config, bucket: &TestBucket) {
     config.storage.s3 = bucket.config.clone();
 }
 
-/// Regular files below `folder`, at any depth (staging folders are allowed to exist).
-fn files_under(folder: &Path) -> Vec<String> {
-    let mut files = Vec::new();
-    let mut pending = vec![folder.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                pending.push(entry.path());
-            } else {
-                files.push(entry.path().display().to_string());
-            }
-        }
-    }
-    files
-}
-
 async fn view(app: &TestApp, token: &str, id: &str) -> Value {
     app.get_image(token, id).await.json().await.unwrap()
-}
-
-/// Waits until every live image has its thumbnails and a verified checksum.
-async fn settled(app: &TestApp, what: &str) {
-    eventually(TIMEOUT, what, || async {
-        let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM storage_files
-             WHERE deleted_at IS NULL AND (thumbnail_status <> 'ready' OR checksum_status <> 'verified')",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        pending == 0
-    })
-    .await;
-}
-
-/// A PNG of noise, which does not compress: larger than one upload part, so it goes to the
-/// store as a multipart upload.
-fn large_png() -> Vec<u8> {
-    let (width, height) = (1400, 1400);
-    let mut state = 0x2545_f491_u32;
-    let pixels = (0..width * height * 3)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect();
-    let image = image::RgbImage::from_raw(width, height, pixels).unwrap();
-    let mut bytes = Vec::new();
-    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
-    assert!(bytes.len() > shared::storage::UPLOAD_PART_BYTES, "{} bytes fit one part", bytes.len());
-    bytes
 }
 
 /// The path of a signed URL for a variant of `id` (URLs carry `server.baseUrl`, not the
@@ -88,38 +35,18 @@ async fn signed_path(app: &TestApp, token: &str, id: &str, variant: &str) -> Str
     body["url"].as_str().unwrap().strip_prefix(&app.config.server.base_url).unwrap().to_owned()
 }
 
-async fn admin_post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
-    let response = app.client.post(app.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED, "POST {path}");
-    response.json().await.unwrap()
-}
-
-async fn finished(app: &TestApp, token: &str, path: &str) -> Value {
-    let get = || async { app.client.get(app.url(path)).bearer_auth(token).send().await.unwrap().json::<Value>().await };
-    eventually(TIMEOUT, &format!("{path} finishes"), || async {
-        matches!(get().await.unwrap()["status"].as_str(), Some("completed" | "failed"))
-    })
-    .await;
-    get().await.unwrap()
-}
-
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn uploads_thumbnails_checksums_serving_deletion_backup_and_restore_run_on_the_store_with_no_shared_folder(
     pool: PgPool,
 ) {
     let bucket = TestBucket::new();
     let app = TestApp::spawn_with(pool, |config| on_the_store(config, &bucket)).await;
-    let worker_dir = tempfile::tempdir().unwrap();
-    let mut worker_config = (*app.config).clone();
-    worker_config.storage.base_path = worker_dir.path().join("storage");
-    worker_config.storage.backup_path = worker_dir.path().join("backups");
-    std::fs::create_dir_all(&worker_config.storage.base_path).unwrap();
-    let worker = TestWorker::start(&worker_config).await;
+    let (worker, worker_config, _worker_dir) = e2e::worker_on_its_own_folders(&app).await;
     let admin = app.token(Role::Admin, Uuid::now_v7());
     let (_, token) = app.user();
 
     let mut ids = upload_every_kind(&app).await;
-    let large = large_png();
+    let large = e2e::incompressible_png(0x2545_f491);
     let response = app.upload(&token, "user", "large.png", large.clone(), &[]).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let large_id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
@@ -163,30 +90,14 @@ async fn uploads_thumbnails_checksums_serving_deletion_backup_and_restore_run_on
     let backup_id = backup["id"].as_str().unwrap().to_owned();
     let backup = finished(&app, &admin, &format!("/storage/backups/{backup_id}")).await;
     assert_eq!(backup["status"], "completed", "{backup}");
-    let before: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, checksum FROM storage_files WHERE deleted_at IS NULL ORDER BY id")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    app.storage.remove_all_objects().await.unwrap();
-    sqlx::query(
-        "TRUNCATE storage_files, storage_thumbnails, storage_image_sources, storage_quotas, storage_signed_urls,
-                  storage_access_logs, upload_idempotency, outbox CASCADE",
-    )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    let before = e2e::live_checksums(&app.pool).await;
+    e2e::lose_every_image(&app).await;
     let restore = admin_post(&app, &admin, "/storage/restore", json!({ "backup_id": backup_id })).await;
     let restore = finished(&app, &admin, &format!("/storage/restores/{}", restore["id"].as_str().unwrap())).await;
     assert_eq!(restore["status"], "completed", "{restore}");
     assert_eq!(restore["restored"].as_u64(), Some(ids.len() as u64), "{restore}");
     settled(&app, "restored images are processed again").await;
-    let after: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, checksum FROM storage_files WHERE deleted_at IS NULL ORDER BY id")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(after, before, "every original is back, its checksum verified again");
+    assert_eq!(e2e::live_checksums(&app.pool).await, before, "every original is back, its checksum verified again");
     assert_eq!(app.storage.count_objects().await.unwrap(), ids.len() * (1 + sizes));
 
     worker.stop().await;
@@ -307,11 +218,7 @@ async fn a_store_node_lost_during_uploads_and_serving_loses_nothing_acknowledged
         config.storage.s3 = s3.clone();
     })
     .await;
-    let worker_dir = tempfile::tempdir().unwrap();
-    let mut worker_config = (*app.config).clone();
-    worker_config.storage.base_path = worker_dir.path().join("storage");
-    std::fs::create_dir_all(&worker_config.storage.base_path).unwrap();
-    let worker = TestWorker::start(&worker_config).await;
+    let (worker, _, _worker_dir) = e2e::worker_on_its_own_folders(&app).await;
     let (_, token) = app.user();
 
     let (mut acknowledged, mut refused, mut served) = (Vec::new(), 0, 0);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use api::test_support::TestApp;
 use chrono::{TimeDelta, Utc};
-use e2e::{TestWorker, upload_every_kind, upload_gif_and_webp};
+use e2e::{TestWorker, admin_post, finished, settled, upload_every_kind, upload_gif_and_webp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::auth::Role;
@@ -22,12 +22,9 @@ use shared::health::integrity;
 use shared::maintenance::sweep;
 use shared::model::{BackupId, HealthStatus, ImageId, RestoreMode, RestoreSelection, RestoreStatus};
 use shared::storage::BackupTree;
-use shared::test_support::eventually;
 use sqlx::PgPool;
 use uuid::Uuid;
 use worker::operator::{self, RestoreTarget};
-
-const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What a restore must bring back of a row: everything but processing state and counters.
 const ROW: &str = "SELECT id::text, to_jsonb(f) - 'checksum_status' - 'verified_at' - 'thumbnail_status'
@@ -45,19 +42,6 @@ async fn originals(app: &TestApp) -> BTreeMap<String, Vec<u8>> {
     paths.into_iter().map(|(id, path)| (id, std::fs::read(app.storage.root().join(path)).unwrap())).collect()
 }
 
-async fn settled(app: &TestApp, what: &str) {
-    eventually(TIMEOUT, what, || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM storage_files WHERE thumbnail_status <> 'ready' OR checksum_status <> 'verified'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        waiting == 0
-    })
-    .await;
-}
-
 /// Waits until the restored images are processed again, then asserts that no staged file is
 /// left. Counting earlier would race the worker, which stages the restored image's
 /// thumbnails while it makes them; once every image is ready, whatever is still staged was
@@ -65,21 +49,6 @@ async fn settled(app: &TestApp, what: &str) {
 async fn nothing_half_written_once_settled(app: &TestApp) {
     settled(app, "the restored image is processed again").await;
     assert_eq!(app.storage.count_staged().await.unwrap(), 0, "nothing half-written is left");
-}
-
-async fn admin_post(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
-    let response = app.client.post(app.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED, "POST {path}");
-    response.json().await.unwrap()
-}
-
-async fn finished(app: &TestApp, token: &str, path: &str) -> Value {
-    let get = || async { app.client.get(app.url(path)).bearer_auth(token).send().await.unwrap().json::<Value>().await };
-    eventually(TIMEOUT, &format!("{path} finishes"), || async {
-        matches!(get().await.unwrap()["status"].as_str(), Some("completed" | "failed"))
-    })
-    .await;
-    get().await.unwrap()
 }
 
 /// Requests a backup through the API and waits until the workers completed it.

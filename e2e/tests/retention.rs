@@ -137,16 +137,7 @@ async fn the_admin_cleanup_runs_retention_through_the_maintenance_worker(pool: P
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let body: Value = response.json().await.unwrap();
     assert_eq!((body["retention_days"].as_u64(), body["expired_backups"].as_u64()), (Some(0), Some(1)));
-    let carried = || async {
-        sqlx::query_as::<_, (Uuid, String)>("SELECT id, status FROM storage_backups WHERE trigger = 'retention'")
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap()
-    };
-    eventually(TIMEOUT, "the last copies are carried into a new backup", || async {
-        carried().await.is_some_and(|(_, status)| status == "completed")
-    })
-    .await;
+    e2e::carried_over_backup(&app).await;
     let first_path = storage_backups::get(&app.pool, first).await.unwrap().unwrap().backup_path;
     assert!(tree.root().join(&first_path).exists(), "kept until the carry-over exists");
 

@@ -6,5 +6,6 @@ mod broker;
 mod layering;
 mod migrations;
 mod relay;
+mod s3_backups;
 mod s3_file_audit;
 mod s3_storage;

@@ -31,7 +31,7 @@ pub mod thumbnails;
 pub struct Context {
     pub db: PgPool,
     pub storage: Storage,
-    /// The tree under `storage.backupPath`.
+    /// The backup tree: under `storage.backupPath`, or in the bucket `storage.backupS3`.
     pub backups: BackupTree,
     pub config: Arc<Config>,
 }
@@ -54,7 +54,8 @@ pub async fn run_reporting_start(
     let config = Arc::new(config);
     let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL")?;
     let storage = Storage::from_config(&config.storage).await.context("opening the storage (storage.backend)")?;
-    let backups = BackupTree::open(&config.storage.backup_path).context("opening storage.backupPath")?;
+    let backups =
+        BackupTree::from_config(&config.storage).context("opening the backup tree (storage.backupBackend)")?;
     let topology = Topology::new(&config.rabbitmq);
     if !topology.declare_when_ready(&config.rabbitmq, &shutdown).await.context("declaring the RabbitMQ topology")? {
         return Ok(());

@@ -149,7 +149,8 @@ pub async fn migrate_to_s3(config: &Config, mut on_progress: impl FnMut(&Progres
     let target = Storage::open_s3(&config.storage.base_path, s3).await.context("opening the bucket of storage.s3")?;
     target.probe().await.with_context(|| format!("writing a test object to bucket {} (storage.s3)", s3.bucket))?;
 
-    let (objects_total, bytes_total) = storage_migration::totals(&db).await.context("counting the objects to migrate")?;
+    let (objects_total, bytes_total) =
+        storage_migration::totals(&db).await.context("counting the objects to migrate")?;
     let mut progress = Progress { objects_total, bytes_total, ..Progress::default() };
     on_progress(&progress);
     tracing::info!(

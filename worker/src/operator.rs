@@ -1,6 +1,6 @@
 //! Operator commands: `stayler-worker backup | verify | restore` run a backup, an integrity
-//! check or a restore in the foreground with a progress bar, needing only PostgreSQL and the
-//! two folder trees (no API, no broker). Jobs they leave in the outbox (a backup's batches,
+//! check or a restore in the foreground with a progress bar, needing only PostgreSQL, the
+//! images' storage and the backups' (folders or buckets; no API, no broker). Jobs they leave in the outbox (a backup's batches,
 //! the thumbnails of restored images) are delivered once a relay runs again; the backup ones
 //! then find nothing left to do. `stayler-worker migrate-storage --to s3` copies the local
 //! tree into the bucket of `storage.s3` ([`crate::migrate`]).
@@ -40,7 +40,8 @@ struct Trees {
 async fn open(config: &Config) -> anyhow::Result<Trees> {
     let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL (database.url)")?;
     let storage = Storage::from_config(&config.storage).await.context("opening the storage (storage.backend)")?;
-    let backups = BackupTree::open(&config.storage.backup_path).context("opening storage.backupPath")?;
+    let backups =
+        BackupTree::from_config(&config.storage).context("opening the backup tree (storage.backupBackend)")?;
     Ok(Trees { db, storage, backups })
 }
 
@@ -97,7 +98,7 @@ pub async fn verify(config: &Config, id: Uuid) -> anyhow::Result<()> {
     let manifest: PathBuf = manifests
         .into_iter()
         .find(|path| path.parent().and_then(|p| p.file_name()).is_some_and(|n| n.to_string_lossy() == name))
-        .with_context(|| format!("no manifest of backup {id} under storage.backupPath"))?;
+        .with_context(|| format!("no manifest of backup {id} in the backup tree (storage.backupBackend)"))?;
     let bar = bar(0, "checking");
     let tree = trees.backups.clone();
     let progress = bar.clone();

@@ -1,6 +1,8 @@
 //! `storage.backend` and `storage.s3`: whether objects live in the local folder tree
 //! (`storage.basePath`, the default) or in a bucket of an S3-compatible object store
 //! (Garage, MinIO, Ceph RGW, AWS S3), shared by API and worker machines that share no disk.
+//! The same bucket settings describe `storage.backupS3`, where backups go with
+//! `storage.backupBackend: s3`; [`S3Section`] names the keys of either in errors.
 
 use std::path::PathBuf;
 
@@ -19,6 +21,36 @@ pub enum StorageBackend {
     /// A bucket of an S3-compatible store (`storage.s3`); `storage.basePath` then holds only
     /// each process's own staged writes.
     S3,
+}
+
+/// Which key of `storage:` an [`S3Config`] is, to name its keys in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum S3Section {
+    /// `storage.s3`, the images' bucket (`storage.backend: s3`).
+    Images,
+    /// `storage.backupS3`, the backups' bucket (`storage.backupBackend: s3`).
+    Backups,
+}
+
+/// The key `$field` of `$section` (`storage.s3.bucket`, `storage.backupS3.bucket`), as the
+/// `&'static str` a [`ConfigError::BadValue`] holds.
+macro_rules! key {
+    ($section:expr, $field:literal) => {
+        match $section {
+            S3Section::Images => concat!("storage.s3.", $field),
+            S3Section::Backups => concat!("storage.backupS3.", $field),
+        }
+    };
+}
+
+impl S3Section {
+    /// The setting that makes the section required, for error messages.
+    fn required_by(self) -> &'static str {
+        match self {
+            Self::Images => "storage.backend: s3",
+            Self::Backups => "storage.backupBackend: s3",
+        }
+    }
 }
 
 /// The bucket of the `s3` backend and how to reach it.
@@ -111,9 +143,14 @@ impl std::fmt::Debug for S3Config {
 impl S3Config {
     /// The secret: from its file when one is named, else as configured.
     pub fn secret(&self) -> Result<SecretString, ConfigError> {
+        self.secret_in(S3Section::Images)
+    }
+
+    /// [`Self::secret`], an unreadable file named as a key of `section`.
+    pub(super) fn secret_in(&self, section: S3Section) -> Result<SecretString, ConfigError> {
         let Some(path) = &self.secret_access_key_file else { return Ok(self.secret_access_key.clone()) };
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::BadValue {
-            key: "storage.s3.secretAccessKeyFile",
+            key: key!(section, "secretAccessKeyFile"),
             reason: format!("cannot read {}: {error}", path.display()),
         })?;
         Ok(SecretString::from(text.trim().to_owned()))
@@ -121,35 +158,42 @@ impl S3Config {
 
     /// Checked only when the backend is `s3`.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in(S3Section::Images)
+    }
+
+    /// Checked only when `section` is in use (its backend is `s3`); errors name its keys.
+    pub(super) fn validate_in(&self, section: S3Section) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| Err(ConfigError::BadValue { key, reason: reason.to_owned() });
+        let required = section.required_by();
         if self.bucket.trim().is_empty() {
-            return bad("storage.s3.bucket", "is required with storage.backend: s3");
+            return bad(key!(section, "bucket"), &format!("is required with {required}"));
         }
         if self.access_key_id.trim().is_empty() {
-            return bad("storage.s3.accessKeyId", "is required with storage.backend: s3");
+            return bad(key!(section, "accessKeyId"), &format!("is required with {required}"));
         }
         if self.secret_access_key_file.is_none() && self.secret_access_key.expose_secret().is_empty() {
-            return bad("storage.s3.secretAccessKey", "is required (or secretAccessKeyFile) with storage.backend: s3");
+            let reason = format!("is required (or secretAccessKeyFile) with {required}");
+            return bad(key!(section, "secretAccessKey"), &reason);
         }
         let web_or_empty = |url: &str| url.is_empty() || url.starts_with("http://") || url.starts_with("https://");
         if !web_or_empty(&self.endpoint) {
-            return bad("storage.s3.endpoint", "must be an http:// or https:// URL");
+            return bad(key!(section, "endpoint"), "must be an http:// or https:// URL");
         }
         if !web_or_empty(&self.public_endpoint) {
-            return bad("storage.s3.publicEndpoint", "must be an http:// or https:// URL");
+            return bad(key!(section, "publicEndpoint"), "must be an http:// or https:// URL");
         }
         if !(1..=3600).contains(&self.presigned_ttl_secs) {
-            return bad("storage.s3.presignedTtlSecs", "must be between 1 and 3600");
+            return bad(key!(section, "presignedTtlSecs"), "must be between 1 and 3600");
         }
         if self.prefix.starts_with('/') || self.prefix.ends_with('/') || self.prefix.contains("//") {
-            return bad("storage.s3.prefix", "must not start or end with `/` nor hold an empty segment");
+            return bad(key!(section, "prefix"), "must not start or end with `/` nor hold an empty segment");
         }
         if self.request_timeout_secs == 0 || self.connect_timeout_secs == 0 {
-            return bad("storage.s3.requestTimeoutSecs", "timeouts must be at least 1 second");
+            return bad(key!(section, "requestTimeoutSecs"), "timeouts must be at least 1 second");
         }
         if !(MIN_UPLOAD_BUFFER_BYTES..=u64::from(u32::MAX)).contains(&self.upload_buffer_bytes) {
             let reason = format!("must be between {MIN_UPLOAD_BUFFER_BYTES} (two upload parts) and 4 GiB");
-            return bad("storage.s3.uploadBufferBytes", &reason);
+            return bad(key!(section, "uploadBufferBytes"), &reason);
         }
         Ok(())
     }
@@ -197,5 +241,18 @@ mod tests {
         assert!(!format!("{config:?}").contains("s3cr3t"));
         let gone = S3Config { secret_access_key_file: Some(dir.path().join("none")), ..valid() };
         assert!(gone.secret().unwrap_err().to_string().contains("secretAccessKeyFile"));
+    }
+
+    #[test]
+    fn errors_name_the_section_the_bucket_is_configured_in() {
+        let error = S3Config { bucket: String::new(), ..valid() }.validate_in(S3Section::Backups).unwrap_err();
+        assert!(error.to_string().contains("`storage.backupS3.bucket`"), "{error}");
+        assert!(error.to_string().contains("storage.backupBackend: s3"), "{error}");
+        let error = S3Config { prefix: "a/".to_owned(), ..valid() }.validate_in(S3Section::Backups).unwrap_err();
+        assert!(error.to_string().contains("`storage.backupS3.prefix`"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let gone = S3Config { secret_access_key_file: Some(dir.path().join("none")), ..valid() };
+        let error = gone.secret_in(S3Section::Backups).unwrap_err();
+        assert!(error.to_string().contains("`storage.backupS3.secretAccessKeyFile`"), "{error}");
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use super::s3::S3Section;
 use super::{Config, ConfigError, S3Config, StorageBackend};
 use crate::model::ImageFormat;
 
@@ -21,8 +22,16 @@ pub struct StorageConfig {
     /// Root of the image tree (`images/{type}/{owner}/…`) on the local backend; on the s3
     /// backend, only where each process stages its writes.
     pub base_path: PathBuf,
-    /// Root of the backup tree (`{YYYY-MM-DD}/…`).
+    /// Root of the backup tree (`{YYYY-MM-DD}/…`) with `backupBackend: local`; with `s3`,
+    /// only where a worker stages archives and manifests before it uploads them.
     pub backup_path: PathBuf,
+    /// Where backups live: `local` (the tree under `backupPath`) or `s3` (`backupS3`),
+    /// whatever `backend` is.
+    pub backup_backend: StorageBackend,
+    /// The bucket of backups with `backupBackend: s3`: another bucket of the images' store,
+    /// or another store altogether.
+    #[serde(rename = "backupS3")]
+    pub backup_s3: S3Config,
     /// HMAC-SHA256 key for signed URLs.
     #[serde(rename = "signedURLKey", alias = "signedUrlKey")]
     pub signed_url_key: SecretString,
@@ -101,6 +110,8 @@ impl Default for StorageConfig {
             s3: S3Config::default(),
             base_path: PathBuf::from("./data/storage"),
             backup_path: PathBuf::from("./data/backups"),
+            backup_backend: StorageBackend::Local,
+            backup_s3: S3Config::default(),
             signed_url_key: SecretString::from(""),
             max_file_size: 52_428_800,
             allowed_types: ImageFormat::ALL.iter().map(|f| f.mime().to_owned()).collect(),
@@ -118,6 +129,12 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
+    /// The secret of `backupS3`, read from its file when one is named (an unreadable file is
+    /// named as `storage.backupS3.secretAccessKeyFile`).
+    pub fn backup_s3_secret(&self) -> Result<SecretString, ConfigError> {
+        self.backup_s3.secret_in(S3Section::Backups)
+    }
+
     /// `umask` as mode bits; validated at start-up.
     pub fn umask_bits(&self) -> Option<u32> {
         u32::from_str_radix(&self.umask, 8).ok().filter(|bits| *bits <= 0o777 && !self.umask.is_empty())
@@ -129,6 +146,9 @@ impl StorageConfig {
         let bad = |key, reason: &str| Err(ConfigError::BadValue { key, reason: reason.to_owned() });
         if self.backend == StorageBackend::S3 {
             self.s3.validate()?;
+        }
+        if self.backup_backend == StorageBackend::S3 {
+            self.backup_s3.validate_in(S3Section::Backups)?;
         }
         if self.max_file_size == 0 {
             return bad("storage.maxFileSize", "must be positive");
@@ -200,6 +220,8 @@ impl Config {
 mod tests {
     use std::path::Path;
 
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     const VALID: &str = "storage:\n  signedURLKey: dev-key\ndatabase:\n  url: postgres://x\nrabbitmq:\n  url: amqp://x\nauth:\n  jwtSecret: dev-secret\n";
@@ -232,6 +254,38 @@ mod tests {
             Ok(())
         });
         assert_eq!(StorageConfig::default().umask_bits(), Some(0o27), "files 0640, folders 0750");
+    }
+
+    #[test]
+    fn backups_go_to_the_local_tree_unless_a_bucket_is_configured_and_checked_by_its_own_keys() {
+        let config = Config::from_yaml(VALID).unwrap();
+        assert_eq!(config.storage.backup_backend, StorageBackend::Local);
+        let with_bucket = |backup_s3: &str| {
+            let storage = format!("storage:\n  backupBackend: s3\n  backupS3:\n{backup_s3}");
+            Config::from_yaml(&VALID.replacen("storage:\n", &storage, 1))
+        };
+        let err = with_bucket("    bucket: backups\n").unwrap_err();
+        assert!(err.to_string().contains("storage.backupS3.accessKeyId"), "{err}");
+        let complete = "    bucket: backups\n    accessKeyId: GK1\n    secretAccessKey: s3cr3t\n    prefix: prod\n";
+        let config = with_bucket(complete).unwrap();
+        assert_eq!(config.storage.backup_backend, StorageBackend::S3);
+        assert_eq!(
+            (config.storage.backup_s3.bucket.as_str(), config.storage.backup_s3.prefix.as_str()),
+            ("backups", "prod")
+        );
+        assert_eq!(config.storage.backend, StorageBackend::Local, "images stay where they are");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.yaml", VALID)?;
+            jail.set_env("STAYLER_STORAGE__BACKUP_BACKEND", "s3");
+            jail.set_env("STAYLER_STORAGE__BACKUP_S3__BUCKET", "backups");
+            let err = Config::load_from(Some(Path::new("c.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("storage.backupS3.accessKeyId"), "{err}");
+            jail.set_env("STAYLER_STORAGE__BACKUP_S3__ACCESS_KEY_ID", "GK1");
+            jail.set_env("STAYLER_STORAGE__BACKUP_S3__SECRET_ACCESS_KEY", "from-env");
+            let config = Config::load_from(Some(Path::new("c.yaml"))).unwrap();
+            assert_eq!(config.storage.backup_s3_secret().unwrap().expose_secret(), "from-env");
+            Ok(())
+        });
     }
 
     #[test]

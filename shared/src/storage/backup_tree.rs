@@ -1,22 +1,30 @@
-//! The backup tree under `storage.backupPath`: archives and manifests, written atomically
-//! and synced in bulk.
+//! The backup tree: archives and manifests, written atomically and synced in bulk, in the
+//! folder `storage.backupPath` or in a bucket (`storage.backupBackend: s3`,
+//! `storage.backupS3`) under the same names.
 //!
 //! A backup batch writes hundreds of archives. Syncing each one (file, rename, directory)
 //! would cost three disk flushes per image; instead a batch stages all its archives, syncs
 //! the file system once, verifies them, renames them into place and syncs once more. The
-//! file-system-wide sync (`syncfs`) is what makes that two flushes per batch. Methods block:
-//! callers run them on a blocking thread, next to the compression they wait for.
+//! file-system-wide sync (`syncfs`) is what makes that two flushes per batch. In a bucket,
+//! archives are staged the same way under `storage.backupPath`, and placing one uploads it
+//! (an upload is durable once it completes, so there is nothing to sync). Methods block:
+//! callers run them on a blocking thread of the runtime, next to the compression they wait
+//! for.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use chrono::NaiveDate;
+use futures::{StreamExt, TryStreamExt};
 use uuid::Uuid;
 
 use super::StorageKey;
+use super::s3::S3Objects;
+use crate::config::{S3Config, StorageBackend, StorageConfig};
 use crate::model::BackupId;
 
 /// Name of the manifest inside a backup's folder.
@@ -25,27 +33,42 @@ pub const MANIFEST_FILE: &str = "manifest.jsonl";
 const STAGING_DIR: &str = ".staging";
 /// Staged files older than this were left by a crash and are removed at start-up.
 const STALE_STAGING_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Archives of one batch uploading at once to a bucket (each holding at most three 5 MiB
+/// parts in memory).
+const CONCURRENT_UPLOADS: usize = 4;
 
 /// Suffix of every archive: the original's stored name plus `.zst`.
 pub const ARCHIVE_SUFFIX: &str = ".zst";
 
-/// The folder of one backup, relative to `storage.backupPath`.
+/// The folder of one backup, relative to the tree's root.
 pub fn backup_dir(date: NaiveDate, id: BackupId) -> PathBuf {
     PathBuf::from(date.format("%Y-%m-%d").to_string()).join(id.to_string())
 }
 
-/// Where the archive of an original lives, relative to `storage.backupPath`: the storage
-/// layout inside the backup's folder, with `.zst` appended.
+/// Where the archive of an original lives, relative to the tree's root: the storage layout
+/// inside the backup's folder, with `.zst` appended.
 pub fn archive_path(backup_dir: &Path, original: &StorageKey) -> PathBuf {
     let mut name = original.relative_path().into_os_string();
     name.push(ARCHIVE_SUFFIX);
     backup_dir.join(name)
 }
 
-/// The tree rooted at `storage.backupPath`.
+/// The backup tree: its files under `storage.backupPath`, or its objects in a bucket.
 #[derive(Debug, Clone)]
 pub struct BackupTree {
+    /// `storage.backupPath`: the tree itself, or with a bucket only where archives are
+    /// staged before they are uploaded.
     root: PathBuf,
+    archives: Archives,
+}
+
+/// Where placed archives and manifests live.
+#[derive(Debug, Clone)]
+enum Archives {
+    /// Under `root`, as files.
+    Local,
+    /// In a bucket, named `{prefix}/{relative path}`.
+    S3(S3Objects),
 }
 
 /// An archive being written: removed on drop unless it was moved into place.
@@ -57,7 +80,11 @@ pub struct StagedArchive {
 impl StagedArchive {
     /// Reads the staged bytes back (to verify them before they are placed).
     pub fn reader(&self) -> io::Result<impl Read + Send + use<>> {
-        File::open(self.path.as_deref().expect("not placed yet"))
+        File::open(self.staged_path())
+    }
+
+    fn staged_path(&self) -> &Path {
+        self.path.as_deref().expect("not placed yet")
     }
 }
 
@@ -72,21 +99,53 @@ impl Drop for StagedArchive {
 impl BackupTree {
     /// Opens (creating if needed) the tree at `root` and removes staged files a crash left.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
-        let root = root.into();
+        Self::open_with(root.into(), Archives::Local)
+    }
+
+    /// Opens the tree in the bucket `s3` names, staging archives under `staging`. No request
+    /// is sent yet: a store that is down fails the first backup, not the start.
+    pub fn open_s3(staging: impl Into<PathBuf>, s3: &S3Config) -> io::Result<Self> {
+        let objects = S3Objects::new(s3).map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        Self::open_with(staging.into(), Archives::S3(objects))
+    }
+
+    /// Opens the tree `storage.backupBackend` selects: the folder `storage.backupPath`, or
+    /// the bucket `storage.backupS3` staging under that folder.
+    pub fn from_config(config: &StorageConfig) -> io::Result<Self> {
+        match config.backup_backend {
+            StorageBackend::Local => Self::open(&config.backup_path),
+            StorageBackend::S3 => {
+                // Read here first so that an unreadable secret file is named as a key of
+                // `storage.backupS3`: the client reads it again, naming `storage.s3`'s key.
+                config.backup_s3_secret().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+                Self::open_s3(&config.backup_path, &config.backup_s3)
+            }
+        }
+    }
+
+    fn open_with(root: PathBuf, archives: Archives) -> io::Result<Self> {
         fs::create_dir_all(root.join(STAGING_DIR))?;
-        let tree = Self { root };
+        let tree = Self { root, archives };
         tree.remove_stale_staged_files()?;
         Ok(tree)
     }
 
     /// Bytes free (to unprivileged users) and in all on the disk holding the backups, for
-    /// the health check; `None` for a store without a disk of its own to fill.
+    /// the health check; `None` for a store without a disk of its own to fill (a bucket).
     pub fn disk_space(&self) -> Option<io::Result<(u64, u64)>> {
-        Some(disk_space(&self.root))
+        match self.archives {
+            Archives::Local => Some(disk_space(&self.root)),
+            Archives::S3(_) => None,
+        }
     }
 
+    /// The folder of the local tree, for tests that damage archives on purpose. Panics for a
+    /// tree in a bucket, whose archives have no path.
     pub fn root(&self) -> &Path {
-        &self.root
+        match self.archives {
+            Archives::Local => &self.root,
+            Archives::S3(_) => panic!("a backup tree in a bucket has no folder of archives"),
+        }
     }
 
     /// A new staged file and its handle for writing.
@@ -97,15 +156,31 @@ impl BackupTree {
     }
 
     /// Flushes every file written so far in the tree's file system to disk (one `syncfs`).
+    /// Nothing to do in a bucket, where an archive is durable once its upload completes.
     pub fn sync(&self) -> io::Result<()> {
+        if let Archives::S3(_) = self.archives {
+            return Ok(());
+        }
         let root = File::open(&self.root)?;
         rustix::fs::syncfs(&root).map_err(io::Error::from)
     }
 
     /// Moves synced archives to their places (relative paths), replacing what is there, then
     /// makes the new names durable. Call [`BackupTree::sync`] before, so no name can point at
-    /// bytes that are not on disk.
+    /// bytes that are not on disk. In a bucket, uploads each archive (a few at once) and
+    /// removes its staged file once the upload completes.
     pub fn place(&self, archives: Vec<(StagedArchive, PathBuf)>) -> io::Result<()> {
+        if let Archives::S3(objects) = &self.archives {
+            let uploads = archives.into_iter().map(|(staged, relative)| async move {
+                let name = object_name(&relative)?;
+                let source = tokio::fs::File::open(staged.staged_path()).await?;
+                objects.upload_file_as(source, &name).await?;
+                drop(staged); // uploaded: the staged file goes
+                io::Result::Ok(())
+            });
+            // On an error the uploads not finished are dropped, and their staged files with them.
+            return block_on(futures::stream::iter(uploads).buffer_unordered(CONCURRENT_UPLOADS).try_collect());
+        }
         let mut directories = BTreeSet::new();
         for (mut staged, relative) in archives {
             let destination = self.resolve(&relative)?;
@@ -122,24 +197,35 @@ impl BackupTree {
         self.sync()
     }
 
-    /// Writes a small file (a manifest) atomically at `relative`.
+    /// Writes a small file (a manifest) atomically at `relative`: staged, then placed.
     pub fn write_file(&self, relative: &Path, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
         let path = self.root.join(STAGING_DIR).join(format!("{}.part", Uuid::new_v4()));
         let mut file = File::options().write(true).create_new(true).open(&path)?;
         let staged = StagedArchive { path: Some(path) };
         write(&mut file)?;
-        file.sync_all()?;
+        if let Archives::Local = self.archives {
+            file.sync_all()?;
+        }
         drop(file);
         self.place(vec![(staged, relative.to_owned())])
     }
 
-    /// Opens a file of the tree for reading.
+    /// Opens a file of the tree for reading. In a bucket the object is requested at once
+    /// and its answer awaited by the first read: a missing object fails that read with
+    /// `NotFound`, not this call.
     pub fn open_file(&self, relative: &Path) -> io::Result<impl Read + Send + use<>> {
-        File::open(self.resolve(relative)?)
+        let reader: Box<dyn Read + Send> = match &self.archives {
+            Archives::Local => Box::new(File::open(self.resolve(relative)?)?),
+            Archives::S3(objects) => Box::new(objects.open_object_blocking(&object_name(relative)?)),
+        };
+        Ok(reader)
     }
 
     /// Size of a file of the tree, or `None` when it does not exist.
     pub fn file_len(&self, relative: &Path) -> io::Result<Option<u64>> {
+        if let Archives::S3(objects) = &self.archives {
+            return block_on(objects.object_len(&object_name(relative)?));
+        }
         match fs::metadata(self.resolve(relative)?) {
             Ok(metadata) => Ok(Some(metadata.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -148,8 +234,12 @@ impl BackupTree {
     }
 
     /// Removes a backup's folder and everything in it; false if it was already gone. The
-    /// day's folder goes too once it is empty.
+    /// day's folder goes too once it is empty. In a bucket, deletes every object under the
+    /// folder's prefix (a day is only a prefix, gone with its last object).
     pub fn remove_dir(&self, relative: &Path) -> io::Result<bool> {
+        if let Archives::S3(objects) = &self.archives {
+            return Ok(block_on(objects.remove_folder(&object_name(relative)?))? > 0);
+        }
         let path = self.resolve(relative)?;
         let removed = match fs::remove_dir_all(&path) {
             Ok(()) => true,
@@ -167,6 +257,10 @@ impl BackupTree {
     /// Relative paths of every manifest in the tree (`{date}/{backup_id}/manifest.jsonl`),
     /// oldest day first: how a restore finds backups when the database has lost their rows.
     pub fn manifests(&self) -> io::Result<Vec<PathBuf>> {
+        if let Archives::S3(objects) = &self.archives {
+            let found = block_on(objects.backup_manifests(MANIFEST_FILE))?;
+            return Ok(found.into_iter().map(PathBuf::from).collect());
+        }
         let mut found = Vec::new();
         for day in sorted_dirs(&self.root)? {
             for backup in sorted_dirs(&self.root.join(&day))? {
@@ -182,11 +276,7 @@ impl BackupTree {
     /// Joins a relative path to the root, refusing anything that could leave the tree
     /// (absolute paths, `..`): manifests are files, and files can be tampered with.
     fn resolve(&self, relative: &Path) -> io::Result<PathBuf> {
-        if relative.as_os_str().is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
-            let message = format!("not a backup path: {}", relative.display());
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
-        }
-        Ok(self.root.join(relative))
+        Ok(self.root.join(checked(relative)?))
     }
 
     fn remove_stale_staged_files(&self) -> io::Result<()> {
@@ -201,6 +291,29 @@ impl BackupTree {
         }
         Ok(())
     }
+}
+
+/// `relative` if it stays inside the tree: plain names only, no root, no `.` or `..`.
+fn checked(relative: &Path) -> io::Result<&Path> {
+    if relative.as_os_str().is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+        let message = format!("not a backup path: {}", relative.display());
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
+    Ok(relative)
+}
+
+/// The object name (below the bucket's prefix) of a relative path: its names joined by `/`.
+fn object_name(relative: &Path) -> io::Result<String> {
+    let names: Option<Vec<&str>> = checked(relative)?.iter().map(|name| name.to_str()).collect();
+    let names = names.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("not a backup path: {}", relative.display()))
+    })?;
+    Ok(names.join("/"))
+}
+
+/// Runs a request to the store from the blocking thread the caller is on.
+fn block_on<F: Future>(request: F) -> F::Output {
+    tokio::runtime::Handle::current().block_on(request)
 }
 
 /// Bytes free (to unprivileged users) and total on the file system holding `path`.
@@ -276,7 +389,9 @@ mod tests {
         let tree = BackupTree::open(dir.path()).unwrap();
         for bad in ["../x", "/etc/passwd", "a/../../b", ""] {
             assert!(tree.open_file(Path::new(bad)).is_err(), "{bad}");
+            assert!(object_name(Path::new(bad)).is_err(), "{bad}");
         }
+        assert_eq!(object_name(Path::new("2026-01-01/b/images/x.jpg.zst")).unwrap(), "2026-01-01/b/images/x.jpg.zst");
     }
 
     #[test]

@@ -11,18 +11,17 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
-use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::signer::{Method, SignedUrlOptions, Signer};
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
 use secrecy::ExposeSecret;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio_util::io::StreamReader;
 
 use super::{ObjectReader, STAGING_DIR, StorageKey};
 use crate::config::{ConfigError, S3Config};
 
+mod backups;
 mod listing;
 mod stream;
 pub(super) use stream::{S3StreamWriter, StagedObject, UploadBuffer};
@@ -162,20 +161,9 @@ impl S3Objects {
         Ok(())
     }
 
-    /// Uploads a staged file under `key`: in one request when small, as a multipart upload
-    /// otherwise, which the store makes visible only once complete.
-    pub(super) async fn put_file(&self, mut source: tokio::fs::File, key: &StorageKey) -> io::Result<()> {
-        let mut sink = BufWriter::with_capacity(self.store.clone(), self.key_path(key), UPLOAD_PART_BYTES)
-            .with_max_concurrency(PARTS_IN_FLIGHT);
-        let copied = tokio::io::copy(&mut source, &mut sink).await;
-        match copied {
-            Ok(_) => sink.shutdown().await.map_err(from_writer),
-            Err(error) => {
-                // Nothing becomes visible: the parts sent so far are discarded.
-                let _ = sink.abort().await;
-                Err(from_writer(error))
-            }
-        }
+    /// Uploads a staged file under `key` (see [`S3Objects::upload_file_as`]).
+    pub(super) async fn put_file(&self, source: tokio::fs::File, key: &StorageKey) -> io::Result<()> {
+        self.upload_file_as(source, &key.to_db_path()).await
     }
 
     pub(super) async fn open_read(&self, key: &StorageKey) -> io::Result<ObjectReader> {
