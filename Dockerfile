@@ -6,7 +6,9 @@
 #     docker run --rm stayler-storage stayler-api mint-token --role user   # with STAYLER_* env
 #
 # Configuration comes from STAYLER_* environment variables (see compose.yaml) or a YAML file
-# named by STAYLER_CONFIG. Images and backups live under the /data volume.
+# named by STAYLER_CONFIG (or --config). Images and backups live under the /data volume;
+# /backups is there, owned by the service's user, for a volume of its own (compose.yaml): a
+# named volume takes the owner of the folder it is mounted on.
 
 FROM rust:1-bookworm AS builder
 RUN apt-get update \
@@ -50,8 +52,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libturbojpeg0 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /data --shell /usr/sbin/nologin stayler \
- && mkdir -p /data/storage /data/backups \
- && chown -R stayler:stayler /data
+ && mkdir -p /data/storage /data/backups /backups \
+ && chown -R stayler:stayler /data /backups
 COPY --from=builder /usr/local/bin/stayler-api /usr/local/bin/stayler-worker /usr/local/bin/stayler-scheduler /usr/local/bin/
 # The volume is this image's storage; the server's defaults are 0.0.0.0:8080.
 ENV STAYLER_STORAGE__BASE_PATH=/data/storage \

@@ -1,4 +1,7 @@
-//! `stayler-api`: serves the HTTP API (default), or mints a token for local use.
+//! `stayler-api`: serves the HTTP API (default), mints a token for local use, or checks a
+//! configuration without starting.
+
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -9,6 +12,9 @@ use uuid::Uuid;
 #[derive(Parser)]
 #[command(name = "stayler-api", version, about = "Stayler Storage HTTP API")]
 struct Cli {
+    /// The YAML configuration file; `STAYLER_*` environment variables override it.
+    #[arg(long, global = true, env = shared::config::CONFIG_FILE_ENV, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -29,6 +35,9 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Load and validate the configuration (file and environment), print what it selects,
+    /// and exit: 0 when the service would start with it, 1 with the offending key otherwise.
+    CheckConfig,
 }
 
 fn parse_role(value: &str) -> Result<Role, String> {
@@ -40,13 +49,17 @@ fn parse_role(value: &str) -> Result<Role, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     shared::telemetry::init();
-    let config = Config::load().context("loading the configuration")?;
+    let config = Config::load_from(cli.config.as_deref()).context("loading the configuration")?;
     shared::storage::apply_umask(config.storage.umask_bits().expect("validated with the configuration"));
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let api = api::start(config).await?;
             shared::shutdown::signalled().await.context("listening for SIGTERM")?;
             api.stop().await
+        }
+        Command::CheckConfig => {
+            println!("{}", config.summary());
+            Ok(())
         }
         Command::MintToken { role, sub, ttl } => {
             let keys = TokenKeys::from_config(&config.auth);

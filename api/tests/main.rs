@@ -1,7 +1,9 @@
 //! The API's integration tests, one module per feature: each starts the API through its
-//! library entry point on a random port, against the real PostgreSQL, RabbitMQ and Redis.
+//! library entry point on a random port, against the real PostgreSQL, RabbitMQ and Redis
+//! (`cli` runs the binary itself, for the commands that start nothing).
 
 mod access_log;
+mod cli;
 mod health;
 mod limits;
 mod metadata;

@@ -8,7 +8,7 @@
 //! Each section's types, defaults and own checks live in the submodule named after it; this
 //! file keeps the tree itself, its loading and the checks that span sections.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
@@ -113,14 +113,17 @@ pub struct Config {
 
 const DEV_SECRET_PREFIX: &str = "dev-";
 
-impl Config {
-    /// Reads the YAML file named by `STAYLER_CONFIG` (if any), then the environment.
-    pub fn load() -> Result<Self, ConfigError> {
-        let file = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
-        Self::load_from(file.as_deref())
+/// A connection URL with its user and password left out.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.rsplit_once('@').map_or(rest, |(_, host)| host)),
+        None => url.rsplit_once('@').map_or(url, |(_, host)| host).to_owned(),
     }
+}
 
-    /// Reads `file` (if given), then the `STAYLER_*` environment overrides, and validates.
+impl Config {
+    /// Reads `file` (if given: the binaries' `--config`, or `STAYLER_CONFIG`), then the
+    /// `STAYLER_*` environment overrides, and validates.
     pub fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::new();
         if let Some(file) = file {
@@ -138,6 +141,30 @@ impl Config {
         let config: Config = Figment::from(Yaml::string(yaml)).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// What the configuration selects, without secrets or credentials: what
+    /// `stayler-api check-config` prints once the configuration is valid.
+    pub fn summary(&self) -> String {
+        let place = |backend: StorageBackend, folder: &Path, s3: &S3Config| match backend {
+            StorageBackend::Local => format!("the folder {}", folder.display()),
+            StorageBackend::S3 if s3.endpoint.is_empty() => format!("the bucket {} of AWS S3", s3.bucket),
+            StorageBackend::S3 => format!("the bucket {} at {}", s3.bucket, s3.endpoint),
+        };
+        let storage = &self.storage;
+        [
+            format!("the configuration is valid ({:?} mode)", self.mode).to_lowercase(),
+            format!("  API:       listens on {}:{}", self.server.host, self.server.port),
+            format!("  database:  {}", without_credentials(self.database.url.expose_secret())),
+            format!(
+                "  rabbitmq:  {} (prefix {})",
+                without_credentials(self.rabbitmq.url.expose_secret()),
+                self.rabbitmq.prefix
+            ),
+            format!("  images:    {}", place(storage.backend, &storage.base_path, &storage.s3)),
+            format!("  backups:   {}", place(storage.backup_backend, &storage.backup_path, &storage.backup_s3)),
+        ]
+        .join("\n")
     }
 
     /// Checks what serde cannot: secrets, limits and formats.
@@ -258,6 +285,22 @@ mod tests {
 
     fn valid_yaml() -> &'static str {
         "storage:\n  signedURLKey: dev-key\ndatabase:\n  url: postgres://x\nrabbitmq:\n  url: amqp://x\nauth:\n  jwtSecret: dev-secret\n"
+    }
+
+    #[test]
+    fn the_summary_names_what_is_selected_and_no_credential() {
+        let yaml = "storage:\n  signedURLKey: dev-key\n  backend: s3\n  s3:\n    endpoint: http://garage:3900\n    \
+                    bucket: images\n    accessKeyId: GK1\n    secretAccessKey: s3cr3t\n\
+                    database:\n  url: postgres://stayler:pw@db:5432/stayler\n\
+                    rabbitmq:\n  url: amqp://guest:guest@mq:5672/%2f\nauth:\n  jwtSecret: dev-secret\n";
+        let summary = Config::from_yaml(yaml).unwrap().summary();
+        assert!(summary.contains("the bucket images at http://garage:3900"), "{summary}");
+        assert!(summary.contains("postgres://db:5432/stayler") && summary.contains("amqp://mq:5672/%2f"), "{summary}");
+        for secret in ["pw", "guest", "s3cr3t", "dev-key", "dev-secret"] {
+            assert!(!summary.contains(&format!("{secret}@")) && !summary.contains(secret), "{secret} in {summary}");
+        }
+        assert_eq!(without_credentials("redis://:pass@host:6379"), "redis://host:6379");
+        assert_eq!(without_credentials("host:5432"), "host:5432");
     }
 
     #[test]

@@ -13,6 +13,9 @@ use worker::operator::{self, RestoreTarget};
 #[derive(Parser)]
 #[command(name = "stayler-worker", about = "Stayler Storage job worker and disaster-recovery commands")]
 struct Cli {
+    /// The YAML configuration file; `STAYLER_*` environment variables override it.
+    #[arg(long, global = true, env = shared::config::CONFIG_FILE_ENV, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -68,7 +71,7 @@ enum StorageTarget {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     shared::telemetry::init();
-    let config = Config::load().context("loading the configuration")?;
+    let config = Config::load_from(cli.config.as_deref()).context("loading the configuration")?;
     shared::storage::apply_umask(config.storage.umask_bits().expect("validated with the configuration"));
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config).await,
