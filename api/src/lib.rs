@@ -10,6 +10,7 @@ pub mod health;
 pub mod images;
 pub mod maintenance;
 pub mod rate_limit;
+pub mod request_id;
 pub mod restores;
 pub mod serving;
 pub mod signed_urls;
@@ -90,8 +91,15 @@ pub fn routes(state: AppState) -> impl Endpoint {
     let body_limit = body_limit::JsonBodyLimit { limit: state.config.limits.json_body_bytes };
     let service = openapi(state);
     let spec = service.spec_endpoint();
-    let api = Route::new().nest("/", service).at("/openapi.json", spec).data(keys).with(body_limit).with(Tracing);
-    // File serving, the hottest path, goes first: no router, tracing span or token keys.
+    let api = Route::new()
+        .nest("/", service)
+        .at("/openapi.json", spec)
+        .data(keys)
+        .with(body_limit)
+        .with(Tracing)
+        .with(request_id::RequestId);
+    // File serving, the hottest path, goes first: no router, tracing span, request id or
+    // token keys (the access log records each serve).
     files.in_front_of(&public_path, api).with(limits).catch_all_error(error::render)
 }
 

@@ -10,6 +10,7 @@ mod metadata;
 mod permissions;
 mod provenance;
 mod rate_limit;
+mod request_id;
 mod search;
 mod serving;
 mod stats;

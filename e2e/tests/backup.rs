@@ -434,3 +434,31 @@ async fn a_worker_killed_mid_backup_leaves_nothing_counted_that_is_not_verified_
     survivor.wait().unwrap();
     app.stop().await;
 }
+
+/// A request's id travels with its events into the worker, and on into the events the
+/// worker's job queues: the batches a requested backup is planned into carry it too.
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_request_id_of_a_backup_request_reaches_the_batches_the_worker_plans(pool: PgPool) {
+    let app = TestApp::spawn_with(pool, |config| config.storage.backup_policy.batch_size = 2).await;
+    let worker = TestWorker::start(&app.config).await;
+    upload_every_kind(&app).await;
+    let admin = app.token(Role::Admin, Uuid::now_v7());
+    let request =
+        app.client.post(app.url("/storage/backup")).bearer_auth(&admin).header("X-Request-Id", "trace-backup-7");
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let backup = e2e::finished(&app, &admin, &format!("/storage/backups/{id}")).await;
+    assert_eq!(backup["status"], "completed", "{backup}");
+    let ids: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT event_type, payload->>'request_id' FROM outbox
+         WHERE event_type IN ('backup.requested', 'backup_batch.requested') ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(ids.len() >= 3, "the request and at least two batches: {ids:?}");
+    assert!(ids.iter().all(|(_, id)| id.as_deref() == Some("trace-backup-7")), "{ids:?}");
+    worker.stop().await;
+    app.stop().await;
+}

@@ -48,16 +48,22 @@ pub struct Envelope<T> {
     pub event_type: String,
     pub version: u16,
     pub occurred_at: DateTime<Utc>,
+    /// The request (or the job of a request) that caused the event, to follow it through
+    /// the logs; absent for events of the scheduler and of jobs without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     pub payload: T,
 }
 
 impl<T: Event> Envelope<T> {
+    /// A new envelope, carrying the current request id (`crate::telemetry`).
     pub fn new(payload: T) -> Self {
         Self {
             id: Uuid::now_v7(),
             event_type: T::TYPE.to_owned(),
             version: T::VERSION,
             occurred_at: Utc::now(),
+            request_id: crate::telemetry::current_request_id(),
             payload,
         }
     }

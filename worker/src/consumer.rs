@@ -128,11 +128,14 @@ pub struct Consumer {
     failure_log: Option<PgPool>,
 }
 
-/// Only the envelope field the runtime needs; the handler parses the rest.
+/// Only the envelope fields the runtime needs; the handler parses the rest.
 #[derive(Deserialize)]
 struct EnvelopeType {
     #[serde(rename = "type")]
     event_type: String,
+    /// The request that caused the job: in the job's log lines and in the events it queues.
+    #[serde(default)]
+    request_id: Option<String>,
 }
 
 impl Consumer {
@@ -279,6 +282,7 @@ impl Consumer {
             job.message_id = message_id.as_deref().unwrap_or(""),
             job.attempt = attempt,
             "event.type" = tracing::field::Empty,
+            request_id = tracing::field::Empty,
         );
         async {
             let parsed = serde_json::from_slice::<EnvelopeType>(&body);
@@ -292,7 +296,13 @@ impl Consumer {
                     job.event_type = shared::events::current_type(&envelope.event_type).to_owned();
                     tracing::Span::current().record("event.type", job.event_type.as_str());
                     if self.queue.event_types().contains(&job.event_type.as_str()) {
-                        self.handle(&job).await
+                        match envelope.request_id {
+                            Some(id) => {
+                                tracing::Span::current().record("request_id", id.as_str());
+                                shared::telemetry::with_request_id(id, self.handle(&job)).await
+                            }
+                            None => self.handle(&job).await,
+                        }
                     } else {
                         let queue = self.topology.queue(self.queue);
                         Err(JobError::Reject(format!("event type `{}` is not handled on {queue}", job.event_type)))
