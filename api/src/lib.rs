@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use poem::middleware::Tracing;
+use poem::http::Method;
+use poem::middleware::{Cors, Tracing};
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use shared::auth::TokenKeys;
@@ -88,6 +89,7 @@ pub fn routes(state: AppState) -> impl Endpoint {
     let limits = rate_limit::RateLimit::new(&state.config);
     let files = state.serving.clone();
     let public_path = state.config.server.public_path.clone();
+    let cors_origins = state.config.server.cors_origins.clone();
     let body_limit = body_limit::JsonBodyLimit { limit: state.config.limits.json_body_bytes };
     let service = openapi(state);
     let spec = service.spec_endpoint();
@@ -98,10 +100,42 @@ pub fn routes(state: AppState) -> impl Endpoint {
         .with(body_limit)
         .with(Tracing)
         .with(request_id::RequestId);
+    let cross_origin = cors(&cors_origins);
     // File serving, the hottest path, goes first: no router, tracing span, request id or
     // token keys (the access log records each serve).
-    files.in_front_of(&public_path, api).with(limits).catch_all_error(error::render)
+    files
+        .in_front_of(&public_path, api)
+        .with(limits)
+        .with_if(cross_origin.is_some(), cross_origin.unwrap_or_default())
+        .catch_all_error(error::render)
 }
+
+/// CORS for the browser front ends of `server.corsOrigins`, or `None` when there are none
+/// (poem's `Cors` with no origin would allow every one). Preflights are answered for the
+/// methods and headers the API takes; the headers a client reads are exposed.
+fn cors(origins: &[String]) -> Option<Cors> {
+    if origins.is_empty() {
+        return None;
+    }
+    let cors = Cors::new()
+        .allow_origins(origins.iter().map(String::as_str))
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-request-id",
+            "range",
+            "if-none-match",
+            "if-range",
+        ])
+        .expose_headers(["x-request-id", "etag", "location", "retry-after", "content-range", "content-disposition"])
+        .max_age(CORS_MAX_AGE_SECS);
+    Some(cors)
+}
+
+/// How long a browser may keep a preflight's answer.
+const CORS_MAX_AGE_SECS: i32 = 3600;
 
 /// A running API server and its outbox relay.
 pub struct RunningApi {

@@ -4,6 +4,7 @@
 
 mod access_log;
 mod cli;
+mod cors;
 mod health;
 mod limits;
 mod metadata;

@@ -179,6 +179,7 @@ impl Config {
             return bad("rabbitmq.url", "is missing");
         }
         self.storage.validate()?;
+        self.server.validate()?;
         self.worker.validate()?;
         self.database.validate()?;
         self.rabbitmq.validate()?;
