@@ -89,11 +89,6 @@ impl Storage {
         Ok(storage)
     }
 
-    /// True for the local folder tree (the file audit walks it; an object store's is listed).
-    pub fn is_local(&self) -> bool {
-        matches!(self.objects, Objects::Local)
-    }
-
     /// Starts a write whose destination is decided later (an upload's format and owner are
     /// known only once its bytes and form fields are in).
     pub async fn stage(&self) -> io::Result<StagedFile> {
@@ -245,7 +240,7 @@ impl Storage {
     /// Bytes free (to unprivileged users) and in all on the disk holding the objects, for
     /// the health check; `None` for a store without a disk of its own to fill.
     pub fn disk_space(&self) -> Option<io::Result<(u64, u64)>> {
-        self.is_local().then(|| disk_space(&self.root))
+        matches!(self.objects, Objects::Local).then(|| disk_space(&self.root))
     }
 
     /// Writes, reads back and removes a small object, as an upload and a serve would: the

@@ -56,6 +56,7 @@ mod tests {
     #[test]
     fn only_plain_request_ids_are_kept() {
         assert!(is_acceptable_request_id("01a2-b3_c4.d5:e6"));
+        assert!(is_acceptable_request_id(&"x".repeat(128)), "exactly the limit");
         for bad in ["", "a b", "a\nb", "é", &"x".repeat(129)] {
             assert!(!is_acceptable_request_id(bad), "{bad:?}");
         }

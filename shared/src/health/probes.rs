@@ -25,14 +25,9 @@ pub const DATABASE_ANSWER_LIMIT: Duration = Duration::from_secs(2);
 /// its answer before its own deadline, not after the pool's.
 pub async fn database(db: &PgPool, config: &HealthConfig) -> CheckResult {
     let mut check = CheckResult::new("database");
-    let started = Instant::now();
     let limit = DATABASE_ANSWER_LIMIT.max(Duration::from_millis(config.database_max_latency_ms));
-    let answered = match tokio::time::timeout(limit, sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(db)).await {
-        Ok(answered) => answered.map_err(|error| error.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
-    };
-    match answered {
-        Ok(_) => rate_database(&mut check, started.elapsed().as_secs_f64() * 1000.0, config),
+    match timed(limit, sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(db)).await {
+        Ok(latency_ms) => rate_database(&mut check, latency_ms, config),
         Err(error) => {
             check.detail("reachable", false).problem(HealthStatus::Down, format!("PostgreSQL unreachable: {error}"));
         }
@@ -43,10 +38,29 @@ pub async fn database(db: &PgPool, config: &HealthConfig) -> CheckResult {
 /// Rates a database round trip that answered, in milliseconds: slower than
 /// `health.databaseMaxLatencyMs` is `degraded`.
 fn rate_database(check: &mut CheckResult, latency_ms: f64, config: &HealthConfig) {
+    rate_latency(check, "a round trip", latency_ms, config.database_max_latency_ms);
+}
+
+/// Runs `probe` within `limit`: how long it took in milliseconds, or its error (a time-out
+/// included) as text.
+async fn timed<T, E: std::fmt::Display>(
+    limit: Duration,
+    probe: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<f64, String> {
+    let started = Instant::now();
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Ok(_)) => Ok(started.elapsed().as_secs_f64() * 1000.0),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+    }
+}
+
+/// Records a dependency that answered and how fast; slower than `limit_ms` is `degraded`,
+/// with `what` named.
+fn rate_latency(check: &mut CheckResult, what: &str, latency_ms: f64, limit_ms: u64) {
     check.detail("reachable", true).detail("latency_ms", round(latency_ms));
-    if latency_ms > config.database_max_latency_ms as f64 {
-        let limit = config.database_max_latency_ms;
-        check.problem(HealthStatus::Degraded, format!("a round trip took {latency_ms:.0} ms (limit {limit} ms)"));
+    if latency_ms > limit_ms as f64 {
+        check.problem(HealthStatus::Degraded, format!("{what} took {latency_ms:.0} ms (limit {limit_ms} ms)"));
     }
 }
 
@@ -59,13 +73,8 @@ pub const STORE_ANSWER_LIMIT: Duration = Duration::from_secs(5);
 pub async fn store(storage: &Storage, config: &HealthConfig) -> CheckResult {
     let mut check = CheckResult::new("store");
     check.detail("backend", storage.backend_name());
-    let started = Instant::now();
-    let probed = match tokio::time::timeout(STORE_ANSWER_LIMIT, storage.probe()).await {
-        Ok(probed) => probed.map_err(|error| error.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", STORE_ANSWER_LIMIT.as_millis())),
-    };
-    match probed {
-        Ok(()) => rate_store(&mut check, started.elapsed().as_secs_f64() * 1000.0, config),
+    match timed(STORE_ANSWER_LIMIT, storage.probe()).await {
+        Ok(latency_ms) => rate_store(&mut check, latency_ms, config),
         Err(error) => {
             check.detail("reachable", false).problem(HealthStatus::Down, format!("the store takes no writes: {error}"));
         }
@@ -75,14 +84,7 @@ pub async fn store(storage: &Storage, config: &HealthConfig) -> CheckResult {
 
 /// Rates a probe that succeeded, in milliseconds for write, read and delete together.
 fn rate_store(check: &mut CheckResult, latency_ms: f64, config: &HealthConfig) {
-    check.detail("reachable", true).detail("latency_ms", round(latency_ms));
-    if latency_ms > config.store_max_latency_ms as f64 {
-        let limit = config.store_max_latency_ms;
-        check.problem(
-            HealthStatus::Degraded,
-            format!("writing, reading and removing a small object took {latency_ms:.0} ms (limit {limit} ms)"),
-        );
-    }
+    rate_latency(check, "writing, reading and removing a small object", latency_ms, config.store_max_latency_ms);
 }
 
 /// RabbitMQ reachability, and the depth and consumers of every queue the topology declares:

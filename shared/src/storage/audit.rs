@@ -229,7 +229,7 @@ impl Storage {
 
     /// Removes the local staging folder's files not written to for `age`; returns how many.
     /// Blocking.
-    pub fn remove_staged_older_than(&self, age: Duration) -> io::Result<u64> {
+    pub(super) fn remove_staged_older_than(&self, age: Duration) -> io::Result<u64> {
         let now = SystemTime::now();
         self.remove_staged_files_before(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH))
     }
