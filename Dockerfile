@@ -10,13 +10,19 @@
 # /backups is there, owned by the service's user, for a volume of its own (compose.yaml): a
 # named volume takes the owner of the folder it is mounted on.
 
-FROM rust:1-bookworm AS builder
+# Pinned: a new Rust release never changes an image built from the same commit. The runtime
+# stage is the same Debian release, so the binaries find the libraries they were linked with.
+FROM rust:1.95.0-bookworm AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends pkg-config libturbojpeg0-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Queries are checked at compile time against the committed .sqlx/ metadata, not a database.
-ENV SQLX_OFFLINE=true
+# The image's binaries are stripped of symbols and debug info, for a smaller image; the
+# workspace's release profile keeps line tables for profiling outside images.
+ENV SQLX_OFFLINE=true \
+    CARGO_PROFILE_RELEASE_DEBUG=false \
+    CARGO_PROFILE_RELEASE_STRIP=symbols
 
 # Dependencies first, built against empty crates: this layer is reused until Cargo.toml or
 # Cargo.lock change. Keep the member list in step with the workspace.

@@ -141,6 +141,24 @@ ensure_lint_tools() {
     done
 }
 
+# What the browser test of the operations page needs: node and npm, Debian's Chromium, and
+# playwright-core at the version pinned in e2e/browser/package-lock.json (reinstalled when the
+# lock file changes).
+ensure_browser_test_tools() {
+    local missing=()
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+    local installed=e2e/browser/node_modules/.package-lock.json
+    if [ ! -f "$installed" ] || [ e2e/browser/package-lock.json -nt "$installed" ]; then
+        say "installing the browser test's packages (npm ci in e2e/browser)"
+        (cd e2e/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+}
+
 # Runs a command without its output.
 quietly() { "$@" >/dev/null 2>&1; }
 

@@ -15,11 +15,15 @@ use shared::model::{BackupId, BackupStatus};
 use shared::periodic::PeriodicJob;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::auth::BearerAuth;
+use crate::docs::checked::{self, Checked, PageNumber, PageSize};
 use crate::error::{ApiError, ErrorCode};
+use crate::{AppState, model};
 
-const MAX_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = checked::MAX_PAGE_SIZE as u32;
+/// As documented for every listing (`checked::PageNumber`).
+const MAX_PAGE: u32 = i32::MAX as u32;
+const DEFAULT_PAGE_SIZE: u32 = shared::search::DEFAULT_PAGE_SIZE as u32;
 
 pub struct BackupsApi {
     pub state: AppState,
@@ -31,10 +35,8 @@ pub struct BackupView {
     pub id: Uuid,
     /// `pending` (waiting for a worker to plan it), `running`, `completed`, or `failed`
     /// (some images could not be backed up: see `error`; the others were).
-    pub status: String,
-    /// `scheduled`, `manual` or `retention` (images carried forward before an old backup is
-    /// removed).
-    pub trigger: String,
+    pub status: model::BackupStatus,
+    pub trigger: model::BackupTrigger,
     /// UTC day of the backup's folder, `{backupPath}/{date}/{id}/`.
     pub backup_date: NaiveDate,
     /// The backup's folder, relative to `storage.backupPath`.
@@ -60,7 +62,7 @@ pub struct BackupView {
     pub manifest_path: Option<String>,
     /// The last integrity check of the archives: when and whether all were intact.
     pub verified_at: Option<DateTime<Utc>>,
-    pub verify_status: Option<String>,
+    pub verify_status: Option<model::VerifyStatus>,
     /// What that check counted (`checked`, `intact`, `missing`, `corrupt`) and the first
     /// damaged archives (`problems`: image, archive path, `missing` or `corrupt`, reason).
     pub verify_report: Option<serde_json::Value>,
@@ -126,8 +128,8 @@ fn view(backup: Backup, progress: Progress) -> BackupView {
     let finished = is_finished(&backup);
     BackupView {
         id: backup.id.0,
-        status: enum_text(&backup.status),
-        trigger: enum_text(&backup.trigger),
+        status: backup.status.into(),
+        trigger: backup.trigger.into(),
         backup_date: backup.backup_date,
         path: backup.backup_path,
         compression_level: backup.compression_level,
@@ -150,7 +152,7 @@ fn view(backup: Backup, progress: Progress) -> BackupView {
         error: backup.error,
         manifest_path: backup.manifest_path,
         verified_at: backup.verified_at,
-        verify_status: backup.verify_status,
+        verify_status: backup.verify_status.as_deref().map(verify_status),
         verify_report: backup.verify_report,
         created_at: backup.created_at,
         started_at: backup.started_at,
@@ -159,9 +161,9 @@ fn view(backup: Backup, progress: Progress) -> BackupView {
     }
 }
 
-/// The lower-case name serde gives an enum value.
-fn enum_text(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+/// A recorded check's outcome: anything but `ok` is no proof of intact archives.
+fn verify_status(stored: &str) -> model::VerifyStatus {
+    if stored == "ok" { model::VerifyStatus::Ok } else { model::VerifyStatus::Corrupt }
 }
 
 fn require_admin(claims: &Claims) -> Result<(), ApiError> {
@@ -172,7 +174,7 @@ fn require_admin(claims: &Claims) -> Result<(), ApiError> {
 impl BackupsApi {
     /// Requests a backup of every image not backed up yet (admins only). Answers at once
     /// with the queued backup; workers plan it into batches and archive them.
-    #[oai(path = "/storage/backup", method = "post")]
+    #[oai(path = "/storage/backup", method = "post", operation_id = "requestBackup")]
     async fn request_backup(&self, auth: BearerAuth) -> Result<Accepted, ApiError> {
         require_admin(&auth.0)?;
         let level = self.state.config.storage.backup_policy.compression_level;
@@ -186,21 +188,26 @@ impl BackupsApi {
     }
 
     /// Backups, newest first (admins only).
-    #[oai(path = "/storage/backups", method = "get")]
+    #[oai(path = "/storage/backups", method = "get", operation_id = "listBackups")]
     async fn list_backups(
         &self,
         auth: BearerAuth,
-        #[oai(default = "first_page")] page: Query<u32>,
-        #[oai(default = "default_page_size")] page_size: Query<u32>,
+        page: Query<Option<Checked<u32, PageNumber>>>,
+        page_size: Query<Option<Checked<u32, PageSize>>>,
     ) -> Result<Json<BackupPage>, ApiError> {
         require_admin(&auth.0)?;
-        if page.0 == 0 || page_size.0 == 0 || page_size.0 > MAX_PAGE_SIZE {
-            let message = format!("page starts at 1; page_size is 1 to {MAX_PAGE_SIZE}");
+        let page = page.0.map(|page| page.parse("page", "an integer")).transpose()?.unwrap_or(1);
+        let page_size = match page_size.0 {
+            Some(size) => size.parse("page_size", "an integer")?,
+            None => DEFAULT_PAGE_SIZE,
+        };
+        if page == 0 || page > MAX_PAGE || page_size == 0 || page_size > MAX_PAGE_SIZE {
+            let message = format!("page is 1 to {MAX_PAGE}; page_size is 1 to {MAX_PAGE_SIZE}");
             return Err(ApiError::bad_request(ErrorCode::InvalidField, message));
         }
         let mut conn = self.state.db.acquire().await?;
-        let offset = i64::from(page.0 - 1) * i64::from(page_size.0);
-        let (backups, total) = storage_backups::list(&mut conn, i64::from(page_size.0), offset).await?;
+        let offset = i64::from(page - 1) * i64::from(page_size);
+        let (backups, total) = storage_backups::list(&mut conn, i64::from(page_size), offset).await?;
         // Finished backups keep their counts; only the running ones are counted, together.
         let running: Vec<BackupId> = backups.iter().filter(|b| !is_finished(b)).map(|b| b.id).collect();
         let counted = storage_backup_entries::progress_of(&mut *conn, &running).await?;
@@ -215,12 +222,12 @@ impl BackupsApi {
                 view(backup, progress)
             })
             .collect();
-        Ok(Json(BackupPage { total, page: page.0, page_size: page_size.0, items }))
+        Ok(Json(BackupPage { total, page, page_size, items }))
     }
 
     /// Queues an integrity check of a finished backup's archives against its manifest
     /// (admins only); the outcome shows in `verified_at` and `verify_status`.
-    #[oai(path = "/storage/backups/:id/verify", method = "post")]
+    #[oai(path = "/storage/backups/:id/verify", method = "post", operation_id = "verifyBackup")]
     async fn verify_backup(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Accepted, ApiError> {
         require_admin(&auth.0)?;
         let id = BackupId(id.0);
@@ -238,7 +245,7 @@ impl BackupsApi {
 
     /// Applies backup retention now (admins only), as the scheduled maintenance does: backups
     /// older than `retentionDays` are removed, never the last copy of a live image.
-    #[oai(path = "/storage/backups/cleanup", method = "delete")]
+    #[oai(path = "/storage/backups/cleanup", method = "delete", operation_id = "cleanupBackups")]
     async fn cleanup_backups(&self, auth: BearerAuth) -> Result<CleanupAccepted, ApiError> {
         require_admin(&auth.0)?;
         let now = Utc::now();
@@ -250,7 +257,7 @@ impl BackupsApi {
     }
 
     /// One backup with its progress (admins only).
-    #[oai(path = "/storage/backups/:id", method = "get")]
+    #[oai(path = "/storage/backups/:id", method = "get", operation_id = "getBackup")]
     async fn get_backup(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<BackupView>, ApiError> {
         require_admin(&auth.0)?;
         let id = BackupId(id.0);
@@ -262,12 +269,4 @@ impl BackupsApi {
         };
         Ok(Json(view(backup, progress)))
     }
-}
-
-fn first_page() -> u32 {
-    1
-}
-
-fn default_page_size() -> u32 {
-    20
 }

@@ -5,7 +5,7 @@
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
-use poem_openapi::types::ToJSON;
+use poem_openapi::types::{Example, ToJSON};
 use poem_openapi::{ApiResponse, Object};
 use shared::auth::{ListPermissionError, UploadPermissionError};
 use shared::deletion::DeleteError;
@@ -18,15 +18,23 @@ pub use code::ErrorCode;
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+impl Example for ErrorBody {
+    fn example() -> Self {
+        let message = "the file exceeds the 52428800-byte limit".to_owned();
+        Self { error: ErrorDetail { code: ErrorCode::FileTooLarge, message } }
+    }
+}
+
 #[derive(Debug, Clone, Object)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable code, e.g. `file_too_large`.
-    pub code: String,
-    /// Human-readable explanation.
+    /// Stable, machine-readable: clients branch on it.
+    pub code: ErrorCode,
+    /// Human-readable explanation; its wording may change.
     pub message: String,
 }
 
@@ -77,7 +85,7 @@ pub enum ApiError {
 pub(crate) const RETRY_AFTER_SECS: u64 = 5;
 
 fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorBody> {
-    Json(ErrorBody { error: ErrorDetail { code: code.as_str().to_owned(), message: message.into() } })
+    Json(ErrorBody { error: ErrorDetail { code, message: message.into() } })
 }
 
 impl ApiError {

@@ -14,8 +14,8 @@ use shared::db::health_checks::{self, CheckRow};
 use shared::health::{self, CheckResult};
 use shared::model::HealthStatus;
 
-use crate::AppState;
 use crate::auth::BearerAuth;
+use crate::{AppState, model};
 
 pub struct HealthApi {
     pub state: AppState,
@@ -31,8 +31,7 @@ pub enum MaybeAuth {
 
 #[derive(Debug, Clone, Object)]
 pub struct HealthView {
-    /// `ok`, `degraded` (serving, but an operator should look) or `down` (not serving).
-    pub status: String,
+    pub status: model::HealthStatus,
     /// When the scheduled health checks last ran.
     pub last_check_at: Option<DateTime<Utc>>,
     /// For admins only.
@@ -53,7 +52,7 @@ pub struct HealthDetails {
 #[derive(Debug, Clone, Object)]
 pub struct CheckView {
     pub check_type: String,
-    pub status: String,
+    pub status: model::HealthStatus,
     /// The check's figures and, under `problems`, what made it less than `ok`.
     pub details: serde_json::Value,
     pub checked_at: DateTime<Utc>,
@@ -71,19 +70,14 @@ pub enum HealthResponse {
 
 impl From<CheckRow> for CheckView {
     fn from(row: CheckRow) -> Self {
-        Self {
-            check_type: row.check_type,
-            status: row.status.as_str().to_owned(),
-            details: row.details,
-            checked_at: row.checked_at,
-        }
+        Self { check_type: row.check_type, status: row.status.into(), details: row.details, checked_at: row.checked_at }
     }
 }
 
 fn live_view(check: &CheckResult, at: DateTime<Utc>) -> CheckView {
     CheckView {
         check_type: check.check_type.to_owned(),
-        status: check.status.as_str().to_owned(),
+        status: check.status.into(),
         details: check.details(),
         checked_at: at,
     }
@@ -93,7 +87,7 @@ fn live_view(check: &CheckResult, at: DateTime<Utc>) -> CheckView {
 impl HealthApi {
     /// Health of the service: `ok` or `degraded` with 200, `down` with 503. Admins also get
     /// the reasons, the latest result of every check and live checks.
-    #[oai(path = "/storage/health", method = "get")]
+    #[oai(path = "/storage/health", method = "get", operation_id = "getHealth")]
     async fn health(&self, auth: MaybeAuth) -> HealthResponse {
         let admin = matches!(&auth, MaybeAuth::Bearer(bearer) if bearer.0.role == Role::Admin);
         let config = &self.state.config;
@@ -140,7 +134,7 @@ impl HealthApi {
             checks: checks.into_iter().map(CheckView::from).collect(),
             live: live.iter().map(|check| live_view(check, now)).collect(),
         });
-        let view = HealthView { status: status.as_str().to_owned(), last_check_at, details };
+        let view = HealthView { status: status.into(), last_check_at, details };
         match status {
             HealthStatus::Down => HealthResponse::Down(Json(view)),
             HealthStatus::Ok | HealthStatus::Degraded => HealthResponse::Serving(Json(view)),

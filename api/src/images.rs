@@ -7,6 +7,7 @@ mod update;
 mod upload;
 mod view;
 
+use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
@@ -25,9 +26,10 @@ pub use update::ImageUpdate;
 pub use upload::{UploadBody, UploadResponse};
 pub use view::ImageView;
 
-use crate::AppState;
 use crate::auth::{AdminAuth, BearerAuth};
+use crate::docs::checked::{Checked, PageNumber, PageSize, text};
 use crate::error::ApiError;
+use crate::{AppState, model};
 
 #[derive(Tags)]
 pub(crate) enum ApiTags {
@@ -58,9 +60,9 @@ pub struct ReprocessView {
     /// The queued `image.uploaded` event (its `message_id` in RabbitMQ).
     pub event_id: Uuid,
     /// `pending`, or `ready` when the thumbnails were made already.
-    pub thumbnail_status: String,
+    pub thumbnail_status: model::ThumbnailStatus,
     /// `verified`, `pending`, or `corrupt`, which stays: a restore repairs it.
-    pub checksum_status: String,
+    pub checksum_status: model::ChecksumStatus,
 }
 
 impl From<Reprocessed> for ReprocessView {
@@ -68,8 +70,8 @@ impl From<Reprocessed> for ReprocessView {
         Self {
             id: done.image_id.0,
             event_id: done.event_id,
-            thumbnail_status: done.thumbnail_status.to_string(),
-            checksum_status: done.checksum_status.to_string(),
+            thumbnail_status: done.thumbnail_status.into(),
+            checksum_status: done.checksum_status.into(),
         }
     }
 }
@@ -100,13 +102,20 @@ impl ImagesApi {
     /// images, the service `result` images. With an `Idempotency-Key` header a retried
     /// upload returns the first result (header `Idempotent-Replayed: true`) instead of
     /// storing a duplicate.
-    #[oai(path = "/storage/images", method = "post")]
+    #[oai(path = "/storage/images", method = "post", operation_id = "uploadImage")]
     async fn upload(
         &self,
+        request: &poem::Request,
         auth: BearerAuth,
         #[oai(name = "Idempotency-Key")] idempotency_key: poem_openapi::param::Header<Option<String>>,
         body: UploadBody,
     ) -> Result<UploadResponse, ApiError> {
+        // poem-openapi reads a header that is not visible ASCII as absent: refused instead,
+        // so that a key the client sent is never silently ignored.
+        if idempotency_key.0.is_none() && request.headers().contains_key("idempotency-key") {
+            let message = "field `Idempotency-Key`: must be 1 to 255 ASCII characters";
+            return Err(ApiError::bad_request(crate::error::ErrorCode::InvalidField, message));
+        }
         upload::handle(&self.state, &auth.0, idempotency_key.0, body).await
     }
 
@@ -114,7 +123,7 @@ impl ImagesApi {
     ///
     /// Visible to its owner, to admins, to the service for `result` images, and to anyone
     /// when public; otherwise 404, so that existence does not leak.
-    #[oai(path = "/storage/images/:id", method = "get")]
+    #[oai(path = "/storage/images/:id", method = "get", operation_id = "getImage")]
     async fn get_image(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<ImageView>, ApiError> {
         let not_found = || ApiError::not_found("image");
         let file = storage_files::get(&self.state.db, ImageId(id.0)).await?.ok_or_else(not_found)?;
@@ -139,7 +148,7 @@ impl ImagesApi {
     /// (replaces all), validated like an upload; `updated_at` follows. Allowed to the owner,
     /// admins and, for `result` images, the service. Someone else's public image answers 403,
     /// someone else's private image 404.
-    #[oai(path = "/storage/images/:id", method = "put")]
+    #[oai(path = "/storage/images/:id", method = "put", operation_id = "updateImage")]
     async fn update_image(
         &self,
         auth: BearerAuth,
@@ -154,7 +163,7 @@ impl ImagesApi {
     /// It disappears from every read, listing and URL at once and its bytes go back to the
     /// owner's quota; a worker then removes the original and its thumbnails from disk.
     /// Same permissions as a change; deleting again answers 404.
-    #[oai(path = "/storage/images/:id", method = "delete")]
+    #[oai(path = "/storage/images/:id", method = "delete", operation_id = "deleteImage")]
     async fn delete_image(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<DeleteResponse, ApiError> {
         deletion::delete(&self.state.db, &auth.0, ImageId(id.0)).await?;
         Ok(DeleteResponse::Deleted)
@@ -167,7 +176,7 @@ impl ImagesApi {
     /// `pending`, and the thumbnail and verification jobs are queued again; steps already
     /// done are skipped. A corrupt original stays corrupt (restore it instead). 404 for an
     /// unknown or deleted image.
-    #[oai(path = "/storage/images/:id/reprocess", method = "post")]
+    #[oai(path = "/storage/images/:id/reprocess", method = "post", operation_id = "reprocessImage")]
     async fn reprocess_image(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<ReprocessResponse, ApiError> {
         if auth.0.role != Role::Admin {
             return Err(ApiError::forbidden("reprocessing images is for admins"));
@@ -185,35 +194,35 @@ impl ImagesApi {
     /// from it). `sort`: `created_at` (default), `file_size`,
     /// `file_name`, `access_count`; `order`: `asc` | `desc` (default `desc`, `asc` for names);
     /// `page` from 1, `page_size` 1 to 100 (default 20).
-    #[oai(path = "/storage/images", method = "get")]
+    #[oai(path = "/storage/images", method = "get", operation_id = "listImages")]
     #[allow(clippy::too_many_arguments)]
     async fn list_images(
         &self,
         auth: BearerAuth,
-        image_type: Query<Option<String>>,
-        owner_id: Query<Option<String>>,
-        is_public: Query<Option<String>>,
+        image_type: Query<Option<Checked<model::ImageType>>>,
+        owner_id: Query<Option<Checked<Uuid>>>,
+        is_public: Query<Option<Checked<bool>>>,
         tag: Query<Option<Vec<String>>>,
-        created_from: Query<Option<String>>,
-        created_to: Query<Option<String>>,
-        derived_from: Query<Option<String>>,
-        sort: Query<Option<String>>,
-        order: Query<Option<String>>,
-        page: Query<Option<String>>,
-        page_size: Query<Option<String>>,
+        created_from: Query<Option<Checked<DateTime<Utc>>>>,
+        created_to: Query<Option<Checked<DateTime<Utc>>>>,
+        derived_from: Query<Option<Checked<Uuid>>>,
+        sort: Query<Option<Checked<model::SortField>>>,
+        order: Query<Option<Checked<model::SortOrder>>>,
+        page: Query<Option<Checked<i64, PageNumber>>>,
+        page_size: Query<Option<Checked<i64, PageSize>>>,
     ) -> Result<Json<ImagePage>, ApiError> {
         let query = ListQuery {
-            image_type: image_type.0,
-            owner_id: owner_id.0,
-            is_public: is_public.0,
+            image_type: text(image_type.0),
+            owner_id: text(owner_id.0),
+            is_public: text(is_public.0),
             tags: tag.0.unwrap_or_default(),
-            created_from: created_from.0,
-            created_to: created_to.0,
-            derived_from: derived_from.0,
-            sort: sort.0,
-            order: order.0,
-            page: page.0,
-            page_size: page_size.0,
+            created_from: text(created_from.0),
+            created_to: text(created_to.0),
+            derived_from: text(derived_from.0),
+            sort: text(sort.0),
+            order: text(order.0),
+            page: text(page.0),
+            page_size: text(page_size.0),
         };
         Ok(Json(list::handle(&self.state, &auth.0, query.parse()?).await?))
     }
@@ -223,13 +232,13 @@ impl ImagesApi {
     /// The filters, sort and pages of the listing, plus `query`: text matched
     /// case-insensitively anywhere in the file name, the tags and the metadata values, and
     /// `tags`: all must match. Same scope as the listing.
-    #[oai(path = "/storage/images/search", method = "post")]
+    #[oai(path = "/storage/images/search", method = "post", operation_id = "searchImages")]
     async fn search_images(
         &self,
         auth: BearerAuth,
         body: Json<ImageSearchRequest>,
     ) -> Result<Json<ImagePage>, ApiError> {
-        Ok(Json(list::handle(&self.state, &auth.0, body.0.into()).await?))
+        Ok(Json(list::handle(&self.state, &auth.0, body.0.try_into()?).await?))
     }
 
     /// Quota and usage of the caller, or of the owner an admin names.
@@ -237,14 +246,14 @@ impl ImagesApi {
     /// Users and vendors read their own; admins (and the service, which uploads for owners)
     /// pass `owner_id` and, for an owner who never uploaded, `owner_type` (`user` default or
     /// `vendor`). An owner who never uploaded has the configured defaults and no usage.
-    #[oai(path = "/storage/quota", method = "get", tag = "ApiTags::Quotas")]
+    #[oai(path = "/storage/quota", method = "get", tag = "ApiTags::Quotas", operation_id = "getQuota")]
     async fn get_quota(
         &self,
         auth: BearerAuth,
-        owner_id: Query<Option<String>>,
-        owner_type: Query<Option<String>>,
+        owner_id: Query<Option<Checked<Uuid>>>,
+        owner_type: Query<Option<Checked<model::OwnerType>>>,
     ) -> Result<Json<QuotaView>, ApiError> {
-        Ok(Json(quota::get(&self.state, &auth.0, owner_id.0, owner_type.0).await?))
+        Ok(Json(quota::get(&self.state, &auth.0, text(owner_id.0), text(owner_type.0)).await?))
     }
 
     /// Change an owner's limits (admins only).
@@ -252,7 +261,7 @@ impl ImagesApi {
     /// JSON body with `max_files` and/or `max_bytes`; `owner_type` names the kind of an owner
     /// who has no quota yet. Limits below the current usage are allowed: nothing is removed,
     /// further uploads are refused until usage is under them.
-    #[oai(path = "/storage/quota/:owner_id", method = "put", tag = "ApiTags::Quotas")]
+    #[oai(path = "/storage/quota/:owner_id", method = "put", tag = "ApiTags::Quotas", operation_id = "setQuota")]
     async fn set_quota(
         &self,
         auth: AdminAuth,

@@ -5,10 +5,14 @@ pub mod access_log;
 pub mod auth;
 pub mod backups;
 pub mod body_limit;
+pub mod docs;
 pub mod error;
 pub mod health;
 pub mod images;
 pub mod maintenance;
+pub mod metrics;
+pub mod model;
+pub mod operations;
 pub mod rate_limit;
 pub mod request_id;
 pub mod restores;
@@ -29,7 +33,8 @@ use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use shared::auth::TokenKeys;
 use shared::broker::{Publisher, Topology};
-use shared::config::Config;
+use shared::config::{Config, Mode};
+use shared::observability::server::MetricsServer;
 use shared::storage::Storage;
 use shared::upload::Uploader;
 use sqlx::PgPool;
@@ -67,9 +72,10 @@ pub type Apis = (
     restores::RestoresApi,
     health::HealthApi,
     maintenance::MaintenanceApi,
+    operations::OperationsApi,
 );
 
-/// The OpenAPI description of every endpoint.
+/// The handlers' OpenAPI service; the document served (`docs::Docs`) completes its own.
 pub fn openapi(state: AppState) -> OpenApiService<Apis, ()> {
     let apis = (
         images::ImagesApi { state: state.clone() },
@@ -78,28 +84,39 @@ pub fn openapi(state: AppState) -> OpenApiService<Apis, ()> {
         backups::BackupsApi { state: state.clone() },
         restores::RestoresApi { state: state.clone() },
         health::HealthApi { state: state.clone() },
-        maintenance::MaintenanceApi { state },
+        maintenance::MaintenanceApi { state: state.clone() },
+        operations::OperationsApi { state },
     );
     OpenApiService::new(apis, "Stayler Storage", env!("CARGO_PKG_VERSION"))
 }
 
-/// All routes, with JSON errors, request tracing, rate limits and the token keys.
+/// All routes, with JSON errors, request tracing, rate limits, the token keys and, unless
+/// `prometheus.apiListen` moves it, `/metrics`.
 pub fn routes(state: AppState) -> impl Endpoint {
+    // First: the recorder must be installed before serving registers its handles.
+    let exporter = metrics::exporter(&state).filter(|_| state.config.prometheus.api_address().is_none());
     let keys = TokenKeys::from_config(&state.config.auth);
     let limits = rate_limit::RateLimit::new(&state.config);
     let files = state.serving.clone();
     let public_path = state.config.server.public_path.clone();
     let cors_origins = state.config.server.cors_origins.clone();
     let body_limit = body_limit::JsonBodyLimit { limit: state.config.limits.json_body_bytes };
-    let service = openapi(state);
-    let spec = service.spec_endpoint();
-    let api = Route::new()
-        .nest("/", service)
-        .at("/openapi.json", spec)
+    let service = openapi(state.clone());
+    let http_metrics = metrics::HttpMetrics::from_spec(&service.spec());
+    let docs = docs::Docs::new(&service, &state.config);
+    let mut router =
+        Route::new().nest("/", service).at("/openapi.json", docs.document_endpoint()).at("/docs", docs.ui_endpoint());
+    router = operations::page::mount(router);
+    if let Some(exporter) = exporter {
+        router = router.at("/metrics", metrics::MetricsEndpoint { exporter });
+    }
+    let api = router
+        .with(docs.allow_header())
         .data(keys)
         .with(body_limit)
         .with(Tracing)
-        .with(request_id::RequestId);
+        .with(request_id::RequestId)
+        .with(http_metrics);
     let cross_origin = cors(&cors_origins);
     // File serving, the hottest path, goes first: no router, tracing span, request id or
     // token keys (the access log records each serve).
@@ -141,6 +158,9 @@ const CORS_MAX_AGE_SECS: i32 = 3600;
 pub struct RunningApi {
     /// The address it listens on (port 0 in the config picks a free one).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served with `prometheus.apiListen`; `None` when it is on `addr`.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_port: Option<MetricsServer>,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     relay: JoinHandle<()>,
@@ -167,6 +187,9 @@ impl RunningApi {
         served?.context("serving")?;
         self.relay.await.context("joining the outbox relay")?;
         self.invalidation.await.context("joining the serving cache listener")?;
+        if let Some(port) = self.metrics_port {
+            port.stopped().await;
+        }
         Ok(())
     }
 }
@@ -184,6 +207,29 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
     let listener = tokio::net::TcpListener::bind(&address).await.with_context(|| format!("listening on {address}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = CancellationToken::new();
+    let metrics_port = match (metrics::exporter(&state), state.config.prometheus.api_address()) {
+        (Some(exporter), Some(at)) => {
+            // Ready as long as the process runs: `stayler-api health` asks the API's own port.
+            let ready = watch::channel(true).1;
+            let port = MetricsServer::start(at, exporter, ready, shutdown.clone())
+                .await
+                .with_context(|| format!("listening on {at} (prometheus.apiListen)"))?;
+            tracing::info!(metrics.addr = %port.addr, "metrics on http://{}/metrics", port.addr);
+            Some(port)
+        }
+        _ => None,
+    };
+    let metrics_addr = metrics_port.as_ref().map(|port| port.addr);
+    let prometheus = &state.config.prometheus;
+    if state.config.mode == Mode::Production
+        && prometheus.enabled
+        && metrics_addr.is_none()
+        && prometheus.token().is_none()
+    {
+        tracing::warn!(
+            "/metrics is open to anyone who reaches the API: set prometheus.scrapeToken or prometheus.apiListen"
+        );
+    }
     let (relay_started_tx, relay_started) = watch::channel(false);
     let relay = tokio::spawn(relay(state.db.clone(), state.config.clone(), shutdown.clone(), relay_started_tx));
     let cache = state.serving.cache().clone();
@@ -199,7 +245,17 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
     let app = routes(state).with(logged);
     let server = tokio::spawn(serving::server::run(listener, app, connections, shutdown.clone(), SHUTDOWN_GRACE));
     tracing::info!(%addr, "API listening on http://{addr}");
-    Ok(RunningApi { addr, shutdown, server, relay, access_log, invalidation, relay_started })
+    Ok(RunningApi {
+        addr,
+        metrics_addr,
+        metrics_port,
+        shutdown,
+        server,
+        relay,
+        access_log,
+        invalidation,
+        relay_started,
+    })
 }
 
 /// How often a topology the broker refused is declared again.

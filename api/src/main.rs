@@ -1,12 +1,14 @@
-//! `stayler-api`: serves the HTTP API (default), mints a token for local use, or checks a
-//! configuration without starting.
+//! `stayler-api`: serves the HTTP API (default), mints a token for local use, checks a
+//! configuration without starting, or asks the running API whether it is healthy.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use shared::auth::{Role, TokenKeys};
 use shared::config::Config;
+use shared::observability::probe;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -38,6 +40,9 @@ enum Command {
     /// Load and validate the configuration (file and environment), print what it selects,
     /// and exit: 0 when the service would start with it, 1 with the offending key otherwise.
     CheckConfig,
+    /// Ask the API on this machine whether it serves: exit 0 when GET /storage/health on
+    /// server.port answers 200 (ok or degraded) within 2 s, else say why and exit 1.
+    Health,
 }
 
 fn parse_role(value: &str) -> Result<Role, String> {
@@ -56,6 +61,17 @@ async fn main() -> anyhow::Result<()> {
             let api = api::start(config).await?;
             shared::shutdown::signalled().await.context("listening for SIGTERM")?;
             api.stop().await
+        }
+        Command::Health => {
+            let server = &config.server;
+            let listen: SocketAddr = tokio::net::lookup_host((server.host.as_str(), server.port))
+                .await
+                .ok()
+                .and_then(|mut addresses| addresses.next())
+                .with_context(|| format!("server.host `{}` has no address to ask", server.host))?;
+            let status = probe::ask(probe::local(listen), "/storage/health").await.context("the API is not healthy")?;
+            println!("healthy: {status}");
+            Ok(())
         }
         Command::CheckConfig => {
             println!("{}", config.summary());

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::types::ParseFromParameter;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use shared::auth::Role;
 use shared::periodic::PeriodicJob;
@@ -13,7 +14,9 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::BearerAuth;
+use crate::docs::Checked;
 use crate::error::{ApiError, ErrorCode};
+use crate::model::MaintenanceJob;
 
 pub struct MaintenanceApi {
     pub state: AppState,
@@ -22,7 +25,7 @@ pub struct MaintenanceApi {
 #[derive(Debug, Clone, Object)]
 pub struct JobRequested {
     /// The job's name, underscored (`file_audit`) whichever spelling the path used.
-    pub job: String,
+    pub job: MaintenanceJob,
     /// The queued event's id (its `message_id` in RabbitMQ).
     pub event_id: Uuid,
     pub requested_at: DateTime<Utc>,
@@ -40,20 +43,22 @@ impl MaintenanceApi {
     /// Runs a periodic job now (admins only): `sweep`, `purge`, `file_audit`,
     /// `health_check`, `metrics_rollup`, `backup_retention` or `backup_verify` (hyphens are
     /// read as underscores: `file-audit`).
-    #[oai(path = "/storage/maintenance/:job", method = "post")]
-    async fn run_job(&self, auth: BearerAuth, job: Path<String>) -> Result<JobAccepted, ApiError> {
+    #[oai(path = "/storage/maintenance/:job", method = "post", operation_id = "runMaintenanceJob")]
+    async fn run_job(&self, auth: BearerAuth, job: Path<Checked<MaintenanceJob>>) -> Result<JobAccepted, ApiError> {
         if auth.0.role != Role::Admin {
             return Err(ApiError::forbidden("maintenance is for admins"));
         }
-        let Some(periodic) = PeriodicJob::on_demand(&job.0) else {
+        let Some(periodic) = PeriodicJob::on_demand(job.0.as_str()) else {
             let names: Vec<&str> = PeriodicJob::ON_DEMAND.iter().map(|job| job.name()).collect();
-            let message = format!("no maintenance job `{}`: one of {}", job.0, names.join(", "));
+            let message = format!("no maintenance job `{}`: one of {}", job.0.as_str(), names.join(", "));
             return Err(ApiError::not_found_code(ErrorCode::UnknownJob, message));
         };
         let requested_at = Utc::now();
         let mut conn = self.state.db.acquire().await?;
         let event_id = periodic.request(&mut conn, requested_at).await?;
         tracing::info!(job = periodic.name(), event.id = %event_id, "{} requested", periodic.name());
-        Ok(JobAccepted::Accepted(Json(JobRequested { job: periodic.name().to_owned(), event_id, requested_at })))
+        let job = MaintenanceJob::parse_from_parameter(periodic.name())
+            .map_err(|_| ApiError::internal(&format!("the on-demand job {} has no API name", periodic.name())))?;
+        Ok(JobAccepted::Accepted(Json(JobRequested { job, event_id, requested_at })))
     }
 }

@@ -30,6 +30,7 @@ use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use secrecy::ExposeSecret;
 use shared::auth::{Claims, Role, TokenKeys};
 use shared::config::{Config, RateLimitConfig, RouteLimit};
+use shared::observability::names;
 use uuid::Uuid;
 
 use crate::auth::bearer_token;
@@ -128,6 +129,11 @@ impl RateLimiter {
         if limits.iter().all(Option::is_none) {
             return None;
         }
+        for (group, limit) in [Group::Uploads, Group::Reads, Group::Serving, Group::Service].into_iter().zip(&limits) {
+            if limit.is_some() {
+                metrics::counter!(names::RATE_LIMIT_DENIALS, "group" => group.name()).increment(0);
+            }
+        }
         let shared = [settings.uploads.shared, settings.reads.shared, settings.serving.shared, settings.service.shared];
         let any_shared = limits.iter().zip(shared).any(|(limit, shared)| limit.is_some() && shared);
         let public = config.server.public_path.trim_end_matches('/');
@@ -223,8 +229,17 @@ fn connect_redis(settings: &RateLimitConfig) -> Option<RedisLimiter> {
         tracing::warn!("rate limits are per process: the Redis connection needs a Tokio runtime");
         return None;
     }
+    let ca_certificates = match settings.redis_ca_certificates() {
+        Ok(pem) => pem,
+        Err(error) => {
+            // Checked at start-up; the file went away since. Limiting per process beats not starting.
+            tracing::error!(error = %error, "rate limits are per process");
+            return None;
+        }
+    };
     let redis = RedisSettings {
         url,
+        ca_certificates,
         key_prefix: &settings.redis_key_prefix,
         timeout: Duration::from_millis(settings.redis_timeout_ms),
         retry_after_failure: Duration::from_secs(settings.redis_retry_secs),
@@ -313,6 +328,7 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
         };
         if !decision.allowed {
             tracing::debug!(group = group.name(), retry_after_ms = decision.retry_after.as_millis(), "rate limited");
+            metrics::counter!(names::RATE_LIMIT_DENIALS, "group" => group.name()).increment(1);
             let mut response = ApiError::rate_limited(decision.retry_after_secs()).into_response();
             set_headers(response.headers_mut(), limit, &decision);
             return Ok(response);

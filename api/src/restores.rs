@@ -6,6 +6,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use shared::auth::Role;
 use shared::backup::restore;
@@ -13,9 +14,10 @@ use shared::db::storage_restores::{self, Restore};
 use shared::model::{BackupId, ImageId, RestoreMode, RestoreSelection};
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::auth::{AdminAuth, BearerAuth};
+use crate::docs::Checked;
 use crate::error::{ApiError, ErrorCode};
+use crate::{AppState, model};
 
 /// Most image ids one request may name.
 const MAX_IMAGE_IDS: usize = 1000;
@@ -26,6 +28,7 @@ pub struct RestoresApi {
 
 /// What to restore: exactly one of `backup_id`, `date` or `image_ids`.
 #[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields, example)]
 pub struct RestoreRequest {
     /// Every image of this backup.
     pub backup_id: Option<Uuid>,
@@ -36,18 +39,29 @@ pub struct RestoreRequest {
     /// `missing_only` (default: only originals missing from storage come back; a present
     /// one is skipped even if damaged) or `overwrite` (every selected original is replaced
     /// by its verified backup copy: what repairs a damaged one).
-    pub mode: Option<String>,
+    pub mode: Option<Checked<model::RestoreMode>>,
+}
+
+impl Example for RestoreRequest {
+    fn example() -> Self {
+        let image = Uuid::from_u128(0x0197_6f3a_4c21_7d2e_9a41_0c5e_8b1f_2d3a);
+        RestoreRequest {
+            backup_id: None,
+            date: None,
+            image_ids: Some(vec![image]),
+            mode: Some(Checked::new("overwrite")),
+        }
+    }
 }
 
 /// A restore and, once finished, its outcome.
 #[derive(Debug, Clone, Object)]
 pub struct RestoreView {
     pub id: Uuid,
-    /// `pending`, `running`, `completed`, or `failed` (some images failed, or the restore
-    /// could not run: see `error`).
-    pub status: String,
+    /// `failed` when some images failed, or the restore could not run: see `error`.
+    pub status: model::RestoreStatus,
     pub selection: serde_json::Value,
-    pub mode: String,
+    pub mode: model::RestoreMode,
     pub restored: i64,
     pub skipped: i64,
     pub failed: i64,
@@ -69,9 +83,9 @@ pub enum Accepted {
 fn view(restore: Restore) -> RestoreView {
     RestoreView {
         id: restore.id,
-        status: restore.status.to_string(),
+        status: restore.status.into(),
         selection: restore.selection,
-        mode: restore.mode.as_str().to_owned(),
+        mode: restore.mode.into(),
         restored: restore.restored,
         skipped: restore.skipped,
         failed: restore.failed,
@@ -95,7 +109,7 @@ fn parse(request: RestoreRequest) -> Result<(RestoreSelection, RestoreMode), Api
         (None, None, Some(ids)) => RestoreSelection::ImageIds(ids.into_iter().map(ImageId).collect()),
         _ => return Err(invalid("give exactly one of backup_id, date or image_ids")),
     };
-    let mode = match request.mode.as_deref() {
+    let mode = match request.mode.as_ref().map(Checked::as_str) {
         None | Some("missing_only") => RestoreMode::MissingOnly,
         Some("overwrite") => RestoreMode::Overwrite,
         Some(other) => return Err(invalid(&format!("mode `{other}` is not missing_only or overwrite"))),
@@ -108,7 +122,7 @@ impl RestoresApi {
     /// Restores originals (and rebuilds their rows) from backups (admins only). Every byte
     /// is verified against its recorded SHA-256 before it replaces anything; thumbnails are
     /// made again by the workers.
-    #[oai(path = "/storage/restore", method = "post")]
+    #[oai(path = "/storage/restore", method = "post", operation_id = "requestRestore")]
     async fn request_restore(&self, auth: AdminAuth, body: Json<RestoreRequest>) -> Result<Accepted, ApiError> {
         let (selection, mode) = parse(body.0)?;
         let mut tx = self.state.db.begin().await?;
@@ -120,7 +134,7 @@ impl RestoresApi {
     }
 
     /// One restore and its report (admins only).
-    #[oai(path = "/storage/restores/:id", method = "get")]
+    #[oai(path = "/storage/restores/:id", method = "get", operation_id = "getRestore")]
     async fn get_restore(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<RestoreView>, ApiError> {
         if auth.0.role != Role::Admin {
             return Err(ApiError::forbidden("restores are for admins"));
@@ -149,9 +163,10 @@ mod tests {
         assert_eq!((selection, mode), (RestoreSelection::BackupId(BackupId(Uuid::nil())), RestoreMode::MissingOnly));
         assert!(parse(RestoreRequest { image_ids: Some(vec![]), ..request() }).is_err());
         let overwrite =
-            RestoreRequest { image_ids: Some(vec![Uuid::nil()]), mode: Some("overwrite".into()), ..request() };
+            RestoreRequest { image_ids: Some(vec![Uuid::nil()]), mode: Some(Checked::new("overwrite")), ..request() };
         assert_eq!(parse(overwrite).unwrap().1, RestoreMode::Overwrite);
-        let bad_mode = RestoreRequest { image_ids: Some(vec![Uuid::nil()]), mode: Some("all".into()), ..request() };
+        let bad_mode =
+            RestoreRequest { image_ids: Some(vec![Uuid::nil()]), mode: Some(Checked::new("all")), ..request() };
         assert!(parse(bad_mode).is_err());
     }
 }

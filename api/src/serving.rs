@@ -18,15 +18,16 @@
 mod cache;
 mod http;
 pub mod invalidation;
+mod metrics;
 pub mod server;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 use poem::http::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_SECURITY_POLICY,
+    ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_SECURITY_POLICY,
     CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE, LOCATION, RANGE, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
 };
 use poem::http::{HeaderValue, Method, StatusCode};
@@ -39,6 +40,7 @@ use sqlx::PgPool;
 
 use uuid::Uuid;
 
+use self::metrics::{Kind, ServingMetrics, Verification};
 pub use cache::{ServedFile, ServedImage, ServingCache};
 
 use crate::error::{self, ErrorCode};
@@ -88,7 +90,8 @@ impl Serving {
     /// prefix match is cheaper than the router's (no parameter strings, no path pattern).
     pub fn in_front_of<E: Endpoint>(&self, public_path: &str, api: E) -> Files<E> {
         let public_prefix = format!("{}/", public_path.trim_end_matches('/'));
-        Files { serving: self.clone(), public_prefix, api }
+        let metrics = ServingMetrics::new(&public_prefix);
+        Files { serving: self.clone(), public_prefix, api, metrics }
     }
 
     async fn serve_signed(&self, request: &Request, token: &str) -> Result<Response, Denial> {
@@ -240,6 +243,7 @@ pub struct Files<E> {
     /// `server.publicPath` with one trailing slash.
     public_prefix: String,
     api: E,
+    metrics: ServingMetrics,
 }
 
 impl<E: Endpoint> Endpoint for Files<E> {
@@ -249,10 +253,20 @@ impl<E: Endpoint> Endpoint for Files<E> {
         let path = request.uri().path();
         // One path segment each: anything with more slashes is no file (404 below).
         if let Some(token) = path.strip_prefix(SIGNED_PREFIX).filter(|t| !t.is_empty() && !t.contains('/')) {
-            return Ok(Serving::finish(self.serving.serve_signed(&request, token).await));
+            let started = Instant::now();
+            let outcome = self.serving.serve_signed(&request, token).await;
+            if let Some(result) = Verification::of(&outcome) {
+                self.metrics.verified(result);
+            }
+            let response = Serving::finish(outcome);
+            self.metrics.served(Kind::Signed, request.method(), &response, started);
+            return Ok(response);
         }
         if let Some(rest) = path.strip_prefix(self.public_prefix.as_str()).filter(|r| r.matches('/').count() == 1) {
-            return Ok(Serving::finish(self.serving.serve_public(&request, rest).await));
+            let started = Instant::now();
+            let response = Serving::finish(self.serving.serve_public(&request, rest).await);
+            self.metrics.served(Kind::Public, request.method(), &response, started);
+            return Ok(response);
         }
         self.api.call(request).await.map(IntoResponse::into_response)
     }
@@ -317,6 +331,9 @@ impl Denial {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Self::RangeNotSatisfiable { size } = self {
             headers.insert(CONTENT_RANGE, HeaderValue::try_from(format!("bytes */{size}")).expect("digits"));
+        }
+        if let Self::MethodNotAllowed = self {
+            headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
         if let Self::StoreUnavailable(_) = self {
             headers.insert(RETRY_AFTER, HeaderValue::from(error::RETRY_AFTER_SECS));

@@ -11,14 +11,15 @@ use shared::auth::{Claims, ImageAccess};
 use shared::db::storage_files::StorageFile;
 use shared::db::storage_signed_urls::NewSignedUrl;
 use shared::db::{storage_files, storage_signed_urls, storage_thumbnails};
-use shared::model::{self, ImageId, ThumbnailStatus};
+use shared::model::{ImageId, ORIGINAL, ThumbnailStatus};
 use shared::signing::{self, AccessType, Grant, Variant};
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::auth::BearerAuth;
+use crate::docs::Checked;
 use crate::error::{ApiError, ErrorCode};
 use crate::serving::SIGNED_PREFIX;
+use crate::{AppState, model};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -40,8 +41,7 @@ pub struct AccessUrl {
     pub expires_at: Option<DateTime<Utc>>,
     /// `original` or a thumbnail size.
     pub variant: String,
-    /// `view` (inline) or `download` (attachment).
-    pub access_type: String,
+    pub access_type: model::AccessType,
     /// Whether the URL is signed (else it is the image's public URL).
     pub signed: bool,
 }
@@ -74,17 +74,17 @@ impl SignedUrlApi {
     /// not a silent clamp). The expiry is rounded up to `signedUrls.expiryWindowSecs`, so
     /// repeated requests within a window get the same URL. 404 when the caller may not read
     /// the image; 409 `variant_not_ready` while its thumbnails are still being made.
-    #[oai(path = "/storage/images/:id/signed-url", method = "get")]
+    #[oai(path = "/storage/images/:id/signed-url", method = "get", operation_id = "getSignedUrl")]
     async fn signed_url(
         &self,
         auth: BearerAuth,
         id: Path<Uuid>,
-        access_type: Query<Option<String>>,
+        access_type: Query<Option<Checked<model::AccessType>>>,
         variant: Query<Option<String>>,
         ttl: Query<Option<u64>>,
     ) -> Result<Json<AccessUrl>, ApiError> {
-        let access = parse_access(access_type.0.as_deref())?;
-        let variant = variant.0.unwrap_or_else(|| model::ORIGINAL.to_owned());
+        let access = parse_access(access_type.0.as_ref().map(Checked::as_str))?;
+        let variant = variant.0.unwrap_or_else(|| ORIGINAL.to_owned());
         let variant = self.parse_variant(&variant)?;
         let ttl = self.ttl(ttl.0)?;
         let file = self.readable(&auth.0, ImageId(id.0)).await?;
@@ -96,14 +96,14 @@ impl SignedUrlApi {
     /// else a signed `view` URL with the default lifetime.
     ///
     /// `variant` is `original` (default) or a thumbnail size. Errors as for `signed-url`.
-    #[oai(path = "/storage/images/:id/access", method = "get")]
+    #[oai(path = "/storage/images/:id/access", method = "get", operation_id = "getAccessUrl")]
     async fn access(
         &self,
         auth: BearerAuth,
         id: Path<Uuid>,
         variant: Query<Option<String>>,
     ) -> Result<Json<AccessUrl>, ApiError> {
-        let variant = variant.0.unwrap_or_else(|| model::ORIGINAL.to_owned());
+        let variant = variant.0.unwrap_or_else(|| ORIGINAL.to_owned());
         let variant = self.parse_variant(&variant)?;
         let file = self.readable(&auth.0, ImageId(id.0)).await?;
         self.check_variant_exists(&file, variant).await?;
@@ -114,7 +114,7 @@ impl SignedUrlApi {
                 url,
                 expires_at: None,
                 variant: variant.to_string(),
-                access_type: AccessType::View.to_string(),
+                access_type: AccessType::View.into(),
                 signed: false,
             }));
         }
@@ -129,7 +129,7 @@ impl SignedUrlApi {
     /// image private does the same. The image's public URL is not affected: it works exactly
     /// as long as the image is public. 404 when the caller may not read the image, 403 when
     /// it may read but not change it.
-    #[oai(path = "/storage/images/:id/revoke-urls", method = "post")]
+    #[oai(path = "/storage/images/:id/revoke-urls", method = "post", operation_id = "revokeUrls")]
     async fn revoke_urls(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<RevokeResponse, ApiError> {
         let id = ImageId(id.0);
         let file = self.readable(&auth.0, id).await?;
@@ -224,7 +224,7 @@ impl SignedUrlApi {
             url: format!("{}{SIGNED_PREFIX}{segment}", config.server.base_url.trim_end_matches('/')),
             expires_at: DateTime::from_timestamp(expires, 0),
             variant: variant.to_string(),
-            access_type: access.to_string(),
+            access_type: access.into(),
             signed: true,
         })
     }

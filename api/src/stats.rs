@@ -11,14 +11,18 @@ use shared::db::stats::{self, Scope};
 use shared::model::OwnerId;
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::auth::BearerAuth;
+use crate::docs::Checked;
+use crate::docs::checked::Bounds;
 use crate::error::{ApiError, ErrorCode};
+use crate::{AppState, model};
 
 /// Longest per-day history one request may ask for.
 const MAX_DAYS: u32 = 366;
+const DEFAULT_DAYS: u32 = 30;
 /// Longest metric history one request may ask for: 90 days.
 const MAX_METRIC_HOURS: u32 = 90 * 24;
+const DEFAULT_HOURS: u32 = 24;
 /// Images listed as most accessed, and as most used in try-ons.
 const TOP_IMAGES: i64 = 10;
 
@@ -29,8 +33,7 @@ pub struct StatsApi {
 /// Usage statistics over live (not deleted) images.
 #[derive(Debug, Clone, Object)]
 pub struct StatsView {
-    /// `owner` or `global`.
-    pub scope: String,
+    pub scope: model::StatsScope,
     /// The owner the figures are about, when scoped.
     pub owner_id: Option<Uuid>,
     pub total_files: i64,
@@ -67,8 +70,7 @@ pub struct SignedUrlStats {
 pub struct FlaggedUrlView {
     pub image_id: Uuid,
     pub variant: String,
-    /// `view` or `download`.
-    pub access_type: String,
+    pub access_type: model::AccessType,
     pub use_count: i64,
     /// Distinct client addresses seen (counting stops a little past the limit).
     pub distinct_addresses: i32,
@@ -87,7 +89,7 @@ pub struct TryOnView {
 
 #[derive(Debug, Clone, Object)]
 pub struct TypeStats {
-    pub image_type: String,
+    pub image_type: model::ImageType,
     pub files: i64,
     pub bytes: i64,
 }
@@ -113,7 +115,7 @@ pub struct ProcessingStats {
 pub struct TopImageView {
     pub id: Uuid,
     pub file_name: String,
-    pub image_type: String,
+    pub image_type: model::ImageType,
     pub access_count: i64,
     pub last_accessed: Option<DateTime<Utc>>,
 }
@@ -126,13 +128,17 @@ impl StatsApi {
     ///
     /// Users and vendors see their own images. Admins see everything, or one owner's
     /// images with `owner_id`. `days` (default 30, at most 366) sets the per-day window.
-    #[oai(path = "/storage/stats", method = "get")]
+    #[oai(path = "/storage/stats", method = "get", operation_id = "getStats")]
     async fn stats(
         &self,
         auth: BearerAuth,
         owner_id: Query<Option<Uuid>>,
-        #[oai(default = "default_days")] days: Query<u32>,
+        days: Query<Option<Checked<u32, Days>>>,
     ) -> Result<Json<StatsView>, ApiError> {
+        let days = match days.0 {
+            Some(days) => days.parse("days", "an integer")?,
+            None => DEFAULT_DAYS,
+        };
         let scope = match (auth.0.role, owner_id.0) {
             (Role::Admin, Some(owner)) => Scope::Owner(owner),
             (Role::Admin, None) => Scope::Global,
@@ -143,13 +149,13 @@ impl StatsApi {
             }
             (Role::Service, _) => return Err(ApiError::forbidden("the service role has no statistics of its own")),
         };
-        if days.0 == 0 || days.0 > MAX_DAYS {
+        if days == 0 || days > MAX_DAYS {
             return Err(ApiError::bad_request(
                 ErrorCode::InvalidField,
                 format!("days must be between 1 and {MAX_DAYS}"),
             ));
         }
-        let since = (Utc::now() - Duration::days(i64::from(days.0) - 1)).date_naive().and_time(Default::default());
+        let since = (Utc::now() - Duration::days(i64::from(days) - 1)).date_naive().and_time(Default::default());
         let db = &self.state.db;
         let owner = match scope {
             Scope::Owner(owner) => Some(OwnerId(owner)),
@@ -165,14 +171,14 @@ impl StatsApi {
             stats::flagged_urls(db, scope, TOP_IMAGES),
         )?;
         Ok(Json(StatsView {
-            scope: if scope == Scope::Global { "global" } else { "owner" }.to_owned(),
+            scope: if scope == Scope::Global { model::StatsScope::Global } else { model::StatsScope::Owner },
             owner_id: owner.map(|o| o.0),
             total_files: by_type.iter().map(|t| t.files).sum(),
             total_bytes: by_type.iter().map(|t| t.bytes).sum(),
             by_type: by_type
                 .into_iter()
-                .map(|t| TypeStats { image_type: t.image_type, files: t.files, bytes: t.bytes })
-                .collect(),
+                .map(|t| Ok(TypeStats { image_type: image_type(&t.image_type)?, files: t.files, bytes: t.bytes }))
+                .collect::<Result<_, ApiError>>()?,
             by_day: by_day.into_iter().map(|d| DayStats { day: d.day, files: d.files, bytes: d.bytes }).collect(),
             processing: ProcessingStats {
                 thumbnails_pending: processing.thumbnails_pending,
@@ -182,14 +188,16 @@ impl StatsApi {
             },
             top_accessed: top
                 .into_iter()
-                .map(|t| TopImageView {
-                    id: t.id,
-                    file_name: t.original_name,
-                    image_type: t.image_type,
-                    access_count: t.access_count,
-                    last_accessed: t.last_accessed,
+                .map(|t| {
+                    Ok(TopImageView {
+                        id: t.id,
+                        file_name: t.original_name,
+                        image_type: image_type(&t.image_type)?,
+                        access_count: t.access_count,
+                        last_accessed: t.last_accessed,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, ApiError>>()?,
             try_ons: try_ons
                 .into_iter()
                 .map(|t| TryOnView { image_id: t.image_id, file_name: t.original_name, results: t.results })
@@ -201,17 +209,19 @@ impl StatsApi {
                 flagged: urls.flagged,
                 recently_flagged: flagged
                     .into_iter()
-                    .map(|f| FlaggedUrlView {
-                        image_id: f.image_id,
-                        variant: f.variant,
-                        access_type: f.access_type,
-                        use_count: f.use_count,
-                        distinct_addresses: f.distinct_ips,
-                        expires_at: f.expires_at,
-                        flagged_at: f.flagged_at,
-                        reason: f.flag_reason,
+                    .map(|f| {
+                        Ok(FlaggedUrlView {
+                            image_id: f.image_id,
+                            access_type: access_type(&f.access_type)?,
+                            variant: f.variant,
+                            use_count: f.use_count,
+                            distinct_addresses: f.distinct_ips,
+                            expires_at: f.expires_at,
+                            flagged_at: f.flagged_at,
+                            reason: f.flag_reason,
+                        })
                     })
-                    .collect(),
+                    .collect::<Result<_, ApiError>>()?,
             },
         }))
     }
@@ -221,29 +231,34 @@ impl StatsApi {
     /// `image_type`), `thumbnail_latency_ms` (per `quantile`), `job_failures` (total and per
     /// `queue` and `final`), `queue_depth` and `dead_letters` (per `queue`). Points come from
     /// the scheduled roll-up, one per period of `metrics.periodSecs` and labels.
-    #[oai(path = "/storage/stats/metrics", method = "get")]
+    #[oai(path = "/storage/stats/metrics", method = "get", operation_id = "getMetricSeries")]
     async fn metrics(
         &self,
         auth: BearerAuth,
-        name: Query<String>,
-        #[oai(default = "default_hours")] hours: Query<u32>,
+        name: Query<Checked<model::MetricName>>,
+        hours: Query<Option<Checked<u32, Hours>>>,
     ) -> Result<Json<MetricSeries>, ApiError> {
         if auth.0.role != Role::Admin {
             return Err(ApiError::forbidden("metrics are for admins"));
         }
-        if !shared::metrics::METRICS.contains(&name.0.as_str()) {
+        let name = name.0.into_text();
+        if !shared::metrics::METRICS.contains(&name.as_str()) {
             let known = shared::metrics::METRICS.join(", ");
             return Err(ApiError::bad_request(ErrorCode::InvalidField, format!("name must be one of {known}")));
         }
-        if hours.0 == 0 || hours.0 > MAX_METRIC_HOURS {
+        let hours = match hours.0 {
+            Some(hours) => hours.parse("hours", "an integer")?,
+            None => DEFAULT_HOURS,
+        };
+        if hours == 0 || hours > MAX_METRIC_HOURS {
             let message = format!("hours must be between 1 and {MAX_METRIC_HOURS}");
             return Err(ApiError::bad_request(ErrorCode::InvalidField, message));
         }
         let to = Utc::now();
-        let from = to - Duration::hours(i64::from(hours.0));
-        let points = shared::db::metrics::series(&self.state.db, &name.0, from, to).await?;
+        let from = to - Duration::hours(i64::from(hours));
+        let points = shared::db::metrics::series(&self.state.db, &name, from, to).await?;
         Ok(Json(MetricSeries {
-            name: name.0,
+            name,
             period_secs: self.state.config.metrics.period_secs,
             from,
             to,
@@ -281,10 +296,34 @@ pub struct MetricPoint {
     pub labels: serde_json::Value,
 }
 
-fn default_days() -> u32 {
-    30
+/// Per-day history of `GET /storage/stats`: 1 to [`MAX_DAYS`], 30 by default.
+pub struct Days;
+
+impl Bounds for Days {
+    const MINIMUM: Option<f64> = Some(1.0);
+    const MAXIMUM: Option<f64> = Some(MAX_DAYS as f64);
+    const DEFAULT: Option<i64> = Some(DEFAULT_DAYS as i64);
 }
 
-fn default_hours() -> u32 {
-    24
+/// History of a metric series: 1 to [`MAX_METRIC_HOURS`], 24 by default.
+pub struct Hours;
+
+impl Bounds for Hours {
+    const MINIMUM: Option<f64> = Some(1.0);
+    const MAXIMUM: Option<f64> = Some(MAX_METRIC_HOURS as f64);
+    const DEFAULT: Option<i64> = Some(DEFAULT_HOURS as i64);
+}
+
+/// The image type of a statistics row, as stored.
+fn image_type(stored: &str) -> Result<model::ImageType, ApiError> {
+    let kind: shared::model::ImageType =
+        stored.parse().map_err(|_| ApiError::internal(&format!("unknown image type `{stored}` in the statistics")))?;
+    Ok(kind.into())
+}
+
+/// The access type of a signed URL, as stored.
+fn access_type(stored: &str) -> Result<model::AccessType, ApiError> {
+    let access: shared::signing::AccessType =
+        stored.parse().map_err(|_| ApiError::internal(&format!("unknown access type `{stored}` of a signed URL")))?;
+    Ok(access.into())
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use shared::db::scheduled_runs;
+use shared::observability::names;
 use shared::schedule::CronSchedule;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -76,6 +77,7 @@ pub async fn fire_due(
         match outcome.map_err(|source| FireError { job, slot, source })? {
             Some(event_id) => {
                 tracing::info!(job, slot = %slot, event.id = %event_id, fired_by, "fired {job} for {slot}");
+                metrics::counter!(names::SCHEDULER_SLOTS_FIRED, "job" => job).increment(1);
                 fired.push(Fired { job, slot, event_id });
             }
             None => tracing::debug!(job, slot = %slot, "{job} for {slot} was already fired"),

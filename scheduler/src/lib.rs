@@ -5,18 +5,28 @@
 //! Each (job, slot) fires once however many replicas run, because firing inserts the
 //! slot's `scheduled_runs` row and the job's event in one transaction and the row's primary
 //! key lets only one insert through (see [`firing`]). All schedules are in UTC.
+//!
+//! Its metrics port (`prometheus.schedulerListen`) serves `/metrics`, with the slots fired
+//! and missed ([`missed`]), and `/healthz` for `stayler-scheduler health`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
 use shared::broker::{Publisher, Topology};
 use shared::config::Config;
+use shared::observability::server::MetricsServer;
+use shared::observability::{Exporter, Service, names};
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::missed::MissedSlots;
 
 pub mod firing;
 pub mod jobs;
+pub mod missed;
 
 pub use firing::{FireError, Fired, due_slot, fire_due, next_wake};
 pub use jobs::{ScheduledJob, jobs};
@@ -33,7 +43,25 @@ const RETRY_DELAY: Duration = Duration::from_secs(5);
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let jobs = jobs::jobs(&config).context("reading the job schedules")?;
     let window = Duration::from_secs(config.scheduler.catch_up_window_secs);
+    let (ready, is_ready) = watch::channel(false);
+    let exporter = Exporter::new(&config, Service::Scheduler);
+    // The port closes however this returns, and before it returns when it ends normally.
+    let stop_metrics = shutdown.child_token();
+    let _metrics_closed_on_return = stop_metrics.clone().drop_guard();
+    let metrics_port = match (&exporter, config.prometheus.scheduler_address()) {
+        (Some(exporter), Some(addr)) => start_metrics_port(addr, exporter.clone(), is_ready, &stop_metrics).await,
+        _ => None,
+    };
     let db = shared::db::connect(&config.database).await.context("connecting to PostgreSQL")?;
+    if let Some(exporter) = &exporter {
+        exporter.set_pool(db.clone());
+    }
+    for scheduled in &jobs {
+        let job = scheduled.job.name();
+        metrics::counter!(names::SCHEDULER_SLOTS_FIRED, "job" => job).increment(0);
+        metrics::counter!(names::SCHEDULER_SLOTS_MISSED, "job" => job).increment(0);
+    }
+    ready.send_replace(true);
     let fired_by = fired_by();
     for scheduled in &jobs {
         tracing::info!(job = scheduled.job.name(), schedule = %scheduled.schedule, "scheduled (UTC)");
@@ -54,9 +82,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             relayed
         }
     };
+    stop_metrics.cancel();
+    if let Some(server) = metrics_port {
+        server.stopped().await;
+    }
     db.close().await;
     tracing::info!("scheduler stopped");
     relayed.context("the outbox relay panicked")?
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until `shutdown`; `/healthz` answers 200 once
+/// `ready`. A port that cannot be bound is logged and the scheduler goes on without it.
+async fn start_metrics_port(
+    addr: SocketAddr,
+    exporter: Exporter,
+    ready: watch::Receiver<bool>,
+    shutdown: &CancellationToken,
+) -> Option<MetricsServer> {
+    match MetricsServer::start(addr, exporter, ready, shutdown.clone()).await {
+        Ok(server) => {
+            tracing::info!(metrics.addr = %server.addr, "metrics on http://{}/metrics", server.addr);
+            Some(server)
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, metrics.addr = %addr, "no metrics port: prometheus.schedulerListen cannot be bound");
+            None
+        }
+    }
 }
 
 /// Declares the broker topology (waiting for the broker), then relays the outbox until
@@ -75,8 +127,21 @@ async fn relay(config: Config, db: PgPool, stop: CancellationToken) -> anyhow::R
 
 /// Ticks until `stop`: fires what is due, then sleeps until the next slot of any job.
 async fn schedule(db: &PgPool, jobs: &[ScheduledJob], window: Duration, fired_by: &str, stop: &CancellationToken) {
+    let mut missed = MissedSlots::default();
     while !stop.is_cancelled() {
-        let pause = match fire_due(db, jobs, Utc::now(), window, fired_by).await {
+        let now = Utc::now();
+        let fired = fire_due(db, jobs, now, window, fired_by).await;
+        // The jobs before the one that failed were fired (or found fired); on success, all.
+        let settled = match &fired {
+            Ok(_) => jobs.len(),
+            Err(error) => jobs.iter().position(|scheduled| scheduled.job.name() == error.job).unwrap_or(0),
+        };
+        let is_settled = |job: &str| jobs[..settled].iter().any(|scheduled| scheduled.job.name() == job);
+        for (job, count) in missed.after_tick(jobs, now, window, is_settled) {
+            tracing::warn!(job, scheduler.missed_slots = count, "{count} slot(s) of {job} passed unfired");
+            metrics::counter!(names::SCHEDULER_SLOTS_MISSED, "job" => job).increment(count);
+        }
+        let pause = match fired {
             Ok(_) => next_wake(jobs, Utc::now(), MAX_SLEEP),
             Err(error) => {
                 // Firing is idempotent: the next try fires what this one did not.

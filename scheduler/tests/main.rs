@@ -1,5 +1,6 @@
-//! The scheduler's integration tests: slots fired once across replicas, catch-up, and the
-//! binary itself.
+//! The scheduler's integration tests: slots fired once across replicas, catch-up, the
+//! binary itself and its health command.
 
 mod firing;
+mod health;
 mod run;

@@ -21,6 +21,7 @@ mod database;
 mod health;
 mod limits;
 mod maintenance;
+mod prometheus;
 mod quota;
 mod rabbitmq;
 mod rate_limit;
@@ -30,6 +31,8 @@ mod server;
 mod serving;
 mod signed_urls;
 mod storage;
+mod tls;
+mod webhooks;
 mod worker;
 pub use access_log::AccessLogConfig;
 pub use auth::AuthConfig;
@@ -37,6 +40,7 @@ pub use database::DatabaseConfig;
 pub use health::{HealthConfig, MetricsConfig};
 pub use limits::LimitsConfig;
 pub use maintenance::MaintenanceConfig;
+pub use prometheus::PrometheusConfig;
 pub use quota::QuotaConfig;
 pub use rabbitmq::RabbitConfig;
 pub use rate_limit::{RateLimitConfig, RouteLimit};
@@ -46,6 +50,7 @@ pub use server::ServerConfig;
 pub use serving::ServingConfig;
 pub use signed_urls::SignedUrlsConfig;
 pub use storage::{BackupPolicy, RetentionPolicy, StorageConfig, ThumbnailSize};
+pub use webhooks::{WebhookEndpoint, WebhooksConfig};
 pub use worker::WorkerConfig;
 
 /// Environment variable naming the YAML file to read.
@@ -96,6 +101,8 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub prometheus: PrometheusConfig,
+    #[serde(default)]
     pub access_log: AccessLogConfig,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
@@ -109,6 +116,8 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 const DEV_SECRET_PREFIX: &str = "dev-";
@@ -118,6 +127,15 @@ fn without_credentials(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => format!("{scheme}://{}", rest.rsplit_once('@').map_or(rest, |(_, host)| host)),
         None => url.rsplit_once('@').map_or(url, |(_, host)| host).to_owned(),
+    }
+}
+
+/// How a connection whose scheme selects TLS is protected, for [`Config::summary`].
+fn tls_note(tls: bool, ca_file: Option<&Path>) -> String {
+    match (tls, ca_file) {
+        (false, _) => "TLS off".to_owned(),
+        (true, None) => "TLS, certificate and host name verified".to_owned(),
+        (true, Some(path)) => format!("TLS, certificate and host name verified, CA file {}", path.display()),
     }
 }
 
@@ -152,19 +170,29 @@ impl Config {
             StorageBackend::S3 => format!("the bucket {} at {}", s3.bucket, s3.endpoint),
         };
         let storage = &self.storage;
-        [
+        let mut lines = vec![
             format!("the configuration is valid ({:?} mode)", self.mode).to_lowercase(),
             format!("  API:       listens on {}:{}", self.server.host, self.server.port),
-            format!("  database:  {}", without_credentials(self.database.url.expose_secret())),
             format!(
-                "  rabbitmq:  {} (prefix {})",
+                "  database:  {} ({})",
+                without_credentials(self.database.url.expose_secret()),
+                self.database.tls_summary()
+            ),
+            format!(
+                "  rabbitmq:  {} (prefix {}, {})",
                 without_credentials(self.rabbitmq.url.expose_secret()),
-                self.rabbitmq.prefix
+                self.rabbitmq.prefix,
+                tls_note(self.rabbitmq.uses_tls(), self.rabbitmq.ca_file.as_deref())
             ),
             format!("  images:    {}", place(storage.backend, &storage.base_path, &storage.s3)),
             format!("  backups:   {}", place(storage.backup_backend, &storage.backup_path, &storage.backup_s3)),
-        ]
-        .join("\n")
+        ];
+        let redis = self.rate_limit.redis_url.expose_secret();
+        if self.rate_limit.enabled && !redis.is_empty() {
+            let tls = tls_note(tls::has_scheme(redis, "rediss"), self.rate_limit.redis_ca_file.as_deref());
+            lines.push(format!("  redis:     {} (rate limits, {tls})", without_credentials(redis)));
+        }
+        lines.join("\n")
     }
 
     /// Checks what serde cannot: secrets, limits and formats.
@@ -187,6 +215,8 @@ impl Config {
         self.limits.validate()?;
         self.health.validate()?;
         self.metrics.validate()?;
+        self.webhooks.validate(self.mode)?;
+        self.validate_prometheus()?;
         self.validate_serving()?;
         self.validate_schedules()?;
         self.validate_maintenance()?;

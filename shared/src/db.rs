@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -12,6 +11,7 @@ pub mod access_logs;
 pub mod backup_retention;
 pub mod file_audit;
 pub mod health_checks;
+pub mod image_notifications;
 pub mod metrics;
 pub mod outbox;
 pub mod provenance;
@@ -29,6 +29,7 @@ pub mod storage_signed_urls;
 pub mod storage_thumbnails;
 pub mod sweep;
 pub mod upload_idempotency;
+pub mod webhook_deliveries;
 
 /// The SQL migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -55,9 +56,11 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Connects, and migrates when `database.migrate` is on.
+/// Connects (over TLS as `sslmode` in `database.url` asks, trusting `database.caFile`), and
+/// migrates when `database.migrate` is on.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let pool = pool_options(config).connect(config.url.expose_secret()).await?;
+    let options = config.connect_options().map_err(|error| sqlx::Error::Configuration(error.into()))?;
+    let pool = pool_options(config).connect_with(options).await?;
     if config.migrate {
         MIGRATOR.run(&pool).await?;
     }

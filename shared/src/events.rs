@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{BackupId, ImageId};
+use crate::model::{BackupId, ImageId, ImageType, OwnerId, OwnerType};
 
 /// A payload with its name and schema version.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync {
@@ -89,6 +89,69 @@ pub struct ImageDeleted {
 
 impl Event for ImageDeleted {
     const TYPE: &'static str = "image.deleted";
+    const VERSION: u16 = 1;
+}
+
+/// The events published for the main app on the notifications exchange rather than as jobs:
+/// no queue of ours is bound to them, and one nobody has bound a queue to is dropped by the
+/// broker instead of held in the outbox. Their schema is a published contract
+/// (docs/events.md): a change that breaks a reader raises the version.
+pub const NOTIFICATION_TYPES: [&str; 2] = [ImageProcessed::TYPE, ImageFailed::TYPE];
+
+/// Whether `event_type` goes to the notifications exchange.
+pub fn is_notification(event_type: &str) -> bool {
+    NOTIFICATION_TYPES.contains(&event_type)
+}
+
+/// An image is ready to show: every configured thumbnail is made and the original is
+/// verified against its upload checksum. Published once per image, when the later of the
+/// two steps commits; again only if it failed meanwhile and was reprocessed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageProcessed {
+    pub image_id: ImageId,
+    pub owner_id: OwnerId,
+    pub owner_type: OwnerType,
+    pub image_type: ImageType,
+    /// SHA-256 of the original, lowercase hex.
+    pub checksum: String,
+    pub mime_type: String,
+    pub file_size: i64,
+    pub width: i32,
+    pub height: i32,
+    /// The thumbnails, smallest first.
+    pub variants: Vec<ProcessedVariant>,
+}
+
+impl Event for ImageProcessed {
+    const TYPE: &'static str = "image.processed";
+    const VERSION: u16 = 1;
+}
+
+/// One thumbnail of a processed image: the `variant` a signed URL is asked for by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessedVariant {
+    pub name: String,
+    pub mime_type: String,
+    pub file_size: i64,
+    pub width: i32,
+    pub height: i32,
+}
+
+/// An image's processing failed with a verdict that retrying cannot change: its original
+/// cannot be decoded, its stored bytes no longer match their checksum, or the sweeper gave
+/// up waiting. Infrastructure errors are retried and never published as failures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFailed {
+    pub image_id: ImageId,
+    pub owner_id: OwnerId,
+    pub owner_type: OwnerType,
+    pub image_type: ImageType,
+    /// The image's `processing_error`: a stable code, a colon and a short sentence.
+    pub reason: String,
+}
+
+impl Event for ImageFailed {
+    const TYPE: &'static str = "image.failed";
     const VERSION: u16 = 1;
 }
 

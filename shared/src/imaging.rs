@@ -11,7 +11,7 @@ use crate::model::ImageFormat;
 
 mod thumbnails;
 
-pub use thumbnails::{MAX_JPEG_SCANS, Thumbnail, ThumbnailSpec, make_thumbnails};
+pub use thumbnails::{MAX_JPEG_SCANS, StageTimes, Thumbnail, ThumbnailSpec, make_thumbnails, make_thumbnails_timed};
 
 /// Why bytes were not accepted as an image.
 #[derive(Debug, thiserror::Error)]

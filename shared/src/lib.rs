@@ -15,7 +15,10 @@ pub mod imaging;
 pub mod maintenance;
 pub mod metrics;
 pub mod model;
+pub mod observability;
 pub mod periodic;
+pub mod processing;
+pub mod redrive;
 pub mod relay;
 pub mod schedule;
 pub mod search;
@@ -27,3 +30,4 @@ pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod upload;
+pub mod webhooks;

@@ -1,14 +1,18 @@
 //! What integration tests of every crate share (feature `test-support`): a configuration
 //! with a random queue prefix, the URL of a test's own database, a handle on the real broker
 //! to inspect queues, a TCP proxy that can cut or silence broker connections, and waiting on
-//! a condition without sleeps.
+//! a condition without sleeps; TLS servers with certificates of their own ([`tls`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeleteOptions, QueuePurgeOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    QueuePurgeOptions,
+};
+use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel};
 use secrecy::{ExposeSecret, SecretString};
@@ -19,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{BrokerConnection, Topology, call};
 
 mod garage_cluster;
+pub mod tls;
 use crate::config::{Config, RabbitConfig};
 pub use garage_cluster::GarageCluster;
 
@@ -34,6 +39,7 @@ fn test_broker_url() -> SecretString {
 pub fn rabbit_config() -> RabbitConfig {
     RabbitConfig {
         url: test_broker_url(),
+        ca_file: None,
         prefix: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         prefetch: 8,
         max_attempts: 3,
@@ -57,6 +63,10 @@ pub fn config() -> Config {
     });
     let mut config: Config = serde_json::from_value(value).expect("the test configuration deserialises");
     config.rabbitmq = rabbit_config();
+    // Tests run many workers and schedulers at once: each metrics port on a free port of
+    // its own rather than all contending for the defaults.
+    config.prometheus.worker_listen = "127.0.0.1:0".to_owned();
+    config.prometheus.scheduler_listen = "127.0.0.1:0".to_owned();
     config
 }
 
@@ -218,6 +228,25 @@ impl TestBroker {
         }
     }
 
+    /// Declares a queue of this connection bound to `exchange` by `routing_key`, as a
+    /// subscriber of that exchange would, and returns its name. The queue is exclusive: the
+    /// broker deletes it when this broker view's connection closes, even if the test fails.
+    pub async fn subscribe(&self, exchange: &str, routing_key: &str) -> String {
+        let timeout = self.connection.call_timeout();
+        let options = QueueDeclareOptions { exclusive: true, ..QueueDeclareOptions::default() };
+        let declared = self.channel.queue_declare("".into(), options, FieldTable::default());
+        let queue = call(timeout, "queue.declare", declared).await.expect("queue.declare").name().to_string();
+        let bound = self.channel.queue_bind(
+            queue.as_str().into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        );
+        call(timeout, "queue.bind", bound).await.expect("queue.bind");
+        queue
+    }
+
     /// Deletes one queue with its messages and bindings, to play a topology that lost it.
     pub async fn delete_queue(&self, queue: &str) {
         let deleted = self.channel.queue_delete(queue.into(), QueueDeleteOptions::default());
@@ -271,7 +300,12 @@ const CLEANUP_CALL_TIMEOUT_SECS: u64 = 60;
 /// `config` (its prefix and retry delays name the queues) reaching the test broker
 /// directly, not through any proxy the test used, with a cleanup's call timeout.
 fn cleanup_config(config: &RabbitConfig) -> RabbitConfig {
-    RabbitConfig { url: test_broker_url(), call_timeout_secs: CLEANUP_CALL_TIMEOUT_SECS, ..config.clone() }
+    RabbitConfig {
+        url: test_broker_url(),
+        ca_file: None,
+        call_timeout_secs: CLEANUP_CALL_TIMEOUT_SECS,
+        ..config.clone()
+    }
 }
 
 /// Deletes every exchange and queue of `config`'s topology on the test broker; from a

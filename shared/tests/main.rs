@@ -1,11 +1,13 @@
 //! Integration tests of the shared library against the real RabbitMQ and PostgreSQL: the
-//! broker topology and publisher, and the outbox relay; migrations that rewrite rows; and the
-//! layering of its modules.
+//! broker topology and publisher, dead letters and their re-drive, and the outbox relay;
+//! migrations that rewrite rows; TLS to the backends; and the layering of its modules.
 
 mod broker;
 mod layering;
 mod migrations;
+mod redrive;
 mod relay;
 mod s3_backups;
 mod s3_file_audit;
 mod s3_storage;
+mod tls;

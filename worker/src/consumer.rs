@@ -27,6 +27,7 @@ use shared::broker::{
 use shared::config::{Config, RabbitConfig, WorkerConfig};
 use shared::db::metrics;
 use shared::events::{Envelope, Event};
+use shared::observability::names;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -284,6 +285,9 @@ impl Consumer {
             "event.type" = tracing::field::Empty,
             request_id = tracing::field::Empty,
         );
+        let queue = self.queue.name();
+        ::metrics::gauge!(names::JOBS_IN_FLIGHT).increment(1.0);
+        let started = std::time::Instant::now();
         async {
             let parsed = serde_json::from_slice::<EnvelopeType>(&body);
             // The AMQP `type` until the envelope is read, so even a malformed job has one.
@@ -309,9 +313,11 @@ impl Consumer {
                     }
                 }
             };
+            ::metrics::histogram!(names::JOB_DURATION, "queue" => queue).record(started.elapsed().as_secs_f64());
             match outcome {
                 Ok(()) => {
                     tracing::debug!("job done");
+                    count(queue, Outcome::Succeeded);
                     ack(&delivery, timeout).await;
                 }
                 Err(JobError::Retry(error)) if attempt < self.topology.max_attempts() => {
@@ -330,6 +336,7 @@ impl Consumer {
         }
         .instrument(span)
         .await;
+        ::metrics::gauge!(names::JOBS_IN_FLIGHT).decrement(1.0);
     }
 
     /// Runs the handler; a panic is a failure worth retrying, not a lost delivery.
@@ -357,6 +364,7 @@ impl Consumer {
         let copy = self.topology.retry_message(self.queue, &delivery.properties, job.body.clone(), job.attempt, error);
         match self.publisher.publish(&copy).await {
             Ok(()) => {
+                count(self.queue.name(), Outcome::Retried);
                 let retry_in_secs = self.topology.retry_delay_secs(job.attempt);
                 tracing::warn!(error, job.retry_in_secs = retry_in_secs, "job failed; retrying");
                 ack(delivery, timeout).await;
@@ -373,6 +381,7 @@ impl Consumer {
         let copy = self.topology.dead_letter_message(&delivery.properties, job.body.clone(), &dead);
         match self.publisher.publish(&copy).await {
             Ok(()) => {
+                count(self.queue.name(), Outcome::DeadLettered);
                 tracing::error!(error, job.attempts = job.attempt, "job given up; sent to the dead-letter queue");
                 ack(delivery, timeout).await;
                 let recorded = AssertUnwindSafe(self.handler.on_dead_letter(job, error, given_up)).catch_unwind().await;
@@ -391,12 +400,44 @@ impl Consumer {
     /// broker is in trouble, and an immediate redelivery would only spin. Each return counts
     /// towards the queue's `x-delivery-limit`, after which the broker dead-letters it.
     async fn requeue(&self, delivery: &Delivery, timeout: Duration) {
+        count(self.queue.name(), Outcome::Requeued);
         tokio::time::sleep(reconnect_delay(&self.rabbit)).await;
         let nacked = delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() });
         if let Err(error) = call(timeout, "basic.nack", nacked).await {
             tracing::warn!(error = %error, "requeue failed; the broker redelivers the job once the channel is gone");
         }
     }
+}
+
+/// How a job's delivery ended, in `stayler_jobs_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its handler succeeded: acked.
+    Succeeded,
+    /// It failed and a copy waits out its back-off for the next attempt.
+    Retried,
+    /// Given up: a copy is in the queue's dead-letter queue.
+    DeadLettered,
+    /// Its retry or dead letter could not be published: returned to the queue as it was.
+    Requeued,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Self::Succeeded, Self::Retried, Self::DeadLettered, Self::Requeued];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Retried => "retried",
+            Self::DeadLettered => "dead_lettered",
+            Self::Requeued => "requeued",
+        }
+    }
+}
+
+/// Counts one delivery of `queue` that ended as `outcome`.
+pub fn count(queue: &'static str, outcome: Outcome) {
+    ::metrics::counter!(names::JOBS, "queue" => queue, "outcome" => outcome.name()).increment(1);
 }
 
 /// Acknowledges a finished job. A failed ack means the channel is gone and the broker will

@@ -1,18 +1,22 @@
 //! The job worker: one consumer per job queue, each running that queue's handler, sharing
 //! one database pool, one storage tree, one publisher and one limit of jobs run at once.
+//! Its metrics port (`prometheus.workerListen`) serves `/metrics`, with the cluster-wide
+//! figures, and `/healthz` for `stayler-worker health`.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use shared::broker::{JobQueue, Publisher, Topology};
 use shared::config::Config;
+use shared::observability::server::MetricsServer;
+use shared::observability::{ClusterSampler, Exporter, Service, names};
 use shared::storage::{BackupTree, Storage};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{Consumer, Handler};
+use crate::consumer::{Consumer, Handler, Outcome};
 
 pub mod backups;
 pub mod checksums;
@@ -24,6 +28,7 @@ pub mod maintenance;
 pub mod migrate;
 pub mod operator;
 pub mod thumbnails;
+pub mod webhooks;
 
 /// What every handler works with. Cheap to clone: the pool and the configuration are shared,
 /// the storage handle is a path.
@@ -56,11 +61,18 @@ pub async fn run_reporting_start(
     let storage = Storage::from_config(&config.storage).await.context("opening the storage (storage.backend)")?;
     let backups =
         BackupTree::from_config(&config.storage).context("opening the backup tree (storage.backupBackend)")?;
+    let (ready, is_ready) = watch::channel(false);
+    let sampler = ClusterSampler::new(db.clone(), storage.clone(), backups.clone(), &config);
+    // The port closes however this returns, and before it returns when it ends normally.
+    let stop_metrics = shutdown.child_token();
+    let _metrics_closed_on_return = stop_metrics.clone().drop_guard();
+    let metrics_port = start_metrics_port(&config, &db, sampler, is_ready, &stop_metrics).await;
     let topology = Topology::new(&config.rabbitmq);
     if !topology.declare_when_ready(&config.rabbitmq, &shutdown).await.context("declaring the RabbitMQ topology")? {
         return Ok(());
     }
     started.send_replace(true);
+    ready.send_replace(true);
     let context = Context { db: db.clone(), storage, backups, config: Arc::clone(&config) };
     let publisher = Publisher::new(&config.rabbitmq, "stayler-worker publisher");
     let permits = Arc::new(Semaphore::new(consumer::concurrency(&config.worker)));
@@ -89,9 +101,50 @@ pub async fn run_reporting_start(
         }
     }
     publisher.close().await;
+    stop_metrics.cancel();
+    if let Some(server) = metrics_port {
+        server.stopped().await;
+    }
     db.close().await;
     tracing::info!("worker stopped");
     result
+}
+
+/// Serves `/metrics` and `/healthz` on `prometheus.workerListen` until `shutdown`, if
+/// metrics are on; `/healthz` answers 200 once `ready`. A port that cannot be bound (taken by
+/// another worker on the same machine) is logged and the worker goes on without it: metrics
+/// never stop the jobs.
+async fn start_metrics_port(
+    config: &Config,
+    db: &PgPool,
+    sampler: ClusterSampler,
+    ready: watch::Receiver<bool>,
+    shutdown: &CancellationToken,
+) -> Option<MetricsServer> {
+    let exporter = Exporter::new(config, Service::Worker)?;
+    exporter.set_pool(db.clone());
+    exporter.set_cluster(sampler);
+    // Every queue's counters from the start, so that rates and alerts see a zero, not nothing.
+    for &queue in JobQueue::ALL {
+        for outcome in Outcome::ALL {
+            metrics::counter!(names::JOBS, "queue" => queue.name(), "outcome" => outcome.name()).increment(0);
+        }
+    }
+    let addr = config.prometheus.worker_address()?;
+    match MetricsServer::start(addr, exporter, ready, shutdown.clone()).await {
+        Ok(server) => {
+            tracing::info!(metrics.addr = %server.addr, "metrics on http://{}/metrics", server.addr);
+            Some(server)
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = %error,
+                metrics.addr = %addr,
+                "no metrics port: prometheus.workerListen cannot be bound (give each worker of a machine its own)"
+            );
+            None
+        }
+    }
 }
 
 /// The handler of each queue; a new [`JobQueue`] fails to compile until it gets one here.
@@ -103,5 +156,6 @@ fn handler(queue: JobQueue, context: &Context) -> Arc<dyn Handler> {
         JobQueue::Backups => Arc::new(backups::Backups::new(context.clone())),
         JobQueue::Maintenance => Arc::new(maintenance::Maintenance::new(context.clone())),
         JobQueue::Health => Arc::new(health::Health::new(context.clone())),
+        JobQueue::Webhooks => Arc::new(webhooks::Webhooks::new(context.clone())),
     }
 }

@@ -1,12 +1,13 @@
 //! `stayler-worker`: runs the job consumers until SIGTERM or SIGINT, or one operator
-//! command in the foreground (`backup`, `verify`, `restore`, `migrate-storage`: see
-//! `--help`).
+//! command in the foreground (`backup`, `verify`, `restore`, `migrate-storage`, `redrive`: see
+//! `--help`), or asks the running worker whether it is healthy (`health`).
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 use shared::config::Config;
 use shared::model::RestoreMode;
+use shared::observability::probe;
 use uuid::Uuid;
 use worker::operator::{self, RestoreTarget};
 
@@ -58,6 +59,19 @@ enum Command {
         #[arg(long, value_enum)]
         to: StorageTarget,
     },
+    /// Ask the worker on this machine whether it is up: exit 0 when its metrics port
+    /// (prometheus.workerListen) answers /healthz with 200 within 2 s, else say why and exit 1.
+    Health,
+    /// Move given-up jobs from a job queue's dead-letter queue back to it, oldest first, each
+    /// with all its attempts again (after fixing what made them fail); needs only the broker.
+    Redrive {
+        /// The job queue, without the prefix (`thumbnails`, `checksums`…).
+        #[arg(long, value_parser = operator::job_queue)]
+        queue: shared::broker::JobQueue,
+        /// Most jobs to move (at most 1000).
+        #[arg(long, default_value_t = operator::DEFAULT_REDRIVE_LIMIT, value_parser = clap::value_parser!(u32).range(1..=i64::from(shared::redrive::MAX_BATCH)))]
+        limit: u32,
+    },
 }
 
 /// Backends `migrate-storage` copies to.
@@ -87,7 +101,21 @@ async fn main() -> anyhow::Result<()> {
             operator::restore(&config, target, mode).await
         }
         Command::MigrateStorage { to: StorageTarget::S3 } => operator::migrate_storage(&config).await,
+        Command::Health => health(&config).await,
+        Command::Redrive { queue, limit } => operator::redrive(&config, queue, limit).await,
     }
+}
+
+async fn health(config: &Config) -> anyhow::Result<()> {
+    let Some(listen) = config.prometheus.worker_address() else {
+        anyhow::bail!(
+            "the worker's metrics port is off (prometheus.enabled false or prometheus.workerListen empty): \
+             there is nothing to ask"
+        );
+    };
+    let status = probe::ask(probe::local(listen), "/healthz").await.context("the worker is not healthy")?;
+    println!("healthy: {status}");
+    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

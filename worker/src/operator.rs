@@ -3,7 +3,9 @@
 //! images' storage and the backups' (folders or buckets; no API, no broker). Jobs they leave in the outbox (a backup's batches,
 //! the thumbnails of restored images) are delivered once a relay runs again; the backup ones
 //! then find nothing left to do. `stayler-worker migrate-storage --to s3` copies the local
-//! tree into the bucket of `storage.s3` ([`crate::migrate`]).
+//! tree into the bucket of `storage.s3` ([`crate::migrate`]). `stayler-worker redrive --queue
+//! thumbnails` moves given-up jobs from a dead-letter queue back to their job queue
+//! ([`shared::redrive`]; needs the broker only).
 
 use std::path::PathBuf;
 
@@ -13,6 +15,7 @@ use futures::StreamExt;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use shared::backup::restore::Restorer;
 use shared::backup::{self, verify};
+use shared::broker::JobQueue;
 use shared::config::Config;
 use shared::db::storage_backups;
 use shared::model::{BackupId, BackupTrigger, ImageId};
@@ -214,5 +217,48 @@ fn print_migration(config: &Config, report: &MigrationReport) {
     let unlisted = report.not_copied() - report.problems.len() as u64;
     if unlisted > 0 {
         println!("  … and {unlisted} more (see the log)");
+    }
+}
+
+/// Jobs one `redrive` moves unless `--limit` says otherwise.
+pub const DEFAULT_REDRIVE_LIMIT: u32 = 100;
+
+/// A job queue by its name without the prefix (`thumbnails`), for the command line.
+pub fn job_queue(name: &str) -> Result<JobQueue, String> {
+    JobQueue::ALL.iter().copied().find(|queue| queue.name() == name).ok_or_else(|| {
+        let names: Vec<&str> = JobQueue::ALL.iter().map(|queue| queue.name()).collect();
+        format!("no job queue `{name}`: one of {}", names.join(", "))
+    })
+}
+
+/// Moves up to `limit` jobs (at most [`shared::redrive::MAX_BATCH`]) of `queue`'s
+/// dead-letter queue back to `queue`, each with all its attempts again, and prints what
+/// moved and what is left.
+pub async fn redrive(config: &Config, queue: JobQueue, limit: u32) -> anyhow::Result<()> {
+    let topology = shared::broker::Topology::new(&config.rabbitmq);
+    let dead_name = topology.dead_letter_queue(queue);
+    let done = shared::redrive::redrive(&config.rabbitmq, queue, limit)
+        .await
+        .with_context(|| format!("re-driving {dead_name} (rabbitmq.url)"))?;
+    println!(
+        "moved {} job(s) from {dead_name} back to {}; {} left in {dead_name}",
+        done.moved,
+        topology.queue(queue),
+        done.remaining
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_queue_is_named_on_the_command_line_as_in_the_broker() {
+        for &queue in JobQueue::ALL {
+            assert_eq!(job_queue(queue.name()), Ok(queue));
+        }
+        let refused = job_queue("stayler.thumbnails").unwrap_err();
+        assert!(refused.contains("thumbnails, checksums"), "{refused}");
     }
 }

@@ -10,9 +10,11 @@ use sha2::{Digest, Sha256};
 use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails::{self, ThumbnailRecord};
 use shared::events::ImageUploaded;
-use shared::imaging::{self, Thumbnail, ThumbnailSpec};
+use shared::imaging::{self, StageTimes, Thumbnail, ThumbnailSpec};
 use shared::model::processing_error::THUMBNAILS_UNDECODABLE;
 use shared::model::{ImageId, ThumbnailStatus};
+use shared::observability::names;
+use shared::processing;
 use tokio::task::spawn_blocking;
 
 use crate::Context;
@@ -49,6 +51,16 @@ impl Thumbnails {
         })
     }
 
+    /// Marks the thumbnails of an undecodable image failed and tells the main app, in one
+    /// transaction.
+    async fn record_failure(&self, id: ImageId) -> sqlx::Result<()> {
+        let mut tx = self.context.db.begin().await?;
+        if storage_files::mark_thumbnails_failed(&mut *tx, id, THUMBNAILS_UNDECODABLE).await? {
+            processing::notify_if_failed(&mut tx, id).await?;
+        }
+        tx.commit().await
+    }
+
     /// Removes thumbnails written for an image that was deleted meanwhile.
     async fn remove_written(&self, file: &StorageFile, thumbnails: &[Thumbnail]) {
         for thumbnail in thumbnails {
@@ -78,6 +90,13 @@ async fn within_deadline<T: Send + 'static>(
     }
 }
 
+/// The time of each stage in `stayler_thumbnail_stage_duration_seconds{stage}`.
+fn record_stage_times(times: &StageTimes) {
+    for (stage, took) in [("decode", times.decode), ("resize", times.resize), ("encode", times.encode)] {
+        metrics::histogram!(names::THUMBNAIL_STAGE_DURATION, "stage" => stage).record(took.as_secs_f64());
+    }
+}
+
 /// The image a job is about.
 pub(crate) fn image_id(job: &Job) -> Result<ImageId, JobError> {
     Ok(job.payload::<ImageUploaded>()?.image_id)
@@ -100,9 +119,11 @@ impl Handler for Thumbnails {
         let max_pixels = self.context.config.storage.max_pixels;
         let started = std::time::Instant::now();
         let deadline = Duration::from_secs(self.context.config.worker.image_deadline_secs);
-        let thumbnails = within_deadline(deadline, move || imaging::make_thumbnails(&bytes, &specs, max_pixels))
-            .await?
-            .map_err(JobError::reject)?; // undecodable: goes to the dead-letter queue
+        let (thumbnails, times) =
+            within_deadline(deadline, move || imaging::make_thumbnails_timed(&bytes, &specs, max_pixels))
+                .await?
+                .map_err(JobError::reject)?; // undecodable: goes to the dead-letter queue
+        record_stage_times(&times);
 
         let mut records = Vec::with_capacity(thumbnails.len());
         for thumbnail in &thumbnails {
@@ -119,6 +140,7 @@ impl Handler for Thumbnails {
         for record in &records {
             storage_thumbnails::upsert(&mut *tx, id, record).await.map_err(JobError::retry)?;
         }
+        processing::notify_if_processed(&mut tx, id).await.map_err(JobError::retry)?;
         tx.commit().await.map_err(JobError::retry)?;
         tracing::info!(image.id = %id, thumbnails = records.len(), duration_ms = started.elapsed().as_millis() as u64, "made thumbnails of {id}");
         Ok(())
@@ -133,8 +155,7 @@ impl Handler for Thumbnails {
             tracing::warn!(image.id = %id, "thumbnails of {id} left pending for the sweeper");
             return;
         }
-        let failed = storage_files::mark_thumbnails_failed(&self.context.db, id, THUMBNAILS_UNDECODABLE).await;
-        if let Err(error) = failed {
+        if let Err(error) = self.record_failure(id).await {
             tracing::error!(image.id = %id, error = %error, "could not record the thumbnail failure");
         }
     }

@@ -10,10 +10,11 @@ use std::fmt;
 /// variant cannot be left out of either.
 macro_rules! error_codes {
     ($($(#[$doc:meta])* $variant:ident => $code:literal,)+) => {
-        /// The code of an error answer; [`ErrorCode::as_str`] is what goes on the wire.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        /// The stable, machine-readable code of an error answer (`docs/api.md` says when
+        /// each is answered); [`ErrorCode::as_str`] is what goes on the wire.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, poem_openapi::Enum)]
         pub enum ErrorCode {
-            $($(#[$doc])* $variant,)+
+            $($(#[$doc])* #[oai(rename = $code)] $variant,)+
         }
 
         impl ErrorCode {
@@ -161,6 +162,8 @@ mod tests {
             }
             assert_eq!(code.as_str(), snake, "{code:?}");
             assert_eq!(code.to_string(), code.as_str());
+            let documented = poem_openapi::types::ToJSON::to_json(code);
+            assert_eq!(documented, Some(serde_json::Value::from(code.as_str())), "the document spells it alike");
         }
     }
 

@@ -3,62 +3,80 @@
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
+use poem_openapi::types::Example;
 use shared::auth::Claims;
 use shared::db::search;
+use shared::fields::FieldError;
 use shared::search::SearchParams;
 use uuid::Uuid;
 
 use super::ImageView;
-use crate::AppState;
+use crate::docs::checked::{Checked, PageNumber, PageSize, Text, strings};
 use crate::error::ApiError;
+use crate::{AppState, model};
 
 /// A search. Users and vendors search their own images, the service the results of the
 /// owner it names, admins everyone's or one owner's.
 #[derive(Debug, Clone, Default, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 pub struct ImageSearchRequest {
     /// Text matched case-insensitively anywhere in the file name, the tags and the metadata
     /// values (at most 200 characters).
-    pub query: Option<String>,
-    /// `user`, `cloth` or `result`.
-    pub image_type: Option<String>,
+    pub query: Option<Text>,
+    pub image_type: Option<Checked<model::ImageType>>,
     /// Whose images: admins may name anyone, the service must name the owner it acts for.
     pub owner_id: Option<Uuid>,
     pub is_public: Option<bool>,
     /// The image must carry all of these tags.
-    pub tags: Option<Vec<String>>,
+    pub tags: Option<Vec<Text>>,
     /// Uploaded at or after.
     pub created_from: Option<DateTime<Utc>>,
     /// Uploaded at or before.
     pub created_to: Option<DateTime<Utc>>,
     /// Only AI results made from this image (see `source_ids` of uploads).
     pub derived_from: Option<Uuid>,
-    /// `created_at` (default), `file_size`, `file_name` or `access_count`.
-    pub sort: Option<String>,
-    /// `asc` or `desc`; default `desc`, but `asc` for `file_name`.
-    pub order: Option<String>,
-    /// 1-based, default 1.
-    pub page: Option<i64>,
-    /// 1 to 100, default 20.
-    pub page_size: Option<i64>,
+    /// `created_at` by default.
+    pub sort: Option<Checked<model::SortField>>,
+    /// `desc` by default, but `asc` for `file_name`.
+    pub order: Option<Checked<model::SortOrder>>,
+    /// 1-based.
+    pub page: Option<Checked<i64, PageNumber>>,
+    pub page_size: Option<Checked<i64, PageSize>>,
 }
 
-impl From<ImageSearchRequest> for SearchParams {
-    fn from(r: ImageSearchRequest) -> Self {
+impl Example for ImageSearchRequest {
+    fn example() -> Self {
         Self {
-            query: r.query,
-            image_type: r.image_type,
+            query: Some(Text("summer dress".to_owned())),
+            image_type: Some(Checked::new("cloth")),
+            tags: Some(vec![Text("red".to_owned())]),
+            sort: Some(Checked::new("created_at")),
+            order: Some(Checked::new("desc")),
+            page: Some(Checked::new("1")),
+            page_size: Some(Checked::new("20")),
+            ..Self::default()
+        }
+    }
+}
+
+impl TryFrom<ImageSearchRequest> for SearchParams {
+    type Error = FieldError;
+
+    fn try_from(r: ImageSearchRequest) -> Result<Self, FieldError> {
+        Ok(Self {
+            query: r.query.map(|query| query.0),
+            image_type: r.image_type.map(|kind| kind.exact("image_type")).transpose()?,
             owner_id: r.owner_id,
             is_public: r.is_public,
-            tags: r.tags.unwrap_or_default(),
+            tags: r.tags.map(strings).unwrap_or_default(),
             created_from: r.created_from,
             created_to: r.created_to,
             derived_from: r.derived_from,
-            sort: r.sort,
-            order: r.order,
-            page: r.page,
-            page_size: r.page_size,
-        }
+            sort: r.sort.map(|sort| sort.exact("sort")).transpose()?,
+            order: r.order.map(|order| order.exact("order")).transpose()?,
+            page: r.page.map(|page| page.parse("page", "an integer")).transpose()?,
+            page_size: r.page_size.map(|size| size.parse("page_size", "an integer")).transpose()?,
+        })
     }
 }
 

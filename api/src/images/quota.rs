@@ -3,21 +3,22 @@
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
+use poem_openapi::types::Example;
 use shared::auth::{Claims, Role};
 use shared::db::storage_quotas::{self, OwnerQuota, QuotaLimits};
 use shared::fields::FieldError;
 use shared::model::{Owner, OwnerId, OwnerType};
 use uuid::Uuid;
 
-use crate::AppState;
+use crate::docs::Checked;
 use crate::error::{ApiError, ErrorCode};
+use crate::{AppState, model};
 
 /// An owner's quota: what they may store and what they use.
 #[derive(Debug, Clone, Object)]
 pub struct QuotaView {
     pub owner_id: Uuid,
-    /// `user` or `vendor`.
-    pub owner_type: String,
+    pub owner_type: model::OwnerType,
     /// Files the owner may store.
     pub max_files: i64,
     /// Bytes the owner may store.
@@ -34,7 +35,7 @@ impl From<OwnerQuota> for QuotaView {
     fn from(q: OwnerQuota) -> Self {
         Self {
             owner_id: q.owner_id.0,
-            owner_type: q.owner_type.to_string(),
+            owner_type: q.owner_type.into(),
             max_files: q.max_files,
             max_bytes: q.max_bytes,
             used_files: q.used_files,
@@ -46,14 +47,24 @@ impl From<OwnerQuota> for QuotaView {
 
 /// New limits; an absent one stays as it is.
 #[derive(Debug, Clone, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 pub struct QuotaUpdate {
     /// Files the owner may store (0 or more).
     pub max_files: Option<i64>,
     /// Bytes the owner may store (0 or more).
     pub max_bytes: Option<i64>,
-    /// `user` (default) or `vendor`: the kind of owner, used when they have no quota yet.
-    pub owner_type: Option<String>,
+    /// The kind of owner (`user` by default), used when they have no quota yet.
+    pub owner_type: Option<Checked<model::OwnerType>>,
+}
+
+impl Example for QuotaUpdate {
+    fn example() -> Self {
+        Self {
+            max_files: Some(5000),
+            max_bytes: Some(10 * 1024 * 1024 * 1024),
+            owner_type: Some(Checked::new("vendor")),
+        }
+    }
 }
 
 fn owner_type(raw: Option<&str>) -> Result<Option<OwnerType>, FieldError> {
@@ -92,7 +103,7 @@ pub async fn get(
         let defaults = &state.config.quota;
         QuotaView {
             owner_id: owner.id.0,
-            owner_type: owner.kind.to_string(),
+            owner_type: owner.kind.into(),
             max_files: defaults.default_max_files,
             max_bytes: defaults.default_max_bytes,
             used_files: 0,
@@ -112,7 +123,8 @@ pub async fn set(
     if claims.role != Role::Admin {
         return Err(ApiError::forbidden("only admins may change quotas"));
     }
-    let kind = owner_type(update.owner_type.as_deref())?;
+    let kind = update.owner_type.map(|kind| kind.exact("owner_type")).transpose()?;
+    let kind = owner_type(kind.as_deref())?;
     let limits = QuotaLimits { max_files: update.max_files, max_bytes: update.max_bytes };
     if limits == QuotaLimits::default() {
         return Err(ApiError::bad_request(ErrorCode::EmptyUpdate, "give max_files, max_bytes or both"));

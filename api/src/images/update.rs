@@ -2,29 +2,42 @@
 //! rules of an upload.
 
 use poem_openapi::Object;
+use poem_openapi::types::Example;
 use shared::auth::Claims;
 use shared::db::storage_files::{self, MetadataChanges};
 use shared::db::{storage_signed_urls, storage_thumbnails};
-use shared::fields::{check_file_name, check_metadata, normalize_tags};
+use shared::fields::{FieldError, check_file_name, check_metadata, normalize_tags};
 use shared::model::ImageId;
 
 use super::{ImageView, require_write};
 use crate::AppState;
+use crate::docs::checked::{Text, strings};
 use crate::error::{ApiError, ErrorCode};
 
 /// New values for some of an image's fields; absent fields stay as they are.
 #[derive(Debug, Clone, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 pub struct ImageUpdate {
     /// The file name shown for the image; path components and control characters are
     /// removed, as on upload (at most 255 characters).
-    pub file_name: Option<String>,
+    pub file_name: Option<Text>,
     /// Whether anyone may read the image.
     pub is_public: Option<bool>,
     /// Replaces every tag: at most 32, each at most 64 characters.
-    pub tags: Option<Vec<String>>,
+    pub tags: Option<Vec<Text>>,
     /// Replaces the metadata: a JSON object of at most 16 KiB.
     pub metadata: Option<serde_json::Value>,
+}
+
+impl Example for ImageUpdate {
+    fn example() -> Self {
+        Self {
+            file_name: Some(Text("red-dress.jpg".to_owned())),
+            is_public: Some(true),
+            tags: Some(vec![Text("dress".to_owned()), Text("red".to_owned())]),
+            metadata: Some(serde_json::json!({"collection": "summer"})),
+        }
+    }
 }
 
 impl ImageUpdate {
@@ -35,13 +48,41 @@ impl ImageUpdate {
                 "give at least one of file_name, is_public, tags, metadata",
             ));
         }
+        if let Some(metadata) = &self.metadata {
+            refuse_nul(metadata)?;
+        }
         Ok(MetadataChanges {
-            original_name: self.file_name.as_deref().map(check_file_name).transpose()?,
+            original_name: self.file_name.map(|name| check_file_name(&name.0)).transpose()?,
             is_public: self.is_public,
-            tags: self.tags.map(normalize_tags).transpose()?,
+            tags: self.tags.map(|tags| normalize_tags(strings(tags))).transpose()?,
             metadata: self.metadata.map(check_metadata).transpose()?.map(serde_json::Value::Object),
         })
     }
+}
+
+/// Refuses metadata with a NUL character in a key or a string: PostgreSQL's `jsonb` cannot
+/// store one, and the row's update would fail as an internal error.
+pub(crate) fn refuse_nul(metadata: &serde_json::Value) -> Result<(), FieldError> {
+    let has_nul = |text: &str| text.contains('\0');
+    let found = match metadata {
+        serde_json::Value::String(text) => has_nul(text),
+        serde_json::Value::Array(items) => return items.iter().try_for_each(refuse_nul),
+        serde_json::Value::Object(fields) => {
+            for (key, value) in fields {
+                if has_nul(key) {
+                    return Err(nul_found());
+                }
+                refuse_nul(value)?;
+            }
+            false
+        }
+        _ => false,
+    };
+    if found { Err(nul_found()) } else { Ok(()) }
+}
+
+fn nul_found() -> FieldError {
+    FieldError::new("metadata", "must not contain the NUL character (\\u0000)")
 }
 
 pub async fn handle(

@@ -29,8 +29,8 @@ use shared::upload::{IncomingFile, ReceivedFile, UploadError, UploadFields};
 use uuid::Uuid;
 
 use super::ImageView;
-use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::{AppState, model};
 
 /// Largest text part of the form (metadata is the largest), in bytes.
 const MAX_TEXT_FIELD_BYTES: usize = 64 * 1024;
@@ -41,8 +41,7 @@ const MAX_TEXT_FIELD_BYTES: usize = 64 * 1024;
 struct UploadForm {
     /// The image. Its type is sniffed from the bytes, whatever its name or Content-Type.
     file: Upload,
-    /// `user`, `cloth` or `result`.
-    image_type: String,
+    image_type: model::ImageType,
     is_public: Option<bool>,
     /// Comma-separated, or a JSON array of strings.
     tags: Option<String>,
@@ -50,8 +49,8 @@ struct UploadForm {
     metadata: Option<String>,
     /// For the `service` role: whose result this is.
     owner_id: Option<Uuid>,
-    /// `user` (default) or `vendor`, with `owner_id`.
-    owner_type: Option<String>,
+    /// With `owner_id`; `user` by default.
+    owner_type: Option<model::OwnerType>,
     /// For `result` images: the ids of the images it was made from (the user's photo, the
     /// clothing), comma-separated or a JSON array; each must exist and be the result
     /// owner's own or public.
@@ -151,7 +150,7 @@ async fn receive_and_store(
     let mut fields = UploadFields { idempotency_key, ..Default::default() };
     let mut received = None;
     let parsed = read_form(state, &mut multipart, &headers, body_limit, &mut fields, &mut received).await;
-    let request = parsed.and_then(|()| fields.validate().map_err(ApiError::from));
+    let request = parsed.and_then(|()| check_form(&fields)).and_then(|()| fields.validate().map_err(ApiError::from));
     let (request, received) = match (request, received) {
         (Ok(request), Some(received)) => (request, received),
         (Ok(_), None) => return Err(UploadError::MissingFile.into()),
@@ -173,6 +172,19 @@ async fn receive_and_store(
         location,
         stored.replayed.then_some(true),
     ))
+}
+
+/// What the API checks beyond `shared::upload`: `is_public` is the boolean the document
+/// says (not `1`, `0` or empty), and `metadata` is refused when PostgreSQL could not store
+/// it (see `super::update::refuse_nul`); text that is no JSON is left to the form's checks.
+fn check_form(fields: &UploadFields) -> Result<(), ApiError> {
+    if fields.is_public.as_deref().is_some_and(|flag| !matches!(flag.trim(), "true" | "false")) {
+        return Err(ApiError::bad_request(ErrorCode::InvalidField, "field `is_public`: must be true or false"));
+    }
+    match fields.metadata.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+        Some(Ok(metadata)) => super::update::refuse_nul(&metadata).map_err(ApiError::from),
+        _ => Ok(()),
+    }
 }
 
 /// Reads the form's parts into `fields` and `received` (the file, once its part is in).

@@ -2,20 +2,22 @@
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
+use poem_openapi::types::Example;
 use shared::db::storage_files::StorageFile;
 use shared::db::storage_thumbnails::ThumbnailRecord;
 use shared::model::ImageId;
 use uuid::Uuid;
 
+use crate::model;
+
 /// An image's metadata.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ImageView {
     pub id: Uuid,
     pub owner_id: Uuid,
-    /// `user` or `vendor`.
-    pub owner_type: String,
-    /// `user`, `cloth` or `result`.
-    pub image_type: String,
+    pub owner_type: model::OwnerType,
+    pub image_type: model::ImageType,
     /// The client's file name, sanitised.
     pub file_name: String,
     /// Path of the original, relative to the storage root.
@@ -47,15 +49,13 @@ pub struct ChecksumView {
     pub algorithm: String,
     /// Lower-case hex.
     pub value: String,
-    /// `pending`, `verified` or `corrupt`.
-    pub status: String,
+    pub status: model::ChecksumStatus,
     pub verified_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Object)]
 pub struct ThumbnailsView {
-    /// `pending`, `ready` or `failed`.
-    pub status: String,
+    pub status: model::ThumbnailStatus,
     pub variants: Vec<ThumbnailView>,
 }
 
@@ -74,6 +74,51 @@ pub struct ThumbnailView {
     pub checksum: String,
 }
 
+impl Example for ImageView {
+    fn example() -> Self {
+        let id = Uuid::from_u128(0x0197_6f3a_4c21_7d2e_9a41_0c5e_8b1f_2d3a);
+        let owner_id = Uuid::from_u128(0x0197_6f39_1111_7aaa_8bbb_0ccc_dddd_eeee);
+        let at = DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default();
+        Self {
+            id,
+            owner_id,
+            owner_type: model::OwnerType::User,
+            image_type: model::ImageType::User,
+            file_name: "me.jpg".to_owned(),
+            path: format!("images/user/{owner_id}/images/{id}.jpg"),
+            mime_type: "image/jpeg".to_owned(),
+            size: 245_760,
+            width: 1200,
+            height: 1600,
+            checksum: ChecksumView {
+                algorithm: "sha256".to_owned(),
+                value: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+                status: model::ChecksumStatus::Verified,
+                verified_at: Some(at),
+            },
+            thumbnails: ThumbnailsView {
+                status: model::ThumbnailStatus::Ready,
+                variants: vec![ThumbnailView {
+                    size: "small".to_owned(),
+                    path: format!("images/user/{owner_id}/thumbnails/{id}_small.jpg"),
+                    mime_type: "image/jpeg".to_owned(),
+                    width: 150,
+                    height: 200,
+                    file_size: 6_144,
+                    checksum: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".to_owned(),
+                }],
+            },
+            processing_error: None,
+            is_public: false,
+            tags: vec!["summer".to_owned()],
+            metadata: serde_json::json!({"pose": "front"}),
+            source_ids: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 impl ImageView {
     /// Adds the result's sources.
     pub fn with_sources(mut self, sources: Vec<ImageId>) -> Self {
@@ -85,8 +130,8 @@ impl ImageView {
         Self {
             id: file.id.0,
             owner_id: file.owner_id.0,
-            owner_type: file.owner_type.to_string(),
-            image_type: file.image_type.to_string(),
+            owner_type: file.owner_type.into(),
+            image_type: file.image_type.into(),
             file_name: file.original_name,
             path: file.file_path,
             mime_type: file.mime_type,
@@ -96,11 +141,11 @@ impl ImageView {
             checksum: ChecksumView {
                 algorithm: "sha256".to_owned(),
                 value: file.checksum,
-                status: file.checksum_status.to_string(),
+                status: file.checksum_status.into(),
                 verified_at: file.verified_at,
             },
             thumbnails: ThumbnailsView {
-                status: file.thumbnail_status.to_string(),
+                status: file.thumbnail_status.into(),
                 variants: thumbnails
                     .into_iter()
                     .map(|t| ThumbnailView {

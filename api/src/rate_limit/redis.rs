@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError, Script};
+use ::redis::{Client, RedisError, Script, TlsCertificates};
 
 use super::gcra::{Decision, Limit};
 use super::{ClientKey, Group};
@@ -42,7 +42,10 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What the Redis backend needs from the configuration.
 pub struct RedisSettings<'a> {
+    /// `redis://…`, or `rediss://…` for TLS.
     pub url: &'a str,
+    /// PEM CA certificates trusted for a `rediss://` server instead of the system's roots.
+    pub ca_certificates: Option<Vec<u8>>,
     pub key_prefix: &'a str,
     /// Deadline of each call, connecting included.
     pub timeout: Duration,
@@ -66,9 +69,15 @@ pub struct RedisLimiter {
 
 impl RedisLimiter {
     /// A limiter that connects on first use (and reconnects by itself); must be called on a
-    /// Tokio runtime. Fails only on a malformed URL.
+    /// Tokio runtime. Fails only on a malformed URL, or CA certificates without `rediss://`.
     pub fn new(settings: &RedisSettings<'_>) -> Result<Self, RedisError> {
-        let client = Client::open(settings.url)?;
+        let client = match &settings.ca_certificates {
+            Some(pem) => {
+                let certificates = TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
+                Client::build_with_tls(settings.url, certificates)?
+            }
+            None => Client::open(settings.url)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout))

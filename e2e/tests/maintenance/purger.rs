@@ -70,6 +70,16 @@ async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
     .await
     .unwrap();
 
+    // Webhook deliveries as old as the old outbox row, and recent.
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (event_id, endpoint, delivered_at) VALUES
+             (gen_random_uuid(), 'main-app', now() - interval '8 days'),
+             (gen_random_uuid(), 'main-app', now() - interval '1 day')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
     let access_log = AccessLogConfig::default();
     let report = purge::run(&pool, &MaintenanceConfig::default(), &access_log, Utc::now()).await.unwrap();
     let expected = purge::PurgeReport {
@@ -79,6 +89,7 @@ async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
         job_failures: 1,
         idempotency_keys: 1,
         access_logs: 1,
+        webhook_deliveries: 1,
     };
     assert_eq!(report, expected);
     assert_eq!(count(&pool, "SELECT count(*) FROM storage_signed_urls").await, 2);
@@ -91,6 +102,11 @@ async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
     let kept = "SELECT count(*) FROM storage_access_logs WHERE created_at > now() - interval '2 days'";
     assert_eq!(count(&pool, kept).await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM storage_access_logs").await, 1);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM webhook_deliveries WHERE delivered_at > now() - interval '2 days'").await,
+        1
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM webhook_deliveries").await, 1);
     let again = purge::run(&pool, &MaintenanceConfig::default(), &access_log, Utc::now()).await.unwrap();
     assert_eq!(again, purge::PurgeReport::default(), "a second purge finds nothing");
 }

@@ -1,13 +1,14 @@
-//! One AMQP connection whose every call has a deadline, and the queue-depth probe that
-//! health checks use.
+//! One AMQP connection (over TLS with an `amqps://` URL) whose every call has a deadline,
+//! and the queue-depth probe that health checks use.
 
 use std::future::Future;
 use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, DefaultConnectionBuilder};
 use secrecy::ExposeSecret;
 
 use super::BrokerError;
@@ -49,7 +50,8 @@ pub struct BrokerConnection {
 }
 
 impl BrokerConnection {
-    /// Connects to `rabbitmq.url`; `name` shows in the RabbitMQ dashboard.
+    /// Connects to `rabbitmq.url`, trusting `rabbitmq.caFile` besides the system's roots
+    /// when it is `amqps://`; `name` shows in the RabbitMQ dashboard.
     pub async fn open(config: &RabbitConfig, name: &str) -> Result<Self, BrokerError> {
         let call_timeout = call_timeout(config);
         let mut uri: AMQPUri = config.url.expose_secret().parse().map_err(BrokerError::InvalidUrl)?;
@@ -58,7 +60,17 @@ impl BrokerConnection {
             uri.query.heartbeat = Some(u16::try_from(secs).unwrap_or(u16::MAX));
         }
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = call(call_timeout, "connect", Connection::connect_uri(uri, properties)).await?;
+        let connect_error = |error: lapin::Error| BrokerError::Amqp { operation: "connect", error };
+        // Read when connecting, not once at start-up, so that a renewed CA file is picked up.
+        let ca = config.ca_certificates().map_err(|error| connect_error(std::io::Error::other(error).into()))?;
+        let tls =
+            OwnedTLSConfig { cert_chain: ca.map(|pem| String::from_utf8_lossy(&pem).into_owned()), identity: None };
+        let builder = DefaultConnectionBuilder::new()
+            .map_err(connect_error)?
+            .with_uri(uri)
+            .with_properties(properties)
+            .with_tls_config(tls);
+        let connection = call(call_timeout, "connect", builder.connect()).await?;
         Ok(Self { connection, call_timeout })
     }
 

@@ -22,15 +22,17 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     pub properties: BasicProperties,
     /// Makes an unroutable message an error ([`BrokerError::Unroutable`]) instead of a
-    /// silent drop. Set for everything this service publishes: every event type is bound to
-    /// a job queue, so an event routed nowhere means a missing binding or queue, and the
-    /// outbox keeps it until the topology is back.
+    /// silent drop. Set for everything this service publishes but notifications: every job
+    /// event type is bound to a job queue, so one routed nowhere means a missing binding or
+    /// queue, and the outbox keeps it until the topology is back. A notification nobody has
+    /// bound a queue to is dropped, as a topic's subscribers expect.
     pub mandatory: bool,
 }
 
 impl Outgoing {
-    /// An event for the events exchange: persistent JSON, routed by its type, with the event
-    /// id as `message_id` so consumers can de-duplicate.
+    /// An event for the events exchange (a notification for the notifications exchange):
+    /// persistent JSON, routed by its type, with the event id as `message_id` so consumers
+    /// can de-duplicate.
     pub fn event(topology: &Topology, event_id: Uuid, event_type: &str, body: Vec<u8>) -> Self {
         let properties = BasicProperties::default()
             .with_content_type("application/json".into())
@@ -38,12 +40,13 @@ impl Outgoing {
             .with_message_id(event_id.to_string().into())
             .with_type(event_type.into())
             .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or(0));
+        let notification = crate::events::is_notification(event_type);
         Self {
-            exchange: topology.events_exchange(),
+            exchange: if notification { topology.notifications_exchange() } else { topology.events_exchange() },
             routing_key: event_type.to_owned(),
             body,
             properties,
-            mandatory: true,
+            mandatory: !notification,
         }
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! {p}.events (topic) ──event type──▶ {p}.thumbnails, {p}.checksums, …   (quorum job queues)
+//! {p}.notifications (topic) ──image.processed, image.failed──▶ {p}.webhooks, and the main
+//!                                                              app's own queues
 //!
 //! retry:  worker ──▶ {p}.retry (headers) ──x-stayler-retry-delay=10s──▶ {p}.retry.10s
 //!         (TTL 10 s) ──expires, dead-lettered to "" with the routing key it was sent with
@@ -37,7 +39,8 @@ use super::{BrokerConnection, BrokerError, Outgoing};
 use crate::config::RabbitConfig;
 use crate::events::{
     BackupBatchRequested, BackupCheckRequested, BackupRequested, BackupRetentionRequested, BackupVerifyRequested,
-    Event, HealthCheckRequested, ImageDeleted, ImageUploaded, MetricsRollupRequested, RestoreRequested,
+    Event, HealthCheckRequested, ImageDeleted, ImageFailed, ImageProcessed, ImageUploaded, MetricsRollupRequested,
+    RestoreRequested,
 };
 use crate::events::{FileAuditRequested, PurgeRequested, SweepRequested};
 
@@ -65,8 +68,26 @@ const BROKER_HEADERS: [&str; 4] = ["x-death", "x-delivery-count", "x-first-death
 /// Longest failure text kept in a header, in bytes.
 const MAX_ERROR_BYTES: usize = 2048;
 
+/// The exchange a job queue's events arrive from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    /// `{prefix}.events`: the service's own jobs.
+    Events,
+    /// `{prefix}.notifications`: the events published for the main app.
+    Notifications,
+}
+
+macro_rules! event_source {
+    () => {
+        EventSource::Events
+    };
+    (notifications) => {
+        EventSource::Notifications
+    };
+}
+
 macro_rules! job_queues {
-    ($($(#[$doc:meta])* $variant:ident => $name:literal bound to [$($event:ty),+ $(,)?];)+) => {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal bound to [$($event:ty),+ $(,)?] $(from $source:ident)?;)+) => {
         /// A kind of job, with its durable queue. Adding one is one line here; its handler
         /// goes in the worker.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,6 +111,13 @@ macro_rules! job_queues {
                     $(JobQueue::$variant => &[$(<$event as Event>::TYPE),+],)+
                 }
             }
+
+            /// The exchange those events arrive from.
+            pub fn source(self) -> EventSource {
+                match self {
+                    $(JobQueue::$variant => event_source!($($source)?),)+
+                }
+            }
         }
     };
 }
@@ -107,6 +135,8 @@ job_queues! {
     Maintenance => "maintenance" bound to [BackupRetentionRequested, SweepRequested, PurgeRequested, FileAuditRequested];
     /// Health checks and metric roll-ups.
     Health => "health" bound to [HealthCheckRequested, MetricsRollupRequested];
+    /// Posts the notifications to the main app's webhook endpoints (`webhooks.endpoints`).
+    Webhooks => "webhooks" bound to [ImageProcessed, ImageFailed] from notifications;
 }
 
 /// Why and when a job was given up, as carried by its dead-lettered copy.
@@ -136,6 +166,12 @@ impl Topology {
     /// The topic exchange every event is published to (`{prefix}.events`).
     pub fn events_exchange(&self) -> String {
         format!("{}.events", self.prefix)
+    }
+
+    /// The topic exchange of the events published for the main app (`{prefix}.notifications`,
+    /// [`crate::events::NOTIFICATION_TYPES`]): it binds its own queues there by event type.
+    pub fn notifications_exchange(&self) -> String {
+        format!("{}.notifications", self.prefix)
     }
 
     /// The headers exchange in front of the delay queues (`{prefix}.retry`).
@@ -256,6 +292,7 @@ impl Topology {
         let channel = connection.open_channel().await?;
         let exchanges = [
             (self.events_exchange(), ExchangeKind::Topic),
+            (self.notifications_exchange(), ExchangeKind::Topic),
             (self.retry_exchange(), ExchangeKind::Headers),
             (self.dead_letter_exchange(), ExchangeKind::Direct),
         ];
@@ -273,8 +310,12 @@ impl Topology {
             // that kills every worker that takes it would be redelivered for ever.
             arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(self.max_attempts)));
             declare_queue(&channel, timeout, &name, arguments).await?;
+            let source = match queue.source() {
+                EventSource::Events => self.events_exchange(),
+                EventSource::Notifications => self.notifications_exchange(),
+            };
             for event_type in queue.event_types() {
-                bind(&channel, timeout, &name, &self.events_exchange(), event_type, FieldTable::default()).await?;
+                bind(&channel, timeout, &name, &source, event_type, FieldTable::default()).await?;
             }
             let dead = self.dead_letter_queue(queue);
             declare_queue(&channel, timeout, &dead, quorum()).await?;
@@ -307,7 +348,8 @@ impl Topology {
         let mut first_error = None;
         let mut channel = None;
         let queues = self.queue_names().into_iter().map(|name| (true, name));
-        let exchanges = [self.events_exchange(), self.retry_exchange(), self.dead_letter_exchange()];
+        let exchanges =
+            [self.events_exchange(), self.notifications_exchange(), self.retry_exchange(), self.dead_letter_exchange()];
         for (is_queue, name) in queues.chain(exchanges.into_iter().map(|name| (false, name))) {
             // A failed call closes its channel: the next deletion gets a fresh one.
             if channel.as_ref().is_none_or(|channel: &Channel| !channel.status().connected()) {

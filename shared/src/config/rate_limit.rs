@@ -1,10 +1,13 @@
 //! The `rateLimit:` section: requests per principal or client IP for each route group, in
 //! process or shared among API replicas through Redis.
 
+use std::path::PathBuf;
+
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::ConfigError;
+use super::tls::{has_scheme, read_ca_file};
 
 /// The `rateLimit:` section: requests per principal (the token's `sub`) or, without a valid
 /// token, per client IP, for each route group.
@@ -13,8 +16,12 @@ use super::ConfigError;
 pub struct RateLimitConfig {
     /// Off: no request is counted.
     pub enabled: bool,
-    /// `redis://…` to share the limits among API replicas; empty: each process counts alone.
+    /// `redis://…` (or `rediss://…` for TLS, certificate and host name verified) to share
+    /// the limits among API replicas; empty: each process counts alone.
     pub redis_url: SecretString,
+    /// PEM file of the CA certificates trusted for Redis's certificate instead of the
+    /// system's roots; needs a `rediss://` URL.
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub redis_key_prefix: String,
     /// Deadline of one Redis call (connecting included), in milliseconds; past it the
@@ -110,6 +117,7 @@ impl Default for RateLimitConfig {
         Self {
             enabled: true,
             redis_url: SecretString::from(""),
+            redis_ca_file: None,
             redis_key_prefix: "stayler:ratelimit".to_owned(),
             redis_timeout_ms: 100,
             redis_retry_secs: 5,
@@ -126,8 +134,14 @@ impl RateLimitConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| Err(ConfigError::BadValue { key, reason: reason.to_owned() });
         let url = self.redis_url.expose_secret();
-        if !url.is_empty() && !url.starts_with("redis://") {
-            return bad("rateLimit.redisUrl", "must be empty or start with redis://");
+        if !url.is_empty() && !has_scheme(url, "redis") && !has_scheme(url, "rediss") {
+            return bad("rateLimit.redisUrl", "must be empty or start with redis:// or rediss://");
+        }
+        if let Some(path) = &self.redis_ca_file {
+            if !has_scheme(url, "rediss") {
+                return bad("rateLimit.redisCaFile", "is only used with a rediss:// rateLimit.redisUrl");
+            }
+            read_ca_file("rateLimit.redisCaFile", path)?;
         }
         if self.redis_key_prefix.is_empty() || self.redis_key_prefix.chars().any(char::is_whitespace) {
             return bad("rateLimit.redisKeyPrefix", "must be a non-empty name without spaces");
@@ -152,6 +166,11 @@ impl RateLimitConfig {
             }
         }
         Ok(())
+    }
+
+    /// The PEM text of `redisCaFile`, if one is set.
+    pub fn redis_ca_certificates(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        self.redis_ca_file.as_deref().map(|path| read_ca_file("rateLimit.redisCaFile", path)).transpose()
     }
 }
 

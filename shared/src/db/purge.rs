@@ -87,3 +87,20 @@ pub async fn access_logs_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, 
     .await?;
     Ok(deleted.rows_affected())
 }
+
+/// Records of webhook deliveries made before `cutoff` (a job is never redelivered that late).
+pub async fn webhook_deliveries_before(
+    db: impl PgExecutor<'_>,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let deleted = sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE (event_id, endpoint) IN
+             (SELECT event_id, endpoint FROM webhook_deliveries WHERE delivered_at < $1 LIMIT $2)",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}

@@ -17,6 +17,8 @@ mod resize;
 #[cfg(test)]
 mod tests;
 
+use std::time::{Duration, Instant};
+
 pub use self::decode::MAX_JPEG_SCANS;
 use self::decode::Source;
 use self::encode::Encoder;
@@ -41,6 +43,17 @@ pub struct Thumbnail {
     pub bytes: Vec<u8>,
 }
 
+/// How long each stage of [`make_thumbnails_timed`] took, for the worker's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Reading the header, decoding the pixels and converting them to sRGB.
+    pub decode: Duration,
+    /// Resizing to every size.
+    pub resize: Duration,
+    /// Turning each thumbnail upright and encoding it.
+    pub encode: Duration,
+}
+
 /// Makes one thumbnail per spec, in spec order, from the bytes of a stored original (JPEG,
 /// PNG, GIF or WebP; an animation gives its first frame).
 ///
@@ -54,13 +67,24 @@ pub struct Thumbnail {
 /// that would allocate more than the pixel limit allows (a GIF frame larger than its
 /// screen) or a JPEG of more than [`MAX_JPEG_SCANS`] scans.
 pub fn make_thumbnails(data: &[u8], specs: &[ThumbnailSpec], max_pixels: u64) -> Result<Vec<Thumbnail>, ImagingError> {
+    make_thumbnails_timed(data, specs, max_pixels).map(|(thumbnails, _)| thumbnails)
+}
+
+/// [`make_thumbnails`], with the time each stage took.
+pub fn make_thumbnails_timed(
+    data: &[u8],
+    specs: &[ThumbnailSpec],
+    max_pixels: u64,
+) -> Result<(Vec<Thumbnail>, StageTimes), ImagingError> {
+    let mut times = StageTimes::default();
+    let started = Instant::now();
     let source = Source::open(data, max_pixels)?;
     let stored = source.size;
     if stored.pixels() > max_pixels {
         return Err(ImagingError::TooManyPixels { pixels: stored.pixels(), limit: max_pixels });
     }
     if specs.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), times));
     }
 
     let turn = source.orientation;
@@ -76,10 +100,14 @@ pub fn make_thumbnails(data: &[u8], specs: &[ThumbnailSpec], max_pixels: u64) ->
 
     let image = color::into_srgb(source.decode(largest)?);
     let image = decode::drop_opaque_alpha(image);
+    times.decode = started.elapsed();
+    let started = Instant::now();
     let resized = resize::resize_all(image, &sizes)?;
+    times.resize = started.elapsed();
 
+    let started = Instant::now();
     let mut encoder = Encoder::new();
-    specs
+    let thumbnails = specs
         .iter()
         .zip(resized)
         .map(|(spec, image)| {
@@ -87,5 +115,7 @@ pub fn make_thumbnails(data: &[u8], specs: &[ThumbnailSpec], max_pixels: u64) ->
             let (format, bytes) = encoder.encode(&image)?;
             Ok(Thumbnail { name: spec.name.clone(), format, width: image.width(), height: image.height(), bytes })
         })
-        .collect()
+        .collect::<Result<Vec<_>, ImagingError>>()?;
+    times.encode = started.elapsed();
+    Ok((thumbnails, times))
 }

@@ -1,8 +1,9 @@
 //! The purge: expired signed URLs and old bookkeeping rows. Signed URL records are kept
 //! `maintenance.signedUrlGraceDays` past their expiry (usage statistics and abuse flags
 //! read them); published outbox rows, health check results, job failures, upload
-//! idempotency keys and access log rows are kept for their own number of days. Unpublished
-//! outbox rows are never purged.
+//! idempotency keys and access log rows are kept for their own number of days, and the
+//! record of webhook deliveries as long as published outbox rows. Unpublished outbox rows
+//! are never purged.
 //!
 //! Rows go in batches of [`BATCH`], one short statement each, so a table with millions of
 //! old rows never holds one long lock; a second run finds nothing left to delete.
@@ -27,6 +28,7 @@ pub struct PurgeReport {
     pub job_failures: u64,
     pub idempotency_keys: u64,
     pub access_logs: u64,
+    pub webhook_deliveries: u64,
 }
 
 /// Purges once as of `now`.
@@ -50,6 +52,10 @@ pub async fn run(
         })
         .await?,
         access_logs: in_batches(|| purge::access_logs_before(db, days(access_log.retention_days), BATCH)).await?,
+        webhook_deliveries: in_batches(|| {
+            purge::webhook_deliveries_before(db, days(config.outbox_retention_days), BATCH)
+        })
+        .await?,
     };
     tracing::info!(
         purge.signed_urls = report.signed_urls,
@@ -58,6 +64,7 @@ pub async fn run(
         purge.job_failures = report.job_failures,
         purge.idempotency_keys = report.idempotency_keys,
         purge.access_logs = report.access_logs,
+        purge.webhook_deliveries = report.webhook_deliveries,
         "purge done"
     );
     Ok(report)

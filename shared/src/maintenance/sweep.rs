@@ -23,6 +23,7 @@ use crate::config::MaintenanceConfig;
 use crate::db::{health_checks, outbox, storage_files, sweep};
 use crate::events::{BackupBatchRequested, BackupRequested, ImageUploaded, RestoreRequested};
 use crate::model::{BackupId, BackupStatus, ChecksumStatus, HealthStatus, ImageId, ThumbnailStatus};
+use crate::processing;
 
 /// Images looked at per page (one transaction of re-queues each).
 const PAGE: i64 = 500;
@@ -135,7 +136,12 @@ async fn sweep_images(
         let (exhausted, mut due): (Vec<_>, Vec<_>) = page.iter().partition(|image| image.requeue_count >= max_requeues);
         if !exhausted.is_empty() {
             let ids: Vec<ImageId> = exhausted.iter().map(|image| image.id).collect();
-            let given_up = sweep::give_up(db, &ids, now, pending_after, max_requeues).await?;
+            let mut tx = db.begin().await?;
+            let given_up = sweep::give_up(&mut *tx, &ids, now, pending_after, max_requeues).await?;
+            for &id in &given_up {
+                processing::notify_if_failed(&mut tx, id).await?;
+            }
+            tx.commit().await?;
             for id in &given_up {
                 tracing::warn!(image.id = %id, "the sweeper gave up on {id} after {max_requeues} re-queues");
             }

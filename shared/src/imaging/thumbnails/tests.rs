@@ -431,3 +431,17 @@ fn a_jpeg_with_more_scans_than_allowed_is_refused_before_decoding() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_timed_pipeline_makes_the_same_thumbnails_and_times_each_stage() {
+    let (thumbnails, times) = make_thumbnails_timed(PHOTO_2MP, &specs(), LIMIT).unwrap();
+    let plain = make_thumbnails(PHOTO_2MP, &specs(), LIMIT).unwrap();
+    assert_eq!(sizes(&thumbnails), sizes(&plain));
+    assert!(thumbnails.iter().zip(&plain).all(|(timed, plain)| timed.bytes == plain.bytes), "same bytes");
+    for (stage, took) in [("decode", times.decode), ("resize", times.resize), ("encode", times.encode)] {
+        assert!(took > Duration::ZERO, "{stage} was timed: {times:?}");
+    }
+    let (none, untimed) = make_thumbnails_timed(PHOTO_2MP, &[], LIMIT).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(untimed, StageTimes::default(), "nothing decoded, nothing timed");
+}
