@@ -48,14 +48,32 @@ pub fn normalize_tags(items: impl IntoIterator<Item = String>) -> Result<Vec<Str
 }
 
 /// The metadata rules of updates: a JSON object of at most [`MAX_METADATA_BYTES`] once
-/// serialised (uploads check the same bound on the text as sent).
+/// serialised (uploads check the same bound on the text as sent), with no NUL character.
 pub fn check_metadata(value: Value) -> Result<Map<String, Value>, FieldError> {
     let Value::Object(map) = value else { return Err(FieldError::new("metadata", "must be a JSON object")) };
     let size = serde_json::to_vec(&map).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_METADATA_BYTES {
         return Err(FieldError::new("metadata", format!("at most {MAX_METADATA_BYTES} bytes")));
     }
+    refuse_nul(&map)?;
     Ok(map)
+}
+
+/// Refuses metadata with a NUL character in a key or a string: PostgreSQL's `jsonb` cannot
+/// store one, and the row's insert or update would fail as an internal error.
+pub fn refuse_nul(metadata: &Map<String, Value>) -> Result<(), FieldError> {
+    fn holds_nul(value: &Value) -> bool {
+        match value {
+            Value::String(text) => text.contains('\0'),
+            Value::Array(items) => items.iter().any(holds_nul),
+            Value::Object(fields) => fields.iter().any(|(key, value)| key.contains('\0') || holds_nul(value)),
+            _ => false,
+        }
+    }
+    if metadata.iter().any(|(key, value)| key.contains('\0') || holds_nul(value)) {
+        return Err(FieldError::new("metadata", "must not contain the NUL character (\\u0000)"));
+    }
+    Ok(())
 }
 
 /// A file name given in a metadata update: like an upload's name, but a name that is blank
@@ -121,6 +139,9 @@ mod tests {
         assert_eq!(check_metadata(serde_json::json!({"a": 1})).unwrap()["a"], 1);
         assert!(check_metadata(serde_json::json!([1])).is_err());
         assert!(check_metadata(serde_json::json!({"a": "x".repeat(MAX_METADATA_BYTES)})).is_err());
+        for nul in [serde_json::json!({"a\u{0}": 1}), serde_json::json!({"a": ["ok", {"b": "x\u{0}"}]})] {
+            assert!(check_metadata(nul.clone()).is_err_and(|e| e.to_string().contains("NUL")), "{nul}");
+        }
         assert_eq!(check_file_name("dir/me.jpg").unwrap(), "me.jpg");
         assert!(check_file_name("  ").is_err());
         assert!(check_file_name("a/..").is_err());

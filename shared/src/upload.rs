@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::db::storage_files::{self, NewFile, StorageFile};
 use crate::db::{outbox, provenance, storage_quotas, upload_idempotency};
 use crate::events::ImageUploaded;
-use crate::fields::{FieldError, MAX_METADATA_BYTES, normalize_tags, sanitize_file_name};
+use crate::fields::{FieldError, MAX_METADATA_BYTES, normalize_tags, refuse_nul, sanitize_file_name};
 use crate::imaging::{self, ImagingError};
 use crate::model::ImageFormat;
 use crate::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
@@ -176,14 +176,17 @@ pub fn parse_tags(raw: Option<&str>) -> Result<Vec<String>, UploadError> {
     Ok(normalize_tags(items)?)
 }
 
-/// Metadata: a JSON object of at most [`MAX_METADATA_BYTES`].
+/// Metadata: a JSON object of at most [`MAX_METADATA_BYTES`], with no NUL character.
 pub fn parse_metadata(raw: Option<&str>) -> Result<Map<String, Value>, UploadError> {
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else { return Ok(Map::new()) };
     if raw.len() > MAX_METADATA_BYTES {
         return Err(UploadError::invalid("metadata", format!("at most {MAX_METADATA_BYTES} bytes")));
     }
     match serde_json::from_str(raw) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => {
+            refuse_nul(&map)?;
+            Ok(map)
+        }
         _ => Err(UploadError::invalid("metadata", "must be a JSON object")),
     }
 }

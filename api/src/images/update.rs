@@ -6,7 +6,7 @@ use poem_openapi::types::Example;
 use shared::auth::Claims;
 use shared::db::storage_files::{self, MetadataChanges};
 use shared::db::{storage_signed_urls, storage_thumbnails};
-use shared::fields::{FieldError, check_file_name, check_metadata, normalize_tags};
+use shared::fields::{check_file_name, check_metadata, normalize_tags};
 use shared::model::ImageId;
 
 use super::{ImageView, require_write};
@@ -48,9 +48,6 @@ impl ImageUpdate {
                 "give at least one of file_name, is_public, tags, metadata",
             ));
         }
-        if let Some(metadata) = &self.metadata {
-            refuse_nul(metadata)?;
-        }
         Ok(MetadataChanges {
             original_name: self.file_name.map(|name| check_file_name(&name.0)).transpose()?,
             is_public: self.is_public,
@@ -58,31 +55,6 @@ impl ImageUpdate {
             metadata: self.metadata.map(check_metadata).transpose()?.map(serde_json::Value::Object),
         })
     }
-}
-
-/// Refuses metadata with a NUL character in a key or a string: PostgreSQL's `jsonb` cannot
-/// store one, and the row's update would fail as an internal error.
-pub(crate) fn refuse_nul(metadata: &serde_json::Value) -> Result<(), FieldError> {
-    let has_nul = |text: &str| text.contains('\0');
-    let found = match metadata {
-        serde_json::Value::String(text) => has_nul(text),
-        serde_json::Value::Array(items) => return items.iter().try_for_each(refuse_nul),
-        serde_json::Value::Object(fields) => {
-            for (key, value) in fields {
-                if has_nul(key) {
-                    return Err(nul_found());
-                }
-                refuse_nul(value)?;
-            }
-            false
-        }
-        _ => false,
-    };
-    if found { Err(nul_found()) } else { Ok(()) }
-}
-
-fn nul_found() -> FieldError {
-    FieldError::new("metadata", "must not contain the NUL character (\\u0000)")
 }
 
 pub async fn handle(

@@ -175,16 +175,12 @@ async fn receive_and_store(
 }
 
 /// What the API checks beyond `shared::upload`: `is_public` is the boolean the document
-/// says (not `1`, `0` or empty), and `metadata` is refused when PostgreSQL could not store
-/// it (see `super::update::refuse_nul`); text that is no JSON is left to the form's checks.
+/// says (not `1`, `0` or empty).
 fn check_form(fields: &UploadFields) -> Result<(), ApiError> {
     if fields.is_public.as_deref().is_some_and(|flag| !matches!(flag.trim(), "true" | "false")) {
         return Err(ApiError::bad_request(ErrorCode::InvalidField, "field `is_public`: must be true or false"));
     }
-    match fields.metadata.as_deref().map(serde_json::from_str::<serde_json::Value>) {
-        Some(Ok(metadata)) => super::update::refuse_nul(&metadata).map_err(ApiError::from),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 /// Reads the form's parts into `fields` and `received` (the file, once its part is in).
