@@ -16,12 +16,13 @@ mod writer;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http_body_util::combinators::BoxBody;
-use poem::http::header::{CONTENT_LENGTH, USER_AGENT};
+use poem::http::header::{CONTENT_LENGTH, LOCATION, USER_AGENT};
 use poem::http::{Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use shared::auth::TokenKeys;
 use shared::db::access_logs::{AccessRecord, SignedUrlUse};
 use shared::signing;
+use uuid::Uuid;
 
 use crate::auth::bearer_token;
 use crate::rate_limit;
@@ -97,8 +98,13 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         let bytes_sent = if is_head || status == StatusCode::NOT_MODIFIED { 0 } else { body_length(&mut response) };
         let served = status.is_success() || status == StatusCode::NOT_MODIFIED;
         let signed_url = signed_segment.filter(|_| served).and_then(|segment| signed_url_use(&segment));
+        let image_id = match classified.action {
+            // The path of an upload names no image: the one it stored is in its Location.
+            AccessAction::Upload if status.is_success() => stored_image(&response),
+            _ => classified.image_id,
+        };
         self.log.record(AccessRecord {
-            image_id: classified.image_id,
+            image_id,
             actor_id,
             action: classified.action.as_str(),
             ip,
@@ -111,6 +117,13 @@ impl<E: Endpoint> Endpoint for AccessLogEndpoint<E> {
         });
         Ok(response)
     }
+}
+
+/// The image a successful upload stored (or an idempotent replay returned), from its
+/// `Location: /storage/images/{id}`.
+fn stored_image(response: &Response) -> Option<Uuid> {
+    let location = response.headers().get(LOCATION)?.to_str().ok()?;
+    Uuid::try_parse(location.strip_prefix("/storage/images/")?).ok()
 }
 
 /// The `storage_signed_urls` row a served (hence verified) signed path belongs to.

@@ -77,6 +77,7 @@ async fn reads_and_denials_are_logged_with_actor_ip_agent_status_and_bytes(pool:
     };
     assert_eq!(rows.len(), 4, "{rows:#?}");
     assert_eq!((rows[0].action.as_str(), rows[0].status, rows[0].actor_id), ("upload", 201, Some(owner)));
+    assert_eq!(rows[0].image_id, Some(id), "an upload's row names the image it stored");
     assert_eq!(rows[1], row(Some(owner), "read_metadata", 200, read_bytes, Some("stylist-app/2.1"), Some(id)));
     assert_eq!(rows[2], row(Some(stranger), "read_metadata", 404, rows[2].bytes_sent, None, Some(id)));
     assert_eq!(rows[3], row(None, "read_metadata", 401, rows[3].bytes_sent, None, Some(id)));
