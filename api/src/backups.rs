@@ -181,8 +181,10 @@ impl BackupsApi {
         let mut tx = self.state.db.begin().await?;
         let id =
             backup::request(&mut tx, shared::model::BackupTrigger::Manual, Some(auth.0.sub), level, Utc::now()).await?;
+        // Read before the commit: the answer is the backup as requested (`pending`), not
+        // whatever a fast worker has made of it since.
+        let backup = storage_backups::get(&mut *tx, id).await?.ok_or_else(|| ApiError::not_found("backup"))?;
         tx.commit().await?;
-        let backup = storage_backups::get(&self.state.db, id).await?.ok_or_else(|| ApiError::not_found("backup"))?;
         tracing::info!(backup.id = %id, "backup {id} requested");
         Ok(Accepted::Accepted(Json(view(backup, Progress::default()))))
     }

@@ -127,8 +127,9 @@ impl RestoresApi {
         let (selection, mode) = parse(body.0)?;
         let mut tx = self.state.db.begin().await?;
         let id = restore::request(&mut tx, &selection, mode, Some(auth.0.sub)).await?;
+        // Read before the commit: the restore as requested, not as a fast worker left it.
+        let restore = storage_restores::get(&mut *tx, id).await?.ok_or_else(|| ApiError::not_found("restore"))?;
         tx.commit().await?;
-        let restore = storage_restores::get(&self.state.db, id).await?.ok_or_else(|| ApiError::not_found("restore"))?;
         tracing::info!(restore.id = %id, "restore {id} requested");
         Ok(Accepted::Accepted(Json(view(restore))))
     }
