@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn stayler_api(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// Runs the `stayler-api` binary with only `env` in its environment.
+pub(crate) fn stayler_api(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stayler-api"))
         .args(args)
         .env_clear()
@@ -14,7 +15,8 @@ fn stayler_api(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("running stayler-api")
 }
 
-fn dev_config() -> String {
+/// The development configuration file's path.
+pub(crate) fn dev_config() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.yaml").display().to_string()
 }
 

@@ -4,12 +4,12 @@
 //! binary against a running API.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use api::AppState;
 use api::test_support::{TestApp, images, json, test_config};
+
+use crate::cli::{dev_config, stayler_api};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use shared::storage::Storage;
@@ -221,19 +221,6 @@ async fn metrics_move_to_a_port_of_their_own_or_are_off(pool: PgPool) {
     let off = TestApp::spawn_with(pool, |config| config.prometheus.enabled = false).await;
     assert_eq!(scrape(&off, None).await.status(), StatusCode::NOT_FOUND);
     off.stop().await;
-}
-
-fn stayler_api(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stayler-api"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .expect("running stayler-api")
-}
-
-fn dev_config() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev.yaml").display().to_string()
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
