@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use shared::audit::{self, Actor, AuditAction, Target};
 use shared::auth::{Claims, Role};
 use shared::backup;
 use shared::db::backup_retention;
@@ -181,6 +182,8 @@ impl BackupsApi {
         let mut tx = self.state.db.begin().await?;
         let id =
             backup::request(&mut tx, shared::model::BackupTrigger::Manual, Some(auth.0.sub), level, Utc::now()).await?;
+        let details = serde_json::json!({"compression_level": level});
+        audit::record(&mut *tx, &Actor::of(&auth.0), AuditAction::BackupRequested, Target::Backup(id), details).await?;
         // Read before the commit: the answer is the backup as requested (`pending`), not
         // whatever a fast worker has made of it since.
         let backup = storage_backups::get(&mut *tx, id).await?.ok_or_else(|| ApiError::not_found("backup"))?;
@@ -240,7 +243,11 @@ impl BackupsApi {
                 "the backup has not finished, or was removed",
             ));
         }
-        backup::request_verification(&self.state.db, id).await?;
+        let mut tx = self.state.db.begin().await?;
+        backup::request_verification(&mut *tx, id).await?;
+        let (actor, details) = (Actor::of(&auth.0), serde_json::json!({}));
+        audit::record(&mut *tx, &actor, AuditAction::BackupVerifyRequested, Target::Backup(id), details).await?;
+        tx.commit().await?;
         let progress = Progress::of_finished(&backup);
         Ok(Accepted::Accepted(Json(view(backup, progress))))
     }
@@ -251,9 +258,15 @@ impl BackupsApi {
     async fn cleanup_backups(&self, auth: BearerAuth) -> Result<CleanupAccepted, ApiError> {
         require_admin(&auth.0)?;
         let now = Utc::now();
-        let days = self.state.config.storage.retention_policy.retention_days;
+        let days = self.state.config.storage.backup_policy.retention_days;
         let expired = backup_retention::expired(&self.state.db, now - chrono::Duration::days(i64::from(days))).await?;
-        PeriodicJob::BackupRetention.request(&mut *self.state.db.acquire().await?, now).await?;
+        let mut tx = self.state.db.begin().await?;
+        let event_id = PeriodicJob::BackupRetention.request(&mut tx, now).await?;
+        let target = Target::Job(PeriodicJob::BackupRetention.name());
+        let details =
+            serde_json::json!({"event_id": event_id, "retention_days": days, "expired_backups": expired.len()});
+        audit::record(&mut *tx, &Actor::of(&auth.0), AuditAction::BackupsCleanup, target, details).await?;
+        tx.commit().await?;
         tracing::info!(backups.expired = expired.len(), "backup retention requested");
         Ok(CleanupAccepted::Accepted(Json(CleanupView { retention_days: days, expired_backups: expired.len() })))
     }

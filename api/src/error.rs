@@ -156,6 +156,24 @@ impl ApiError {
         tracing::error!(error = %cause, "request failed");
         Self::Internal(body(ErrorCode::Internal, "internal error"))
     }
+
+    /// The code and message this answer carries: the outcome of one item of a batch
+    /// request, whose other items go on (`POST /storage/images/bulk`).
+    pub fn detail(&self) -> ErrorDetail {
+        let (Self::BadRequest(body)
+        | Self::Unauthorized(body)
+        | Self::Forbidden(body)
+        | Self::NotFound(body)
+        | Self::Conflict(body)
+        | Self::PayloadTooLarge(body)
+        | Self::UnsupportedMediaType(body)
+        | Self::Unprocessable(body)
+        | Self::TooManyRequests(body, _)
+        | Self::Internal(body)
+        | Self::ServiceUnavailable(body, _)
+        | Self::InsufficientStorage(body)) = self;
+        body.0.error.clone()
+    }
 }
 
 impl From<UploadError> for ApiError {

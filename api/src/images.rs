@@ -1,6 +1,7 @@
 //! `/storage/images`: upload, read, change, delete, list and search image metadata, and the
 //! owners' quotas.
 
+mod bulk;
 mod list;
 mod quota;
 mod update;
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use shared::audit::Actor;
 use shared::auth::{Claims, ImageAccess, Role};
 use shared::db::storage_files::StorageFile;
 use shared::db::{provenance, storage_files, storage_thumbnails};
@@ -20,6 +22,8 @@ use shared::model::{ImageId, ImageType};
 use shared::search::ListQuery;
 use uuid::Uuid;
 
+pub(crate) use bulk::distinct_ids;
+pub use bulk::{BulkOutcome, BulkRequest, BulkResult};
 pub use list::{ImagePage, ImageSearchRequest};
 pub use quota::{QuotaUpdate, QuotaView};
 pub use update::ImageUpdate;
@@ -169,6 +173,21 @@ impl ImagesApi {
         Ok(DeleteResponse::Deleted)
     }
 
+    /// Delete, change or publish many images at once.
+    ///
+    /// `action`: `delete`, `update` (`tags` and/or `metadata` for all the `ids`, or a change
+    /// per image in `items`) or `visibility` (`is_public`). At most `limits.bulkMaxIds` ids
+    /// (more is 400 `too_many_ids`). Each image is handled exactly as its single-image
+    /// endpoint would, with the same permissions, in a transaction of its own: one image's
+    /// failure never undoes or stops the others. 200 with one outcome per distinct id, in
+    /// the order given: `deleted`, `updated`, `not_found` (also another owner's private
+    /// image), `forbidden`, `invalid` or `failed`, with the error the single endpoint
+    /// would answer.
+    #[oai(path = "/storage/images/bulk", method = "post", operation_id = "bulkImages")]
+    async fn bulk_images(&self, auth: BearerAuth, body: Json<BulkRequest>) -> Result<Json<BulkResult>, ApiError> {
+        Ok(Json(bulk::handle(&self.state, &auth.0, body.0).await?))
+    }
+
     /// Process an image again (admins only).
     ///
     /// The remedy for an image the sweeper gave up on (`GET /storage/health` lists them):
@@ -181,7 +200,7 @@ impl ImagesApi {
         if auth.0.role != Role::Admin {
             return Err(ApiError::forbidden("reprocessing images is for admins"));
         }
-        let done = sweep::reprocess(&self.state.db, ImageId(id.0)).await?;
+        let done = sweep::reprocess(&self.state.db, ImageId(id.0), &Actor::of(&auth.0)).await?;
         Ok(ReprocessResponse::Accepted(Json(done.into())))
     }
 
@@ -193,7 +212,8 @@ impl ImagesApi {
     /// `created_to` (RFC 3339, inclusive), `derived_from` (an image id: the AI results made
     /// from it). `sort`: `created_at` (default), `file_size`,
     /// `file_name`, `access_count`; `order`: `asc` | `desc` (default `desc`, `asc` for names);
-    /// `page` from 1, `page_size` 1 to 100 (default 20).
+    /// `page` from 1, `page_size` 1 to 100 (default 20). `include_urls` (comma-separated
+    /// variants, e.g. `small,medium`) adds to each item the access URLs of those variants.
     #[oai(path = "/storage/images", method = "get", operation_id = "listImages")]
     #[allow(clippy::too_many_arguments)]
     async fn list_images(
@@ -210,6 +230,7 @@ impl ImagesApi {
         order: Query<Option<Checked<model::SortOrder>>>,
         page: Query<Option<Checked<i64, PageNumber>>>,
         page_size: Query<Option<Checked<i64, PageSize>>>,
+        include_urls: Query<Option<String>>,
     ) -> Result<Json<ImagePage>, ApiError> {
         let query = ListQuery {
             image_type: text(image_type.0),
@@ -224,21 +245,23 @@ impl ImagesApi {
             page: text(page.0),
             page_size: text(page_size.0),
         };
-        Ok(Json(list::handle(&self.state, &auth.0, query.parse()?).await?))
+        let include_urls = list::url_variants(include_urls.0);
+        Ok(Json(list::handle(&self.state, &auth.0, query.parse()?, include_urls).await?))
     }
 
     /// Search images.
     ///
     /// The filters, sort and pages of the listing, plus `query`: text matched
     /// case-insensitively anywhere in the file name, the tags and the metadata values, and
-    /// `tags`: all must match. Same scope as the listing.
+    /// `tags`: all must match; `include_urls` (an array of variants) as for the listing.
+    /// Same scope as the listing.
     #[oai(path = "/storage/images/search", method = "post", operation_id = "searchImages")]
     async fn search_images(
         &self,
         auth: BearerAuth,
         body: Json<ImageSearchRequest>,
     ) -> Result<Json<ImagePage>, ApiError> {
-        Ok(Json(list::handle(&self.state, &auth.0, body.0.try_into()?).await?))
+        Ok(Json(list::search_request(&self.state, &auth.0, body.0).await?))
     }
 
     /// Quota and usage of the caller, or of the owner an admin names.

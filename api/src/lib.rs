@@ -2,10 +2,12 @@
 //! its outbox relay.
 
 pub mod access_log;
+pub mod audit;
 pub mod auth;
 pub mod backups;
 pub mod body_limit;
 pub mod docs;
+pub mod erasures;
 pub mod error;
 pub mod health;
 pub mod images;
@@ -73,6 +75,8 @@ pub type Apis = (
     health::HealthApi,
     maintenance::MaintenanceApi,
     operations::OperationsApi,
+    audit::AuditApi,
+    erasures::ErasuresApi,
 );
 
 /// The handlers' OpenAPI service; the document served (`docs::Docs`) completes its own.
@@ -85,7 +89,9 @@ pub fn openapi(state: AppState) -> OpenApiService<Apis, ()> {
         restores::RestoresApi { state: state.clone() },
         health::HealthApi { state: state.clone() },
         maintenance::MaintenanceApi { state: state.clone() },
-        operations::OperationsApi { state },
+        operations::OperationsApi { state: state.clone() },
+        audit::AuditApi { state: state.clone() },
+        erasures::ErasuresApi { state },
     );
     OpenApiService::new(apis, "Stayler Storage", env!("CARGO_PKG_VERSION"))
 }
@@ -228,6 +234,11 @@ pub async fn start_with(state: AppState) -> anyhow::Result<RunningApi> {
     {
         tracing::warn!(
             "/metrics is open to anyone who reaches the API: set prometheus.scrapeToken or prometheus.apiListen"
+        );
+    }
+    if let Some(path) = &state.config.server.static_path {
+        tracing::warn!(
+            "server.staticPath ({path}) is read but serves nothing: the service has no static assets to serve"
         );
     }
     let (relay_started_tx, relay_started) = watch::channel(false);

@@ -8,6 +8,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::ParseFromParameter;
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use shared::audit::{self, Actor, AuditAction, Target};
 use shared::auth::Role;
 use shared::periodic::PeriodicJob;
 use uuid::Uuid;
@@ -54,8 +55,12 @@ impl MaintenanceApi {
             return Err(ApiError::not_found_code(ErrorCode::UnknownJob, message));
         };
         let requested_at = Utc::now();
-        let mut conn = self.state.db.acquire().await?;
-        let event_id = periodic.request(&mut conn, requested_at).await?;
+        let mut tx = self.state.db.begin().await?;
+        let event_id = periodic.request(&mut tx, requested_at).await?;
+        let (actor, target) = (Actor::of(&auth.0), Target::Job(periodic.name()));
+        let details = serde_json::json!({"event_id": event_id});
+        audit::record(&mut *tx, &actor, AuditAction::MaintenanceRun, target, details).await?;
+        tx.commit().await?;
         tracing::info!(job = periodic.name(), event.id = %event_id, "{} requested", periodic.name());
         let job = MaintenanceJob::parse_from_parameter(periodic.name())
             .map_err(|_| ApiError::internal(&format!("the on-demand job {} has no API name", periodic.name())))?;

@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
+use shared::audit::{self, Actor, AuditAction, Target};
+use shared::auth::Claims;
 use shared::broker::{BrokerError, JobQueue, QueueDepth, Topology};
 use shared::redrive::{self, DeadLetterSummary, MAX_BATCH};
 use uuid::Uuid;
@@ -220,12 +222,37 @@ impl OperationsApi {
             Err(error) => {
                 if error.moved > 0 {
                     tracing::warn!(queue = queue.name(), moved = error.moved, "re-drive stopped half-way");
+                    let details = serde_json::json!({"limit": limit, "moved": error.moved, "complete": false});
+                    self.record_redrive(&auth.0, queue, details).await;
                 }
                 return Err(broker_down(error.error));
             }
         };
+        let details =
+            serde_json::json!({"limit": limit, "moved": done.moved, "remaining": done.remaining, "complete": true});
+        self.record_redrive(&auth.0, queue, details).await;
         tracing::info!(queue = queue.name(), moved = done.moved, remaining = done.remaining, admin = %auth.0.sub, "re-drove dead letters");
         Ok(Json(RedriveView { queue: name, moved: done.moved, remaining: done.remaining }))
+    }
+}
+
+impl OperationsApi {
+    /// Records a re-drive in the audit trail. RabbitMQ shares no transaction with the
+    /// database, so the entry is written once the jobs have moved; when the database cannot
+    /// take it, the move stands (answering an error would invite a second re-drive) and the
+    /// entry is logged as an error instead.
+    async fn record_redrive(&self, claims: &Claims, queue: JobQueue, details: serde_json::Value) {
+        let (actor, target) = (Actor::of(claims), Target::Queue(queue.name()));
+        let recorded = audit::record(&self.state.db, &actor, AuditAction::DeadLettersRedriven, target, details.clone());
+        if let Err(error) = recorded.await {
+            tracing::error!(
+                error = %error,
+                queue = queue.name(),
+                actor = actor.id(),
+                details = %details,
+                "the audit entry of a re-drive was not recorded"
+            );
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use shared::audit::{self, Actor, AuditAction, Target};
 use shared::auth::Role;
 use shared::backup::restore;
 use shared::db::storage_restores::{self, Restore};
@@ -117,6 +118,16 @@ fn parse(request: RestoreRequest) -> Result<(RestoreSelection, RestoreMode), Api
     Ok((selection, mode))
 }
 
+/// The audit entry's summary of a request: its mode and selection, with a count in place of
+/// a list of up to a thousand image ids.
+fn audit_details(selection: &RestoreSelection, mode: RestoreMode) -> serde_json::Value {
+    match selection {
+        RestoreSelection::BackupId(id) => serde_json::json!({"mode": mode.as_str(), "backup_id": id.0}),
+        RestoreSelection::Date(date) => serde_json::json!({"mode": mode.as_str(), "date": date}),
+        RestoreSelection::ImageIds(ids) => serde_json::json!({"mode": mode.as_str(), "image_count": ids.len()}),
+    }
+}
+
 #[OpenApi]
 impl RestoresApi {
     /// Restores originals (and rebuilds their rows) from backups (admins only). Every byte
@@ -127,6 +138,8 @@ impl RestoresApi {
         let (selection, mode) = parse(body.0)?;
         let mut tx = self.state.db.begin().await?;
         let id = restore::request(&mut tx, &selection, mode, Some(auth.0.sub)).await?;
+        let (actor, details) = (Actor::of(&auth.0), audit_details(&selection, mode));
+        audit::record(&mut *tx, &actor, AuditAction::RestoreRequested, Target::Restore(id), details).await?;
         // Read before the commit: the restore as requested, not as a fast worker left it.
         let restore = storage_restores::get(&mut *tx, id).await?.ok_or_else(|| ApiError::not_found("restore"))?;
         tx.commit().await?;

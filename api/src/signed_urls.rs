@@ -1,24 +1,30 @@
 //! `/storage/images/:id/signed-url` and `/storage/images/:id/access`: URLs through which an
-//! image's bytes can be fetched without a bearer token (served by `crate::serving`), and
+//! image's bytes can be fetched without a bearer token (served by `crate::serving`),
+//! `/storage/images/signed-urls`, the same for many images at once, and
 //! `/storage/images/:id/revoke-urls`, which ends every signed URL of an image at once.
+
+mod batch;
+mod issue;
+
+pub use batch::{ImageUrls, UrlBatch, UrlBatchRequest};
+pub(crate) use issue::{UrlIssuer, parse_variants};
 
 use chrono::{DateTime, Utc};
 use poem_openapi::ApiResponse;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
+use shared::audit::{self, Actor, AuditAction, Target};
 use shared::auth::{Claims, ImageAccess};
 use shared::db::storage_files::StorageFile;
-use shared::db::storage_signed_urls::NewSignedUrl;
 use shared::db::{storage_files, storage_signed_urls, storage_thumbnails};
-use shared::model::{ImageId, ORIGINAL, ThumbnailStatus};
-use shared::signing::{self, AccessType, Grant, Variant};
+use shared::model::{ImageId, ORIGINAL};
+use shared::signing::{AccessType, Variant};
 use uuid::Uuid;
 
 use crate::auth::BearerAuth;
 use crate::docs::Checked;
 use crate::error::{ApiError, ErrorCode};
-use crate::serving::SIGNED_PREFIX;
 use crate::{AppState, model};
 
 #[derive(Tags)]
@@ -85,11 +91,14 @@ impl SignedUrlApi {
     ) -> Result<Json<AccessUrl>, ApiError> {
         let access = parse_access(access_type.0.as_ref().map(Checked::as_str))?;
         let variant = variant.0.unwrap_or_else(|| ORIGINAL.to_owned());
-        let variant = self.parse_variant(&variant)?;
-        let ttl = self.ttl(ttl.0)?;
+        let variant = issue::parse_variant(&self.state.config, &variant)?;
+        let ttl = issue::check_ttl(&self.state.config, ttl.0)?;
         let file = self.readable(&auth.0, ImageId(id.0)).await?;
         self.check_variant_exists(&file, variant).await?;
-        self.sign(&auth.0, &file, variant, access, ttl).await.map(Json)
+        let mut issuer = UrlIssuer::new(&self.state, &auth.0);
+        let url = issuer.signed(&file, variant, access, ttl);
+        issuer.record().await?;
+        Ok(Json(url))
     }
 
     /// The URL to fetch an image with: its public URL when the image is public (no expiry),
@@ -104,22 +113,30 @@ impl SignedUrlApi {
         variant: Query<Option<String>>,
     ) -> Result<Json<AccessUrl>, ApiError> {
         let variant = variant.0.unwrap_or_else(|| ORIGINAL.to_owned());
-        let variant = self.parse_variant(&variant)?;
+        let variant = issue::parse_variant(&self.state.config, &variant)?;
         let file = self.readable(&auth.0, ImageId(id.0)).await?;
         self.check_variant_exists(&file, variant).await?;
-        if file.is_public {
-            let config = &self.state.config.server;
-            let url = format!("{}{}/{}/{variant}", config.base_url.trim_end_matches('/'), config.public_path, file.id);
-            return Ok(Json(AccessUrl {
-                url,
-                expires_at: None,
-                variant: variant.to_string(),
-                access_type: AccessType::View.into(),
-                signed: false,
-            }));
-        }
-        let ttl = self.state.config.signed_urls.default_ttl_secs;
-        self.sign(&auth.0, &file, variant, AccessType::View, ttl).await.map(Json)
+        let mut issuer = UrlIssuer::new(&self.state, &auth.0);
+        let url = issuer.access(&file, variant, self.state.config.signed_urls.default_ttl_secs);
+        issuer.record().await?;
+        Ok(Json(url))
+    }
+
+    /// The access URLs of many images at once: for each id and variant, the URL `GET
+    /// /storage/images/{id}/access?variant=` would give.
+    ///
+    /// For a gallery: at most `limits.bulkMaxIds` ids (more is 400 `too_many_ids`), each
+    /// answered once, in the order given; `variants` (default `original`) at most once
+    /// each; `expires_in` the signed URLs' lifetime in seconds (bounds as `ttl` of
+    /// `signed-url`). An image the caller may not read gets the error `not_found`, a variant
+    /// not made yet its error; the others get their URLs. One query reads every image.
+    #[oai(path = "/storage/images/signed-urls", method = "post", operation_id = "getAccessUrls")]
+    async fn signed_urls_batch(
+        &self,
+        auth: BearerAuth,
+        body: Json<UrlBatchRequest>,
+    ) -> Result<Json<UrlBatch>, ApiError> {
+        Ok(Json(batch::handle(&self.state, &auth.0, body.0).await?))
     }
 
     /// Revoke every signed URL of an image before it expires.
@@ -137,6 +154,10 @@ impl SignedUrlApi {
         let mut tx = self.state.db.begin().await?;
         let generation = storage_files::revoke_urls(&mut *tx, id).await?.ok_or_else(|| ApiError::not_found("image"))?;
         let revoked_urls = storage_signed_urls::mark_revoked(&mut *tx, id, generation).await?;
+        // Recorded whoever revokes (owner, service or admin): ending an image's URLs is an
+        // access decision an audit of who could see an image needs.
+        let details = serde_json::json!({"url_generation": generation, "revoked_urls": revoked_urls});
+        audit::record(&mut *tx, &Actor::of(&auth.0), AuditAction::UrlsRevoked, Target::Image(id), details).await?;
         tx.commit().await?;
         // Other replicas hear of it from PostgreSQL; this one needs no round trip.
         self.state.serving.cache().invalidate(id);
@@ -146,29 +167,6 @@ impl SignedUrlApi {
 }
 
 impl SignedUrlApi {
-    /// `original` or a configured thumbnail size.
-    fn parse_variant<'a>(&self, name: &'a str) -> Result<Variant<'a>, ApiError> {
-        let sizes = &self.state.config.storage.thumbnail_sizes;
-        match Variant::parse(name) {
-            Some(Variant::Thumbnail(size)) if !sizes.contains_key(size) => Err(unknown_variant(self)),
-            Some(variant) => Ok(variant),
-            None => Err(unknown_variant(self)),
-        }
-    }
-
-    fn ttl(&self, requested: Option<u64>) -> Result<u64, ApiError> {
-        let config = &self.state.config.signed_urls;
-        match requested {
-            None => Ok(config.default_ttl_secs),
-            Some(0) => Err(ApiError::bad_request(ErrorCode::InvalidTtl, "ttl must be at least 1 second")),
-            Some(ttl) if ttl > config.max_ttl_secs => Err(ApiError::bad_request(
-                ErrorCode::TtlTooLong,
-                format!("ttl may be at most {} seconds", config.max_ttl_secs),
-            )),
-            Some(ttl) => Ok(ttl),
-        }
-    }
-
     /// The live image if the caller may read it; 404 otherwise, so existence does not leak.
     async fn readable(&self, claims: &Claims, id: ImageId) -> Result<StorageFile, ApiError> {
         let not_found = || ApiError::not_found("image");
@@ -179,54 +177,12 @@ impl SignedUrlApi {
         Ok(file)
     }
 
-    /// A thumbnail not made yet is a 409 while the image is still being processed, a 404
-    /// when it never will be (processing failed, or the size was configured later).
+    /// Whether the image has the variant (see [`issue::check_variant`]); the thumbnails
+    /// are only read for a thumbnail.
     async fn check_variant_exists(&self, file: &StorageFile, variant: Variant<'_>) -> Result<(), ApiError> {
-        let Variant::Thumbnail(size) = variant else { return Ok(()) };
+        let Variant::Thumbnail(_) = variant else { return Ok(()) };
         let thumbnails = storage_thumbnails::list(&self.state.db, file.id).await?;
-        if thumbnails.iter().any(|t| t.size_name == size) {
-            return Ok(());
-        }
-        if file.thumbnail_status == ThumbnailStatus::Pending {
-            return Err(ApiError::conflict(
-                ErrorCode::VariantNotReady,
-                format!("the {size} thumbnail is still being made; retry shortly"),
-            ));
-        }
-        Err(ApiError::not_found_code(ErrorCode::VariantNotFound, format!("this image has no {size} thumbnail")))
-    }
-
-    async fn sign(
-        &self,
-        claims: &Claims,
-        file: &StorageFile,
-        variant: Variant<'_>,
-        access: AccessType,
-        ttl: u64,
-    ) -> Result<AccessUrl, ApiError> {
-        let config = &self.state.config;
-        let now = Utc::now().timestamp();
-        let expires = signing::rounded_expiry(now, ttl, config.signed_urls.expiry_window_secs);
-        let grant = Grant { image_id: file.id, variant, access, expires, generation: file.signing_generation() };
-        let keys = self.state.serving.keys();
-        let segment = keys.sign(&grant);
-        let issued = NewSignedUrl {
-            image_id: file.id,
-            variant: variant.as_str(),
-            access_type: access.as_str(),
-            expires_at: DateTime::from_timestamp(expires, 0).unwrap_or(DateTime::<Utc>::MAX_UTC),
-            key_id: keys.active_key_id(),
-            url_generation: file.url_generation,
-            requested_by: claims.sub,
-        };
-        storage_signed_urls::record(&self.state.db, &issued).await?;
-        Ok(AccessUrl {
-            url: format!("{}{SIGNED_PREFIX}{segment}", config.server.base_url.trim_end_matches('/')),
-            expires_at: DateTime::from_timestamp(expires, 0),
-            variant: variant.to_string(),
-            access_type: access.into(),
-            signed: true,
-        })
+        issue::check_variant(file, &thumbnails, variant)
     }
 }
 
@@ -237,12 +193,4 @@ fn parse_access(text: Option<&str>) -> Result<AccessType, ApiError> {
             .parse()
             .map_err(|_| ApiError::bad_request(ErrorCode::InvalidAccessType, "access_type must be view or download")),
     }
-}
-
-fn unknown_variant(api: &SignedUrlApi) -> ApiError {
-    let sizes: Vec<&str> = api.state.config.storage.thumbnail_sizes.keys().map(String::as_str).collect();
-    ApiError::bad_request(
-        ErrorCode::InvalidVariant,
-        format!("variant must be original or one of: {}", sizes.join(", ")),
-    )
 }

@@ -3,6 +3,8 @@
 //! (`cli` runs the binary itself, for the commands that start nothing).
 
 mod access_log;
+mod audit;
+mod bulk;
 mod cli;
 mod cors;
 mod health;
@@ -16,6 +18,7 @@ mod provenance;
 mod rate_limit;
 mod request_id;
 mod search;
+mod seed_config;
 mod serving;
 mod stats;
 mod tls;

@@ -224,14 +224,25 @@ async fn a_deleted_image_is_gone_at_once_its_quota_released_and_its_event_queued
     assert_eq!(events[0]["payload"]["image_id"], gone.as_str());
     assert_eq!(events[0]["type"], "image.deleted");
 
-    // The row stays as a tombstone; a second delete or a change finds nothing.
-    let tombstone: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("SELECT deleted_at FROM storage_files WHERE id = $1::uuid")
-            .bind(&gone)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert!(tombstone.is_some());
+    // The row stays as a tombstone keeping ids, checksum and dates but nothing its owner
+    // wrote; a second delete or a change finds nothing.
+    type Tombstone = (Option<chrono::DateTime<chrono::Utc>>, String, Vec<String>, Value, String, String);
+    let (deleted_at, name, tags, metadata, checksum, path): Tombstone = sqlx::query_as(
+        "SELECT deleted_at, original_name, tags, metadata, checksum, file_path FROM storage_files WHERE id = $1::uuid",
+    )
+    .bind(&gone)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(deleted_at.is_some());
+    assert_eq!((name.as_str(), tags.len(), metadata), ("", 0, json!({})), "file name, tags and metadata scrubbed");
+    assert_eq!((checksum.len(), path.is_empty()), (64, false), "what backups and the deletion worker need stays");
+    let searchable: String = sqlx::query_scalar("SELECT search_text FROM storage_files WHERE id = $1::uuid")
+        .bind(&gone)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(!searchable.contains("gone") && !searchable.contains("red"), "{searchable}");
     assert_eq!(app.delete_image(&token, &gone).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.update_image(&token, &gone, &json!({"is_public": false})).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.quota(user, OwnerType::User).await.unwrap(), after, "released once");

@@ -389,3 +389,52 @@ async fn listed_items_carry_their_thumbnails(pool: PgPool) {
     assert_eq!(page["items"][1]["thumbnails"]["variants"], json!([]));
     assert_eq!(page["items"][0], ok_json(app.get_image(&token, &with).await).await);
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn include_urls_adds_each_items_access_urls_to_lists_and_searches(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (_, token) = app.user();
+    let private = app.upload_image(&token, "user", "private.jpg", &[("tags", "red")]).await;
+    let public = app.upload_image(&token, "user", "public.jpg", &[("tags", "red"), ("is_public", "true")]).await;
+    sqlx::query(
+        "INSERT INTO storage_thumbnails (image_id, size_name, file_path, file_size, mime_type, width, height, checksum)
+         VALUES ($1::uuid, 'small', 'thumbnails/x_small.jpg', 100, 'image/jpeg', 150, 150, repeat('a', 64))",
+    )
+    .bind(&private)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let query = [("sort", "file_name"), ("include_urls", "original, small,original")];
+    let page = ok_json(app.list_images(&token, &query).await).await;
+    assert_eq!(ids(&page), vec![private.clone(), public.clone()]);
+    let urls = &page["items"][0]["urls"];
+    assert_eq!(urls.as_object().unwrap().keys().collect::<Vec<_>>(), ["original", "small"]);
+    assert_eq!((&urls["small"]["signed"], &urls["small"]["variant"]), (&json!(true), &json!("small")));
+    let single = app.client.get(app.url(&format!("/storage/images/{public}/access"))).bearer_auth(&token);
+    let single = ok_json(single.send().await.unwrap()).await;
+    let public_urls = &page["items"][1]["urls"];
+    assert_eq!(public_urls["original"], single, "the public URL, as /access gives it");
+    assert!(public_urls.get("small").is_none(), "a thumbnail not made yet is left out");
+    // The signed one works.
+    let path = urls["original"]["url"].as_str().unwrap().strip_prefix(&app.config.server.base_url).unwrap().to_owned();
+    assert_eq!(app.client.get(app.url(&path)).send().await.unwrap().status(), StatusCode::OK);
+
+    let search = json!({"query": "public", "include_urls": ["original"]});
+    let found = ok_json(app.search_images(&token, &search).await).await;
+    assert_eq!(found["items"][0]["urls"]["original"], single);
+    // Without it, items are as before.
+    let plain = ok_json(app.list_images(&token, &[]).await).await;
+    assert!(plain["items"].as_array().unwrap().iter().all(|item| item.get("urls").is_none()));
+    assert!(ok_json(app.list_images(&token, &[("include_urls", "")]).await).await["items"][0].get("urls").is_none());
+
+    for response in [
+        app.list_images(&token, &[("include_urls", "small,huge")]).await,
+        app.search_images(&token, &json!({"include_urls": ["../original"]})).await,
+    ] {
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "invalid_variant");
+    }
+    let response = app.search_images(&token, &json!({"include_urls": []})).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}

@@ -314,3 +314,41 @@ async fn configured_issuer_audience_and_lifetime_are_enforced(pool: PgPool) {
     let too_long = configured.mint(Uuid::now_v7(), Role::User, chrono::Duration::hours(2));
     assert_eq!(app.upload(&too_long, "user", "a.png", png, &[]).await.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_upload_answer_carries_the_url_of_the_original_also_on_a_replay(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (_, token) = app.user();
+    let bytes = images::jpeg(64, 48);
+    let fetch = |url: &Value| {
+        let url = url["url"].as_str().expect("a url");
+        let path = url.strip_prefix(&app.config.server.base_url).expect("under server.baseUrl").to_owned();
+        app.client.get(app.url(&path)).send()
+    };
+    let key = [("Idempotency-Key", "with-url")];
+
+    let response = app.upload_with_headers(&token, "user", "a.jpg", bytes.clone(), &[], &key).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body = json(response).await;
+    let url = &body["original_url"];
+    assert_eq!(
+        (&url["signed"], &url["variant"], &url["access_type"]),
+        (&Value::from(true), &"original".into(), &"view".into())
+    );
+    assert!(url["expires_at"].is_string());
+    let served = fetch(url).await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.bytes().await.unwrap(), bytes);
+    // The metadata read later does not carry it.
+    assert!(json(app.get_image(&token, body["id"].as_str().unwrap()).await).await.get("original_url").is_none());
+
+    let replay = app.upload_with_headers(&token, "user", "a.jpg", bytes.clone(), &[], &key).await;
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replayed = json(replay).await;
+    assert_eq!(fetch(&replayed["original_url"]).await.unwrap().status(), StatusCode::OK);
+
+    let public = json(app.upload(&token, "user", "b.png", images::png(8, 8), &[("is_public", "true")]).await).await;
+    let url = &public["original_url"];
+    assert_eq!((&url["signed"], &url["expires_at"]), (&Value::from(false), &Value::Null));
+    assert_eq!(fetch(url).await.unwrap().bytes().await.unwrap(), images::png(8, 8));
+}

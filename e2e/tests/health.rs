@@ -57,6 +57,16 @@ async fn a_health_run_records_every_check_and_the_endpoint_sums_them_up(pool: Pg
         upload(&app, &token, "user", images::png(200, 100)).await,
     ];
     wait_verified(&app, &ids).await;
+    // The step that finished each image queued its `image.processed`: once the relay has
+    // published those, the only event left for the outbox check to see is its own job's.
+    eventually(TIMEOUT, "the relay has published every event", || async {
+        let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        unpublished == 0
+    })
+    .await;
     let rows = run_health_check(&app).await;
 
     for check_type in RUN_CHECKS {

@@ -5,7 +5,9 @@
 mod backup;
 mod broker_restart;
 mod deletion;
+mod erasure;
 mod health;
+mod image_retention;
 mod maintenance;
 mod metrics;
 mod migrate_storage;

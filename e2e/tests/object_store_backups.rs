@@ -65,7 +65,7 @@ async fn backups_of_an_s3_deployment_go_to_their_own_bucket_and_are_checked_rest
         config.storage.backup_backend = StorageBackend::S3;
         config.storage.backup_s3 = backups.config.clone();
         // Every finished backup has expired by the time the cleanup is asked.
-        config.storage.retention_policy.retention_days = 0;
+        config.storage.backup_policy.retention_days = 0;
     })
     .await;
     let (worker, _, worker_dir) = e2e::worker_on_its_own_folders(&app).await;

@@ -163,6 +163,12 @@ async fn the_redrive_command_moves_no_more_than_its_limit_back_to_the_job_queue(
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("moved 2 job(s)") && stdout.contains("1 left"), "{stdout}");
     assert_eq!((broker.depth(&deletions).await, broker.depth(&dead).await), (2, 1));
+    let (actor, details): (String, serde_json::Value) =
+        sqlx::query_as("SELECT actor, details FROM storage_audit_log WHERE action = 'dead_letters_redriven'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((actor.as_str(), &details["moved"], &details["remaining"]), ("operator:redrive", &2.into(), &1.into()));
     broker.delete().await;
     app.stop().await;
 }

@@ -199,6 +199,23 @@ async fn a_flipped_byte_in_an_archive_is_detected_reported_and_never_restored(po
     // No worker runs in this test, so nothing but the restore can have staged a file.
     assert_eq!(app.storage.count_staged().await.unwrap(), 0, "nothing half-written is left");
 
+    // Each operator command left its audit entry, failed ones too.
+    let trail: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor, action, target_type FROM storage_audit_log ORDER BY at, id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let entry = |actor: &str, action: &str, target: &str| (actor.to_owned(), action.to_owned(), target.to_owned());
+    assert_eq!(
+        trail,
+        [
+            entry("operator:backup", "backup_requested", "backup"),
+            entry("operator:verify", "backup_verify_requested", "backup"),
+            entry("operator:verify", "backup_verify_requested", "backup"),
+            entry("operator:restore", "restore_requested", "job"),
+        ]
+    );
+
     // Again, through the library, to read the reasons: the intact one is present now.
     let restorer = Restorer { db: &app.pool, storage: &app.storage, backups: &tree, quota: &app.config.quota };
     let selection =
@@ -263,10 +280,9 @@ async fn a_day_with_two_backups_of_each_image_restores_each_once_from_its_newest
     // holding the only copies, so they are carried into a new backup of the same day.
     let first_id = BackupId(first["id"].as_str().unwrap().parse().unwrap());
     let requested_at = storage_backups::get(&app.pool, first_id).await.unwrap().unwrap().created_at;
-    let policy = shared::config::RetentionPolicy { retention_days: 0, ..app.config.storage.retention_policy.clone() };
-    let backup_policy = &app.config.storage.backup_policy;
+    let policy = shared::config::BackupPolicy { retention_days: 0, ..app.config.storage.backup_policy.clone() };
     let just_after = requested_at + TimeDelta::microseconds(1);
-    let report = retention::apply(&app.pool, &tree, &policy, backup_policy, just_after).await.unwrap();
+    let report = retention::apply(&app.pool, &tree, &policy, just_after).await.unwrap();
     assert_eq!(report.carried_images, ids.len());
     let carry = report.carry_over.unwrap();
     let carry = finished(&app, &admin, &format!("/storage/backups/{carry}")).await;

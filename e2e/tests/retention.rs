@@ -65,16 +65,13 @@ async fn expired_backups_go_but_never_before_their_last_copies_of_live_images_ar
     let live = first_images.len() - 1 + second_images.len();
 
     // Within the retention time nothing happens.
-    let report = retention::apply(&app.pool, &tree, &storage.retention_policy, &storage.backup_policy, Utc::now())
-        .await
-        .unwrap();
+    let report = retention::apply(&app.pool, &tree, &storage.backup_policy, Utc::now()).await.unwrap();
     assert_eq!((report.expired, report.carry_over), (0, None));
 
     // A year and a bit later both backups have expired, but they hold the only copies of the
     // live images: those are carried into a new backup first, and nothing is removed.
     let later = Utc::now() + TimeDelta::days(400);
-    let report =
-        retention::apply(&app.pool, &tree, &storage.retention_policy, &storage.backup_policy, later).await.unwrap();
+    let report = retention::apply(&app.pool, &tree, &storage.backup_policy, later).await.unwrap();
     assert_eq!(report.expired, 2);
     assert!(report.removed.is_empty());
     assert_eq!(report.kept.len(), 2);
@@ -82,8 +79,7 @@ async fn expired_backups_go_but_never_before_their_last_copies_of_live_images_ar
     let carry = report.carry_over.unwrap();
 
     // Asked again before the carry-over ran: nothing new is requested.
-    let again =
-        retention::apply(&app.pool, &tree, &storage.retention_policy, &storage.backup_policy, later).await.unwrap();
+    let again = retention::apply(&app.pool, &tree, &storage.backup_policy, later).await.unwrap();
     assert_eq!((again.carry_over, again.waiting_images, again.removed.len()), (None, live, 0));
 
     let mut tx = app.pool.begin().await.unwrap();
@@ -94,8 +90,7 @@ async fn expired_backups_go_but_never_before_their_last_copies_of_live_images_ar
     assert_eq!((carried.trigger, carried.file_count), (BackupTrigger::Retention, live as i64));
 
     // Now the expired backups hold no last copy: they go, folders and all.
-    let report =
-        retention::apply(&app.pool, &tree, &storage.retention_policy, &storage.backup_policy, later).await.unwrap();
+    let report = retention::apply(&app.pool, &tree, &storage.backup_policy, later).await.unwrap();
     let mut removed = report.removed.clone();
     removed.sort();
     assert_eq!(removed, [first, second]);
@@ -120,7 +115,7 @@ async fn expired_backups_go_but_never_before_their_last_copies_of_live_images_ar
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn the_admin_cleanup_runs_retention_through_the_maintenance_worker(pool: PgPool) {
     // Retention of zero days: every finished backup has expired by the time it is asked.
-    let app = TestApp::spawn_with(pool, |config| config.storage.retention_policy.retention_days = 0).await;
+    let app = TestApp::spawn_with(pool, |config| config.storage.backup_policy.retention_days = 0).await;
     let worker = TestWorker::start(&app.config).await;
     let tree = BackupTree::open(&app.config.storage.backup_path).unwrap();
     let admin = app.token(Role::Admin, Uuid::now_v7());

@@ -18,6 +18,7 @@ use serde::Deserialize;
 mod access_log;
 mod auth;
 mod database;
+mod encryption;
 mod health;
 mod limits;
 mod maintenance;
@@ -37,6 +38,7 @@ mod worker;
 pub use access_log::AccessLogConfig;
 pub use auth::AuthConfig;
 pub use database::DatabaseConfig;
+pub use encryption::{EncryptionConfig, MASTER_KEY_BYTES, decode_master_key};
 pub use health::{HealthConfig, MetricsConfig};
 pub use limits::LimitsConfig;
 pub use maintenance::MaintenanceConfig;
@@ -49,7 +51,7 @@ pub use scheduler::SchedulerConfig;
 pub use server::ServerConfig;
 pub use serving::ServingConfig;
 pub use signed_urls::SignedUrlsConfig;
-pub use storage::{BackupPolicy, RetentionPolicy, StorageConfig, ThumbnailSize};
+pub use storage::{BackupPolicy, MaxAgeByType, RetentionPolicy, StorageConfig, ThumbnailSize};
 pub use webhooks::{WebhookEndpoint, WebhooksConfig};
 pub use worker::WorkerConfig;
 
@@ -118,6 +120,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
 }
 
 const DEV_SECRET_PREFIX: &str = "dev-";
@@ -148,7 +152,8 @@ impl Config {
             figment = figment.merge(Yaml::file_exact(file));
         }
         figment = figment.merge(environment());
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.storage.resolve()?;
         config.validate()?;
         Ok(config)
     }
@@ -156,7 +161,8 @@ impl Config {
     /// Reads a configuration from YAML text alone, without the environment (tests and
     /// tools that build a configuration for themselves).
     pub fn from_yaml(yaml: &str) -> Result<Self, ConfigError> {
-        let config: Config = Figment::from(Yaml::string(yaml)).extract().map_err(Box::new)?;
+        let mut config: Config = Figment::from(Yaml::string(yaml)).extract().map_err(Box::new)?;
+        config.storage.resolve()?;
         config.validate()?;
         Ok(config)
     }
@@ -215,7 +221,9 @@ impl Config {
         self.limits.validate()?;
         self.health.validate()?;
         self.metrics.validate()?;
+        self.access_log.validate()?;
         self.webhooks.validate(self.mode)?;
+        self.encryption.validate(self.mode)?;
         self.validate_prometheus()?;
         self.validate_serving()?;
         self.validate_schedules()?;

@@ -8,12 +8,16 @@ use sqlx::postgres::PgPoolOptions;
 use crate::config::DatabaseConfig;
 
 pub mod access_logs;
+pub mod audit_log;
 pub mod backup_retention;
+pub mod erasures;
 pub mod file_audit;
 pub mod health_checks;
+pub mod image_keys;
 pub mod image_notifications;
 pub mod metrics;
 pub mod outbox;
+pub mod partitions;
 pub mod provenance;
 pub mod purge;
 pub mod scheduled_runs;

@@ -1,8 +1,9 @@
-//! Deleting an image: the row becomes a tombstone that every query leaves out at once, its
-//! bytes go back to the owner's quota, and its `image.deleted` job (the removal of its files,
-//! `worker/src/deletions.rs`) is queued, all in one transaction.
+//! Deleting an image: the row becomes a tombstone that every query leaves out at once (its
+//! file name, tags and metadata scrubbed), its bytes go back to the owner's quota, and its
+//! `image.deleted` job (the removal of its files, `worker/src/deletions.rs`) is queued, all
+//! in one transaction.
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::auth::{Claims, ImageAccess};
 use crate::db::storage_files::{self, StorageFile};
@@ -33,12 +34,24 @@ pub async fn delete(db: &PgPool, claims: &Claims, id: ImageId) -> Result<Storage
         ImageAccess::Read => return Err(DeleteError::Forbidden),
         ImageAccess::Hidden => return Err(DeleteError::NotFound(id)),
     }
-    storage_files::mark_deleted(&mut *tx, id).await?;
+    tombstone(&mut tx, &file).await?;
+    tx.commit().await?;
+    tracing::info!(image.id = %id, size_bytes = file.file_size, "deleted {id}");
+    Ok(file)
+}
+
+/// The deletion itself, in the caller's transaction on a row it has locked: the row becomes
+/// a scrubbed tombstone, its bytes go back to the owner's quota and its `image.deleted` job
+/// is queued. Shared by a caller's delete and the jobs that delete on the service's behalf
+/// (image retention), so that every deletion releases, scrubs and queues alike.
+pub(crate) async fn tombstone(tx: &mut PgConnection, file: &StorageFile) -> Result<(), sqlx::Error> {
+    let id = file.id;
+    if !storage_files::mark_deleted(&mut *tx, id).await? {
+        return Ok(());
+    }
     if !storage_quotas::release(&mut *tx, file.owner(), file.file_size).await? {
         tracing::warn!(image.id = %id, "the owner of {id} has no quota row; nothing to release");
     }
     outbox::enqueue(&mut *tx, ImageDeleted { image_id: id }).await?;
-    tx.commit().await?;
-    tracing::info!(image.id = %id, size_bytes = file.file_size, "deleted {id}");
-    Ok(file)
+    Ok(())
 }

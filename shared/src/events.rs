@@ -289,6 +289,18 @@ impl Event for FileAuditRequested {
     const VERSION: u16 = 1;
 }
 
+/// An owner's erasure was requested (its `storage_erasures` row is pending): delete every
+/// image of the owner, anonymise their access log rows, remove their other rows, report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerErasureRequested {
+    pub erasure_id: Uuid,
+}
+
+impl Event for OwnerErasureRequested {
+    const TYPE: &'static str = "owner_erasure.requested";
+    const VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

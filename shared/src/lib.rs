@@ -2,13 +2,17 @@
 //! configuration, database access, events and broker topology, the outbox relay, cron
 //! schedules, the storage layout, imaging, signing and identity.
 
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod broker;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod deletion;
+pub mod erasure;
 pub mod events;
+pub mod expiry;
 pub mod fields;
 pub mod health;
 pub mod imaging;

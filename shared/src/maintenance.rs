@@ -1,5 +1,6 @@
 //! Maintenance jobs of the `stayler.maintenance` queue besides backup retention: the
-//! sweeper, the purge of expired signed URLs and old bookkeeping rows, and the file audit.
+//! sweeper, the purge of expired signed URLs and old bookkeeping rows (with the access log's
+//! monthly partitions), and the file audit.
 //! Each run is idempotent. The sweeper and the file audit record what they found as a
 //! `storage_health_checks` row, where operators and the health endpoint see it; the purge
 //! only logs its counts.
@@ -7,6 +8,7 @@
 use std::io;
 
 pub mod file_audit;
+pub mod partitions;
 pub mod purge;
 pub mod sweep;
 

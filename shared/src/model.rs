@@ -60,6 +60,10 @@ pub enum ImageType {
     Result,
 }
 
+impl ImageType {
+    pub const ALL: [ImageType; 3] = [Self::User, Self::Cloth, Self::Result];
+}
+
 /// Whether an owner id names a user or a vendor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]

@@ -127,6 +127,13 @@ fn the_model_imports_nothing_and_the_leaves_only_the_model() {
 }
 
 #[test]
+fn the_encryption_core_imports_only_the_model_and_the_configuration() {
+    let graph = import_graph();
+    let allowed = BTreeSet::from(["config".to_owned(), "model".to_owned()]);
+    assert!(graph["crypto"].is_subset(&allowed), "crypto imports {:?}", graph["crypto"]);
+}
+
+#[test]
 fn the_queries_import_no_feature_module() {
     let graph = import_graph();
     let allowed: BTreeSet<String> = DB_IMPORTS.iter().map(|m| m.to_string()).collect();

@@ -23,6 +23,7 @@ pub mod checksums;
 pub mod consumer;
 pub mod deletions;
 pub mod health;
+pub mod keys;
 pub mod lease;
 pub mod maintenance;
 pub mod migrate;

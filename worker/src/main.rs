@@ -1,5 +1,5 @@
 //! `stayler-worker`: runs the job consumers until SIGTERM or SIGINT, or one operator
-//! command in the foreground (`backup`, `verify`, `restore`, `migrate-storage`, `redrive`: see
+//! command in the foreground (`backup`, `verify`, `restore`, `migrate-storage`, `redrive`, `rotate-keys`: see
 //! `--help`), or asks the running worker whether it is healthy (`health`).
 
 use anyhow::Context as _;
@@ -72,6 +72,14 @@ enum Command {
         #[arg(long, default_value_t = operator::DEFAULT_REDRIVE_LIMIT, value_parser = clap::value_parser!(u32).range(1..=i64::from(shared::redrive::MAX_BATCH)))]
         limit: u32,
     },
+    /// Re-wrap every image's data key that is not under the active master key
+    /// (encryption.activeKeyId) with it; run it again to resume, and remove a master key from
+    /// encryption.keys only after a run that ends with every key under the active one.
+    RotateKeys {
+        /// Data keys re-wrapped per batch (at most 10000).
+        #[arg(long, default_value_t = worker::keys::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..=i64::from(worker::keys::MAX_BATCH)))]
+        batch: u32,
+    },
 }
 
 /// Backends `migrate-storage` copies to.
@@ -103,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         Command::MigrateStorage { to: StorageTarget::S3 } => operator::migrate_storage(&config).await,
         Command::Health => health(&config).await,
         Command::Redrive { queue, limit } => operator::redrive(&config, queue, limit).await,
+        Command::RotateKeys { batch } => worker::keys::rotate_keys(&config, batch).await,
     }
 }
 

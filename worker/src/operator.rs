@@ -5,7 +5,8 @@
 //! then find nothing left to do. `stayler-worker migrate-storage --to s3` copies the local
 //! tree into the bucket of `storage.s3` ([`crate::migrate`]). `stayler-worker redrive --queue
 //! thumbnails` moves given-up jobs from a dead-letter queue back to their job queue
-//! ([`shared::redrive`]; needs the broker only).
+//! ([`shared::redrive`]; needs the broker, and records its audit entry in PostgreSQL when it
+//! can reach it). Each command leaves an audit entry with actor `operator:{command}`.
 
 use std::path::PathBuf;
 
@@ -13,6 +14,8 @@ use anyhow::{Context as _, bail};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use shared::audit::{self, Actor, AuditAction, Target};
 use shared::backup::restore::Restorer;
 use shared::backup::{self, verify};
 use shared::broker::JobQueue;
@@ -48,6 +51,16 @@ async fn open(config: &Config) -> anyhow::Result<Trees> {
     Ok(Trees { db, storage, backups })
 }
 
+/// Records a command's audit entry once its work is done. The work stands whatever happens
+/// here (a restore or a check is what a disaster needs, with or without a trail), so a
+/// database that cannot take the entry earns a warning, not a failure.
+async fn record_done(db: &PgPool, command: &str, action: AuditAction, target: Target<'_>, details: Value) {
+    if let Err(error) = audit::record(db, &Actor::operator(command), action, target, details).await {
+        eprintln!("warning: the audit entry of `{command}` was not recorded: {error}");
+        tracing::warn!(error = %error, command, "the audit entry of an operator command was not recorded");
+    }
+}
+
 fn bar(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}")
@@ -65,6 +78,9 @@ pub async fn backup(config: &Config) -> anyhow::Result<()> {
     let mut tx = trees.db.begin().await?;
     let id = backup::request(&mut tx, BackupTrigger::Manual, None, policy.compression_level, Utc::now()).await?;
     let batches = backup::plan(&mut tx, id, i64::from(policy.batch_size)).await?.unwrap_or(0);
+    let details = json!({"compression_level": policy.compression_level});
+    audit::record(&mut *tx, &Actor::operator("backup"), AuditAction::BackupRequested, Target::Backup(id), details)
+        .await?;
     tx.commit().await?;
     let planned = storage_backups::get(&trees.db, id).await?.context("the backup row vanished")?;
     let bar = bar(planned.file_count as u64, "backing up");
@@ -119,6 +135,9 @@ pub async fn verify(config: &Config, id: Uuid) -> anyhow::Result<()> {
             println!("{marked} image(s) with a damaged copy are taken again by the next backup");
         }
     }
+    let details = json!({"checked": report.checked, "intact": report.intact, "missing": report.missing,
+                         "corrupt": report.corrupt});
+    record_done(&trees.db, "verify", AuditAction::BackupVerifyRequested, Target::Backup(id), details).await;
     println!(
         "backup {id}: {} checked, {} intact, {} missing, {} corrupt",
         report.checked, report.intact, report.missing, report.corrupt
@@ -140,6 +159,11 @@ pub async fn restore(config: &Config, target: RestoreTarget, mode: RestoreMode) 
         RestoreTarget::Date(date) => RestoreSelection::Date(date),
         RestoreTarget::Images(ids) => RestoreSelection::ImageIds(ids.into_iter().map(ImageId).collect()),
     };
+    let selected = match &selection {
+        RestoreSelection::BackupId(id) => json!({"backup_id": id}),
+        RestoreSelection::Date(date) => json!({"date": date}),
+        RestoreSelection::ImageIds(ids) => json!({"image_ids": ids.len()}),
+    };
     let restorer = Restorer { db: &trees.db, storage: &trees.storage, backups: &trees.backups, quota: &config.quota };
     let bar = bar(0, "restoring");
     let report = restorer
@@ -150,6 +174,9 @@ pub async fn restore(config: &Config, target: RestoreTarget, mode: RestoreMode) 
         .await?;
     bar.finish();
     println!("restored {}, skipped {}, failed {}", report.restored, report.skipped, report.failed);
+    let details = json!({"selection": selected, "mode": mode.as_str(), "restored": report.restored,
+                         "skipped": report.skipped, "failed": report.failed});
+    record_done(&trees.db, "restore", AuditAction::RestoreRequested, Target::Job("restore"), details).await;
     for item in &report.details {
         println!("  {} {}: {}", item.outcome, item.image_id, item.reason);
     }
@@ -246,6 +273,13 @@ pub async fn redrive(config: &Config, queue: JobQueue, limit: u32) -> anyhow::Re
         topology.queue(queue),
         done.remaining
     );
+    match shared::db::connect(&config.database).await {
+        Ok(db) => {
+            let details = json!({"moved": done.moved, "remaining": done.remaining, "limit": limit});
+            record_done(&db, "redrive", AuditAction::DeadLettersRedriven, Target::Queue(queue.name()), details).await;
+        }
+        Err(error) => eprintln!("warning: the audit entry of `redrive` was not recorded: {error}"),
+    }
     Ok(())
 }
 

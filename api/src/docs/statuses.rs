@@ -27,11 +27,16 @@ pub fn error_statuses(operation_id: &str) -> Option<Vec<u16>> {
         "listImages" | "getQuota" | "getStats" | "getMetricSeries" | "listBackups" => &[400, 403],
         "searchImages" | "setQuota" | "requestRestore" => &[400, 403, 415],
         "getSignedUrl" | "getAccessUrl" => &[400, 404, 409],
+        // Per image, their outcomes are in the 200 answer.
+        "bulkImages" | "getAccessUrls" => &[400, 415],
         "requestBackup" | "cleanupBackups" => &[403],
         "verifyBackup" => &[400, 403, 404, 409],
         "getBackup" | "getRestore" => &[400, 403, 404],
+        "eraseOwner" => &[400, 403],
+        "getErasure" => &[400, 403, 404],
         "runMaintenanceJob" => &[403, 404],
         "listQueues" => &[403],
+        "listAuditLog" => &[400, 403],
         "listDeadLetters" | "redriveDeadLetters" => &[400, 403, 404],
         _ => return None,
     };

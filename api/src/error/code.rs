@@ -54,6 +54,8 @@ error_codes! {
     InvalidVariant => "invalid_variant",
     /// 400: an `access_type` that is neither `view` nor `download`.
     InvalidAccessType => "invalid_access_type",
+    /// 400: a bulk request naming more images than `limits.bulkMaxIds`.
+    TooManyIds => "too_many_ids",
     /// 401: a missing, invalid or expired bearer token.
     Unauthorized => "unauthorized",
     /// 403: the caller's role may not do this.

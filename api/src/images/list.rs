@@ -1,5 +1,7 @@
 //! `GET /storage/images` and `POST /storage/images/search`: pages of the images the caller
-//! may list, filtered and sorted.
+//! may list, filtered and sorted, with the access URLs of the variants `include_urls` names
+//! (made without a query per item: the thumbnails of a page come in one query, and the
+//! signed URLs issued are recorded in one statement).
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
@@ -13,6 +15,7 @@ use uuid::Uuid;
 use super::ImageView;
 use crate::docs::checked::{Checked, PageNumber, PageSize, Text, strings};
 use crate::error::ApiError;
+use crate::signed_urls::{UrlIssuer, parse_variants};
 use crate::{AppState, model};
 
 /// A search. Users and vendors search their own images, the service the results of the
@@ -42,6 +45,8 @@ pub struct ImageSearchRequest {
     /// 1-based.
     pub page: Option<Checked<i64, PageNumber>>,
     pub page_size: Option<Checked<i64, PageSize>>,
+    /// Variants (`original`, thumbnail sizes) whose access URLs each item carries in `urls`.
+    pub include_urls: Option<Vec<Text>>,
 }
 
 impl Example for ImageSearchRequest {
@@ -90,14 +95,50 @@ pub struct ImagePage {
     pub items: Vec<ImageView>,
 }
 
-pub async fn handle(state: &AppState, claims: &Claims, params: SearchParams) -> Result<ImagePage, ApiError> {
+/// The variant names of `include_urls` as the query string has them: comma-separated; an
+/// empty value is no value.
+pub fn url_variants(text: Option<String>) -> Option<Vec<String>> {
+    let text = text.filter(|text| !text.trim().is_empty())?;
+    Some(text.split(',').map(|name| name.trim().to_owned()).collect())
+}
+
+/// A search with its `include_urls`.
+pub async fn search_request(
+    state: &AppState,
+    claims: &Claims,
+    mut request: ImageSearchRequest,
+) -> Result<ImagePage, ApiError> {
+    let include_urls = request.include_urls.take().map(strings);
+    handle(state, claims, request.try_into()?, include_urls).await
+}
+
+pub async fn handle(
+    state: &AppState,
+    claims: &Claims,
+    params: SearchParams,
+    include_urls: Option<Vec<String>>,
+) -> Result<ImagePage, ApiError> {
     let filter = params.validate()?;
+    let variants = match &include_urls {
+        Some(names) => parse_variants(&state.config, "include_urls", names.iter().map(String::as_str))?,
+        None => Vec::new(),
+    };
     let scope = claims.list_scope(filter.owner_id)?;
     let found = search::search(&state.db, scope, &filter).await?;
-    Ok(ImagePage {
-        total: found.total,
-        page: filter.page,
-        page_size: filter.page_size,
-        items: found.items.into_iter().map(|(file, thumbnails)| ImageView::new(file, thumbnails)).collect(),
-    })
+    let mut issuer = UrlIssuer::new(state, claims);
+    let ttl = state.config.signed_urls.default_ttl_secs;
+    let items = found
+        .items
+        .into_iter()
+        .map(|(file, thumbnails)| {
+            let urls = include_urls.is_some().then(|| issuer.access_many(&file, &thumbnails, &variants, ttl).urls);
+            let view = ImageView::new(file, thumbnails);
+            match urls {
+                Some(urls) => view.with_urls(urls),
+                None => view,
+            }
+        })
+        .collect();
+    issuer.record().await?;
+    Ok(ImagePage { total: found.total, page: filter.page, page_size: filter.page_size, items })
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use poem_openapi::types::Example;
+use shared::audit::{self, Actor, AuditAction, Target};
 use shared::auth::{Claims, Role};
 use shared::db::storage_quotas::{self, OwnerQuota, QuotaLimits};
 use shared::fields::FieldError;
@@ -113,7 +114,7 @@ pub async fn get(
     }))
 }
 
-/// Sets an owner's limits (admins only).
+/// Sets an owner's limits (admins only), with its audit entry in the same transaction.
 pub async fn set(
     state: &AppState,
     claims: &Claims,
@@ -143,7 +144,15 @@ pub async fn set(
         );
     }
     let owner = Owner { id: owner_id, kind: kind.unwrap_or(OwnerType::User) };
-    let quota = storage_quotas::set_limits(&state.db, owner, limits, &state.config.quota).await?;
+    let mut tx = state.db.begin().await?;
+    let quota = storage_quotas::set_limits(&mut *tx, owner, limits, &state.config.quota).await?;
+    let details = serde_json::json!({
+        "owner_type": quota.owner_type.as_str(),
+        "max_files": quota.max_files,
+        "max_bytes": quota.max_bytes,
+    });
+    audit::record(&mut *tx, &Actor::of(claims), AuditAction::QuotaSet, Target::Owner(owner_id), details).await?;
+    tx.commit().await?;
     tracing::info!(owner.id = %owner_id, quota.max_files = quota.max_files, quota.max_bytes = quota.max_bytes, "quota changed");
     Ok(quota.into())
 }

@@ -4,7 +4,7 @@
 use poem_openapi::Object;
 use poem_openapi::types::Example;
 use shared::auth::Claims;
-use shared::db::storage_files::{self, MetadataChanges};
+use shared::db::storage_files::{self, MetadataChanges, StorageFile};
 use shared::db::{storage_signed_urls, storage_thumbnails};
 use shared::fields::{check_file_name, check_metadata, normalize_tags};
 use shared::model::ImageId;
@@ -41,7 +41,8 @@ impl Example for ImageUpdate {
 }
 
 impl ImageUpdate {
-    fn validate(self) -> Result<MetadataChanges, ApiError> {
+    /// The changes, checked with the rules of an upload.
+    pub(crate) fn validate(self) -> Result<MetadataChanges, ApiError> {
         if self.file_name.is_none() && self.is_public.is_none() && self.tags.is_none() && self.metadata.is_none() {
             return Err(ApiError::bad_request(
                 ErrorCode::EmptyUpdate,
@@ -64,12 +65,26 @@ pub async fn handle(
     update: ImageUpdate,
 ) -> Result<ImageView, ApiError> {
     let changes = update.validate()?;
+    let file = apply(state, claims, id, &changes).await?;
+    let thumbnails = storage_thumbnails::list(&state.db, id).await?;
+    Ok(ImageView::new(file, thumbnails))
+}
+
+/// Applies validated `changes` to image `id` on behalf of `claims`, in a transaction of its
+/// own, and returns the row as changed: the one way an image's metadata or visibility
+/// changes, for `PUT /storage/images/{id}` and for each image of a bulk change.
+pub(crate) async fn apply(
+    state: &AppState,
+    claims: &Claims,
+    id: ImageId,
+    changes: &MetadataChanges,
+) -> Result<StorageFile, ApiError> {
     let not_found = || ApiError::not_found("image");
     let file = storage_files::get(&state.db, id).await?.ok_or_else(not_found)?;
     require_write(claims, &file)?;
     // Deleted in between: the update finds no live row.
     let mut tx = state.db.begin().await?;
-    let updated = storage_files::update_metadata(&mut *tx, id, &changes).await?.ok_or_else(not_found)?;
+    let updated = storage_files::update_metadata(&mut *tx, id, changes).await?.ok_or_else(not_found)?;
     let revoked = updated.url_generation != file.url_generation;
     if revoked {
         // The URLs signed while it was public are refused from now on.
@@ -79,8 +94,6 @@ pub async fn handle(
     if revoked {
         state.serving.cache().invalidate(id);
     }
-    let file = updated;
-    let thumbnails = storage_thumbnails::list(&state.db, id).await?;
     tracing::info!(image.id = %id, "updated the metadata of {id}");
-    Ok(ImageView::new(file, thumbnails))
+    Ok(updated)
 }

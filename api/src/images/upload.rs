@@ -24,12 +24,15 @@ use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiResponse, Multipart as MultipartSchema, impl_apirequest_for_payload};
 use shared::auth::Claims;
+use shared::db::storage_files::StorageFile;
 use shared::db::storage_thumbnails;
+use shared::signing::Variant;
 use shared::upload::{IncomingFile, ReceivedFile, UploadError, UploadFields};
 use uuid::Uuid;
 
 use super::ImageView;
 use crate::error::{ApiError, ErrorCode};
+use crate::signed_urls::{AccessUrl, UrlIssuer};
 use crate::{AppState, model};
 
 /// Largest text part of the form (metadata is the largest), in bytes.
@@ -103,7 +106,8 @@ impl_apirequest_for_payload!(UploadBody);
 
 #[derive(ApiResponse)]
 pub enum UploadResponse {
-    /// Stored; thumbnails and verification follow shortly.
+    /// Stored; thumbnails and verification follow shortly. `original_url` fetches the
+    /// original at once.
     #[oai(status = 201)]
     Created(
         Json<ImageView>,
@@ -166,12 +170,25 @@ async fn receive_and_store(
     // A replayed upload may already have its thumbnails.
     let thumbnails =
         if stored.replayed { storage_thumbnails::list(&state.db, stored.file.id).await? } else { Vec::new() };
+    let original_url = original_url(state, claims, &stored.file).await;
     let location = format!("/storage/images/{}", stored.file.id);
     Ok(UploadResponse::Created(
-        Json(ImageView::new(stored.file, thumbnails)),
+        Json(ImageView::new(stored.file, thumbnails).with_original_url(original_url)),
         location,
         stored.replayed.then_some(true),
     ))
+}
+
+/// The access URL of the stored original, as `GET /storage/images/{id}/access` gives it.
+/// The image is committed by now: a failure to record the signed URL (bookkeeping that
+/// serving does not need) is logged rather than answered, since a client told that its
+/// upload failed would send it again.
+async fn original_url(state: &AppState, claims: &Claims, file: &StorageFile) -> AccessUrl {
+    let mut issuer = UrlIssuer::new(state, claims);
+    let url = issuer.access(file, Variant::Original, state.config.signed_urls.default_ttl_secs);
+    // Its cause is logged where the error was made (`ApiError::database`).
+    let _logged = issuer.record().await;
+    url
 }
 
 /// What the API checks beyond `shared::upload`: `is_public` is the boolean the document

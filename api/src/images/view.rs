@@ -1,5 +1,7 @@
 //! How an image's metadata is shown to clients.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use poem_openapi::types::Example;
@@ -9,6 +11,7 @@ use shared::model::ImageId;
 use uuid::Uuid;
 
 use crate::model;
+use crate::signed_urls::AccessUrl;
 
 /// An image's metadata.
 #[derive(Debug, Clone, Object)]
@@ -41,6 +44,16 @@ pub struct ImageView {
     pub source_ids: Option<Vec<Uuid>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// In listings and searches with `include_urls`: by variant, the URL `GET
+    /// /storage/images/{id}/access` gives for each variant asked for that the image has (a
+    /// thumbnail not made yet is left out; `thumbnails.status` says why).
+    #[oai(skip_serializing_if_is_none)]
+    pub urls: Option<BTreeMap<String, AccessUrl>>,
+    /// In the answer of an upload: the URL of the original, as `GET
+    /// /storage/images/{id}/access` gives it: signed (`view`, `signedUrls.defaultTtlSecs`)
+    /// for a private image, the public URL for a public one.
+    #[oai(skip_serializing_if_is_none)]
+    pub original_url: Option<AccessUrl>,
 }
 
 /// The SHA-256 recorded at upload and its later verification.
@@ -115,6 +128,8 @@ impl Example for ImageView {
             source_ids: None,
             created_at: at,
             updated_at: at,
+            urls: None,
+            original_url: None,
         }
     }
 }
@@ -166,6 +181,20 @@ impl ImageView {
             source_ids: None,
             created_at: file.created_at,
             updated_at: file.updated_at,
+            urls: None,
+            original_url: None,
         }
+    }
+
+    /// Adds the access URLs of the variants a listing asked for.
+    pub fn with_urls(mut self, urls: BTreeMap<String, AccessUrl>) -> Self {
+        self.urls = Some(urls);
+        self
+    }
+
+    /// Adds the access URL of the original (the answer of an upload).
+    pub fn with_original_url(mut self, url: AccessUrl) -> Self {
+        self.original_url = Some(url);
+        self
     }
 }

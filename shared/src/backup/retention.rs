@@ -1,15 +1,15 @@
-//! Backup retention: backups older than `retentionPolicy.retentionDays` are removed, but
+//! Backup retention: backups older than `backupPolicy.retentionDays` are removed, but
 //! never the last copy of an image that still exists. An expired backup holding the newest
 //! copy of a live image is kept, and the image is carried into a new backup (trigger
 //! `retention`); a later run removes the old backup once that copy exists. Images themselves
-//! are never touched: they are kept forever.
+//! are never touched here (their own expiry, when configured, is `crate::expiry`).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
 use super::BackupError;
-use crate::config::{BackupPolicy, RetentionPolicy};
+use crate::config::BackupPolicy;
 use crate::db::backup_retention;
 use crate::model::{BackupId, BackupTrigger, ImageId};
 use crate::storage::BackupTree;
@@ -35,11 +35,10 @@ pub struct RetentionReport {
 pub async fn apply(
     db: &PgPool,
     tree: &BackupTree,
-    retention: &RetentionPolicy,
     backups: &BackupPolicy,
     now: DateTime<Utc>,
 ) -> Result<RetentionReport, BackupError> {
-    let cutoff = now - Duration::days(i64::from(retention.retention_days));
+    let cutoff = now - Duration::days(i64::from(backups.retention_days));
     let expired = backup_retention::expired(db, cutoff).await?;
     let mut report = RetentionReport { expired: expired.len(), ..RetentionReport::default() };
     if expired.is_empty() {

@@ -42,7 +42,7 @@ use crate::events::{
     Event, HealthCheckRequested, ImageDeleted, ImageFailed, ImageProcessed, ImageUploaded, MetricsRollupRequested,
     RestoreRequested,
 };
-use crate::events::{FileAuditRequested, PurgeRequested, SweepRequested};
+use crate::events::{FileAuditRequested, OwnerErasureRequested, PurgeRequested, SweepRequested};
 
 /// Names of the headers this service sets on job messages.
 pub mod headers {
@@ -131,8 +131,9 @@ job_queues! {
     Deletions => "deletions" bound to [ImageDeleted];
     /// Plans backups, archives their batches, checks their archives, and restores.
     Backups => "backups" bound to [BackupRequested, BackupBatchRequested, BackupCheckRequested, BackupVerifyRequested, RestoreRequested];
-    /// Housekeeping: backup retention, the sweeper, the purge of old rows, the file audit.
-    Maintenance => "maintenance" bound to [BackupRetentionRequested, SweepRequested, PurgeRequested, FileAuditRequested];
+    /// Housekeeping: backup retention, the sweeper, the purge of old rows, the file audit,
+    /// owner erasures.
+    Maintenance => "maintenance" bound to [BackupRetentionRequested, SweepRequested, PurgeRequested, FileAuditRequested, OwnerErasureRequested];
     /// Health checks and metric roll-ups.
     Health => "health" bound to [HealthCheckRequested, MetricsRollupRequested];
     /// Posts the notifications to the main app's webhook endpoints (`webhooks.endpoints`).

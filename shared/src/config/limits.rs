@@ -27,6 +27,10 @@ pub struct LimitsConfig {
     pub idle_timeout_secs: u64,
     /// Connections the API holds open at once; further ones wait in the listen backlog.
     pub max_connections: u32,
+    /// Image ids one bulk request (`POST /storage/images/bulk`, `POST
+    /// /storage/images/signed-urls`) may name: each id costs the API work and, for bulk
+    /// changes, a transaction, so one request cannot hold the API for long.
+    pub bulk_max_ids: u32,
 }
 
 impl Default for LimitsConfig {
@@ -39,6 +43,7 @@ impl Default for LimitsConfig {
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
             max_connections: 10_000,
+            bulk_max_ids: 500,
         }
     }
 }
@@ -66,6 +71,9 @@ impl LimitsConfig {
         }
         if self.max_connections == 0 {
             return bad("limits.maxConnections", "must be positive");
+        }
+        if self.bulk_max_ids == 0 {
+            return bad("limits.bulkMaxIds", "must be positive");
         }
         Ok(())
     }

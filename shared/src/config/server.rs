@@ -15,8 +15,10 @@ pub struct ServerConfig {
     pub base_url: String,
     /// URL prefix under which public images are served without signature.
     pub public_path: String,
-    /// URL prefix of static assets.
-    pub static_path: String,
+    /// Read, for the architecture document's configuration block, and otherwise ignored:
+    /// the service serves no static assets (its pages compile theirs in), so a written
+    /// value only earns a warning at start-up.
+    pub static_path: Option<String>,
     /// Origins (`https://app.example`) of browser front ends allowed to call the API
     /// directly (CORS); empty, the default, answers no cross-origin request.
     pub cors_origins: Vec<String>,
@@ -29,7 +31,7 @@ impl Default for ServerConfig {
             port: 8080,
             base_url: "http://localhost:8080".to_owned(),
             public_path: "/public".to_owned(),
-            static_path: "/static".to_owned(),
+            static_path: None,
             cors_origins: Vec::new(),
         }
     }

@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use super::s3::S3Section;
 use super::{Config, ConfigError, S3Config, StorageBackend};
-use crate::model::ImageFormat;
+use crate::model::{ImageFormat, ImageType};
+
+mod thumbnail_boxes;
 
 /// The `storage:` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,7 +41,10 @@ pub struct StorageConfig {
     pub max_file_size: u64,
     /// MIME types accepted at upload, checked against the format sniffed from the bytes.
     pub allowed_types: Vec<String>,
-    /// Thumbnail boxes by name; an image is fitted inside each, never upscaled.
+    /// Thumbnail boxes by name; an image is fitted inside each, never upscaled. Written as
+    /// a map (`small: {width: 150, height: 150}`) or, as the architecture document writes it,
+    /// as a list of `{name, width, height}`.
+    #[serde(deserialize_with = "thumbnail_boxes::named_boxes")]
     pub thumbnail_sizes: BTreeMap<String, ThumbnailSize>,
     /// Largest accepted image, in pixels (width × height); refuses decompression bombs.
     pub max_pixels: u64,
@@ -77,13 +82,44 @@ pub struct ThumbnailSize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RetentionPolicy {
-    /// Images are never deleted by a job while they are live. Only `true` is accepted: no
-    /// job deletes images, so `false` would promise an expiry that never happens.
+    /// `true` (the default): no job ever deletes a live image. `false`: the scheduled
+    /// cleanup deletes images older than `maxAge` days, or their type's `maxAgeByType`.
     pub keep_images_forever: bool,
-    /// Backups older than this many days are removed (never the last copy of a live image).
-    pub retention_days: u32,
+    /// Age in days past which the cleanup deletes an image when `keepImagesForever` is
+    /// `false`; 0 keeps images of every type without an entry in `maxAgeByType`.
+    pub max_age: u32,
+    /// Per image type, overrides `maxAge` (0 keeps that type forever).
+    pub max_age_by_type: MaxAgeByType,
+    /// The older name of `backupPolicy.retentionDays`, still read.
+    #[serde(rename = "retentionDays")]
+    pub older_backup_retention_days: Option<u32>,
     /// Cron expression (UTC) of the maintenance run; empty disables it.
     pub cleanup_schedule: String,
+}
+
+/// `retentionPolicy.maxAgeByType`: one optional age in days per image type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaxAgeByType {
+    pub user: Option<u32>,
+    pub cloth: Option<u32>,
+    pub result: Option<u32>,
+}
+
+impl RetentionPolicy {
+    /// How many days images of `image_type` are kept; `None` keeps them forever.
+    pub fn max_age_days(&self, image_type: ImageType) -> Option<u32> {
+        if self.keep_images_forever {
+            return None;
+        }
+        let by_type = &self.max_age_by_type;
+        let days = match image_type {
+            ImageType::User => by_type.user,
+            ImageType::Cloth => by_type.cloth,
+            ImageType::Result => by_type.result,
+        };
+        Some(days.unwrap_or(self.max_age)).filter(|days| *days > 0)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,8 +127,18 @@ pub struct RetentionPolicy {
 pub struct BackupPolicy {
     /// Off: the scheduler requests no backups.
     pub enabled: bool,
-    /// `hourly`, `daily` or `weekly`: the schedule used when `schedule` is empty.
+    /// `hourly`, `daily` or `weekly`: the schedule used when `schedule` is empty
+    /// (`backupFrequency` in the architecture document).
+    #[serde(alias = "backupFrequency")]
     pub frequency: String,
+    /// Backups older than this many days are removed (never the last copy of a live image).
+    /// Read from `retentionDays` here or, under its older name, in `retentionPolicy`.
+    #[serde(skip)]
+    pub retention_days: u32,
+    /// `retentionDays` as written in this section; `retention_days` is what applies,
+    /// settled when the configuration is loaded.
+    #[serde(rename = "retentionDays")]
+    pub written_retention_days: Option<u32>,
     /// Cron expression (UTC) of scheduled backups; empty: the one `frequency` names.
     pub schedule: String,
     /// zstd level used for backup archives whose bytes compress (see docs/benchmarks.md on
@@ -176,10 +222,11 @@ impl StorageConfig {
         if self.backup_policy.batch_size == 0 {
             return bad("storage.backupPolicy.batchSize", "must be at least 1");
         }
-        if !self.retention_policy.keep_images_forever {
+        let retention = &self.retention_policy;
+        if !retention.keep_images_forever && ImageType::ALL.iter().all(|t| retention.max_age_days(*t).is_none()) {
             return bad(
-                "storage.retentionPolicy.keepImagesForever",
-                "must be true: images are kept until their owner deletes them, and no job expires them",
+                "storage.retentionPolicy.maxAge",
+                "must be positive (here or in maxAgeByType) when keepImagesForever is false",
             );
         }
         if self.umask_bits().is_none() {
@@ -189,9 +236,37 @@ impl StorageConfig {
     }
 }
 
+impl StorageConfig {
+    /// Settles the keys that can be written in two places: the backup retention days.
+    pub(super) fn resolve(&mut self) -> Result<(), ConfigError> {
+        let written = self.backup_policy.written_retention_days.take();
+        let older = self.retention_policy.older_backup_retention_days.take();
+        self.backup_policy.retention_days = match (written, older) {
+            (Some(days), Some(other)) if days != other => {
+                return Err(ConfigError::BadValue {
+                    key: "storage.backupPolicy.retentionDays",
+                    reason: format!("is {days} but retentionPolicy.retentionDays (its older name) is {other}"),
+                });
+            }
+            (Some(days), _) | (None, Some(days)) => days,
+            (None, None) => DEFAULT_BACKUP_RETENTION_DAYS,
+        };
+        Ok(())
+    }
+}
+
+/// How long backups are kept when no key says.
+const DEFAULT_BACKUP_RETENTION_DAYS: u32 = 365;
+
 impl Default for RetentionPolicy {
     fn default() -> Self {
-        Self { keep_images_forever: true, retention_days: 365, cleanup_schedule: "0 2 * * *".to_owned() }
+        Self {
+            keep_images_forever: true,
+            max_age: 0,
+            max_age_by_type: MaxAgeByType::default(),
+            older_backup_retention_days: None,
+            cleanup_schedule: "0 2 * * *".to_owned(),
+        }
     }
 }
 
@@ -199,6 +274,8 @@ impl Default for BackupPolicy {
     fn default() -> Self {
         Self {
             enabled: true,
+            retention_days: DEFAULT_BACKUP_RETENTION_DAYS,
+            written_retention_days: None,
             frequency: "daily".to_owned(),
             schedule: String::new(),
             compression_level: 6,
@@ -233,7 +310,7 @@ mod tests {
             let config = Config::load_from(Some(Path::new("c.yaml"))).unwrap();
             assert_eq!(config.storage.max_file_size, 52_428_800);
             assert_eq!(config.storage.thumbnail_sizes["medium"], ThumbnailSize { width: 300, height: 300 });
-            assert_eq!(config.storage.retention_policy.retention_days, 365);
+            assert_eq!(config.storage.backup_policy.retention_days, 365);
             assert_eq!(config.storage.allowed_types.len(), 4);
             Ok(())
         });
@@ -289,11 +366,106 @@ mod tests {
     }
 
     #[test]
-    fn images_cannot_be_given_an_expiry_no_job_would_carry_out() {
-        let mut config = Config::from_yaml(VALID).unwrap();
-        assert!(config.storage.retention_policy.keep_images_forever);
-        config.storage.retention_policy.keep_images_forever = false;
-        let err = config.validate().unwrap_err();
-        assert!(err.to_string().contains("storage.retentionPolicy.keepImagesForever"), "{err}");
+    fn images_expire_only_when_keep_forever_is_off_and_an_age_is_set() {
+        let config = Config::from_yaml(VALID).unwrap();
+        let policy = &config.storage.retention_policy;
+        assert!(ImageType::ALL.iter().all(|t| policy.max_age_days(*t).is_none()), "forever by default");
+
+        let with = |retention: &str| {
+            Config::from_yaml(&VALID.replacen("storage:\n", &format!("storage:\n  retentionPolicy:\n{retention}"), 1))
+        };
+        let ignored = with("    keepImagesForever: true\n    maxAge: 30\n").unwrap();
+        assert_eq!(
+            ignored.storage.retention_policy.max_age_days(ImageType::User),
+            None,
+            "maxAge needs keep-forever off"
+        );
+        let err = with("    keepImagesForever: false\n").unwrap_err();
+        assert!(err.to_string().contains("storage.retentionPolicy.maxAge"), "{err}");
+
+        let per_type = with("    keepImagesForever: false\n    maxAge: 30\n    maxAgeByType: {result: 7, cloth: 0}\n")
+            .unwrap()
+            .storage
+            .retention_policy;
+        let ages = ImageType::ALL.map(|t| per_type.max_age_days(t));
+        assert_eq!(ages, [Some(30), None, Some(7)], "user: maxAge, cloth: kept forever, result: its own");
+        let only_results = with("    keepImagesForever: false\n    maxAgeByType: {result: 1}\n").unwrap();
+        let ages = ImageType::ALL.map(|t| only_results.storage.retention_policy.max_age_days(t));
+        assert_eq!(ages, [None, None, Some(1)]);
+        let err = with("    keepImagesForever: false\n    maxAgeByType: {results: 1}\n").unwrap_err();
+        assert!(err.to_string().contains("results"), "{err}");
     }
+
+    #[test]
+    fn thumbnail_sizes_are_a_map_or_a_list_of_named_boxes() {
+        let with = |sizes: &str| Config::from_yaml(&VALID.replacen("storage:\n", &format!("storage:\n{sizes}"), 1));
+        let list = "  thumbnailSizes:\n    - {name: tiny, width: 64, height: 48}\n    - {name: wide, width: 800, height: 200}\n";
+        let expected = BTreeMap::from([
+            ("tiny".to_owned(), ThumbnailSize { width: 64, height: 48 }),
+            ("wide".to_owned(), ThumbnailSize { width: 800, height: 200 }),
+        ]);
+        assert_eq!(with(list).unwrap().storage.thumbnail_sizes, expected);
+        let map = "  thumbnailSizes:\n    tiny: {width: 64, height: 48}\n    wide: {width: 800, height: 200}\n";
+        assert_eq!(with(map).unwrap().storage.thumbnail_sizes, expected);
+
+        let twice =
+            "  thumbnailSizes:\n    - {name: tiny, width: 64, height: 48}\n    - {name: tiny, width: 9, height: 9}\n";
+        let err = with(twice).unwrap_err();
+        assert!(err.to_string().contains("`tiny` is written twice"), "{err}");
+        let err = with("  thumbnailSizes:\n    - {name: tiny, width: 64, height: 48, fit: cover}\n").unwrap_err();
+        assert!(err.to_string().contains("fit"), "{err}");
+        let err = with("  thumbnailSizes:\n    - {name: \"../x\", width: 64, height: 48}\n").unwrap_err();
+        assert!(err.to_string().contains("storage.thumbnailSizes"), "{err}");
+    }
+
+    #[test]
+    fn backup_retention_days_are_read_under_either_name_but_not_two_different_values() {
+        let with = |keys: &str| Config::from_yaml(&VALID.replacen("storage:\n", &format!("storage:\n{keys}"), 1));
+        let days = |config: Config| config.storage.backup_policy.retention_days;
+        assert_eq!(days(with("  backupPolicy: {retentionDays: 30}\n").unwrap()), 30);
+        assert_eq!(days(with("  retentionPolicy: {retentionDays: 40}\n").unwrap()), 40);
+        let both = "  backupPolicy: {retentionDays: 30}\n  retentionPolicy: {retentionDays: 30}\n";
+        assert_eq!(days(with(both).unwrap()), 30);
+        let err = with("  backupPolicy: {retentionDays: 30}\n  retentionPolicy: {retentionDays: 40}\n").unwrap_err();
+        assert!(err.to_string().contains("storage.backupPolicy.retentionDays"), "{err}");
+        let frequency = with("  backupPolicy: {backupFrequency: weekly}\n").unwrap();
+        assert_eq!(frequency.storage.backup_policy.frequency, "weekly");
+    }
+
+    /// The architecture document's block, exactly as committed in `config/seed.yaml`, starts
+    /// the service with the database, broker and token secret from the environment.
+    #[test]
+    fn the_architecture_documents_block_loads_as_written() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("seed.yaml", SEED_BLOCK)?;
+            jail.set_env("STAYLER_DATABASE__URL", "postgres://db/stayler");
+            jail.set_env("STAYLER_RABBITMQ__URL", "amqp://broker");
+            jail.set_env("STAYLER_AUTH__JWT_SECRET", "dev-jwt");
+            let config = Config::load_from(Some(Path::new("seed.yaml"))).unwrap();
+            let storage = &config.storage;
+            assert_eq!(storage.base_path, Path::new("/var/lib/stayler/storage"));
+            assert_eq!(storage.max_file_size, 52_428_800);
+            assert_eq!(storage.allowed_types.len(), 4);
+            let boxes: Vec<(&str, u32, u32)> =
+                storage.thumbnail_sizes.iter().map(|(name, b)| (name.as_str(), b.width, b.height)).collect();
+            assert_eq!(boxes, [("large", 600, 600), ("medium", 300, 300), ("small", 150, 150)]);
+            assert!(storage.retention_policy.keep_images_forever);
+            assert_eq!(storage.retention_policy.max_age, 0);
+            assert_eq!(storage.backup_policy.frequency, "daily");
+            assert_eq!(storage.backup_policy.retention_days, 30);
+            assert!(storage.backup_policy.enabled);
+            assert_eq!(config.server.public_path, "/api/storage/public");
+            assert_eq!(config.server.static_path.as_deref(), Some("/api/storage/static"));
+            assert_eq!((config.server.host.as_str(), config.server.port), ("0.0.0.0", 8080));
+
+            // Its signing key is a placeholder: production wants a real one.
+            jail.set_env("STAYLER_MODE", "production");
+            jail.set_env("STAYLER_AUTH__JWT_SECRET", "j".repeat(40));
+            let err = Config::load_from(Some(Path::new("seed.yaml"))).unwrap_err();
+            assert!(err.to_string().contains("storage.signedURLKey"), "{err}");
+            Ok(())
+        });
+    }
+
+    const SEED_BLOCK: &str = include_str!("../../../config/seed.yaml");
 }

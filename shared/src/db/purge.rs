@@ -74,15 +74,17 @@ pub async fn idempotency_keys_before(db: impl PgExecutor<'_>, cutoff: DateTime<U
     Ok(deleted.rows_affected())
 }
 
-/// Access log rows written before `cutoff`. The log has no key (see migration 0012): rows go
-/// by their physical address, found through the BRIN index on `created_at`.
+/// Access log rows written before `cutoff` that wait in the default partition, outside any
+/// monthly one (migration 0021; whole months are dropped, see
+/// `maintenance::partitions`). The log has no key (see migration 0012): rows go by their
+/// physical address, found through the BRIN index on `created_at`.
 pub async fn access_logs_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
-    let deleted = sqlx::query!(
-        "DELETE FROM storage_access_logs WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM storage_access_logs WHERE created_at < $1 LIMIT $2))",
-        cutoff,
-        limit,
+    let deleted = sqlx::query(
+        "DELETE FROM storage_access_logs_default WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM storage_access_logs_default WHERE created_at < $1 LIMIT $2))",
     )
+    .bind(cutoff)
+    .bind(limit)
     .execute(db)
     .await?;
     Ok(deleted.rows_affected())

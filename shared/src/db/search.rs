@@ -198,7 +198,7 @@ fn like_pattern(text: &str) -> String {
 }
 
 /// The thumbnails of several images in one query, smallest first for each.
-async fn thumbnails_of(db: &PgPool, ids: &[ImageId]) -> sqlx::Result<HashMap<ImageId, Vec<ThumbnailRecord>>> {
+pub async fn thumbnails_of(db: &PgPool, ids: &[ImageId]) -> sqlx::Result<HashMap<ImageId, Vec<ThumbnailRecord>>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }

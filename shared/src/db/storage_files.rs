@@ -139,6 +139,21 @@ pub async fn get(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<Option<St
     .await
 }
 
+/// The live images among `ids`, in one query, in no particular order; ids never stored or
+/// deleted are left out. For the requests that name many images at once (URLs of a gallery).
+pub async fn get_many(db: impl PgExecutor<'_>, ids: &[ImageId]) -> sqlx::Result<Vec<StorageFile>> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+    sqlx::query_as(
+        "SELECT id, owner_id, owner_type, image_type, original_name, file_path, file_size, mime_type, format, width,
+                height, checksum, checksum_status, verified_at, thumbnail_status, processing_error, is_public,
+                url_generation, tags, metadata, access_count, created_at, updated_at
+         FROM storage_files WHERE id = ANY($1) AND deleted_at IS NULL",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
 /// Records a passed verification; false if the file was deleted meanwhile.
 pub async fn mark_verified(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<bool> {
     let done = sqlx::query!(
@@ -279,14 +294,46 @@ pub async fn revoke_urls(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<O
 
 /// Marks a live image deleted: from now on no query for live images sees it. False if it
 /// was already deleted or never existed. The row stays as a tombstone.
+///
+/// The tombstone keeps what backups, provenance and the deletion worker need (ids, owner,
+/// path, size, format, checksum, dates) and nothing its owner wrote: the file name, tags
+/// and metadata are scrubbed in the same statement.
 pub async fn mark_deleted(db: impl PgExecutor<'_>, id: ImageId) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        "UPDATE storage_files SET deleted_at = now(), updated_at = now() WHERE id = $1 AND deleted_at IS NULL",
-        id as _,
+    let done = sqlx::query(
+        "UPDATE storage_files
+         SET deleted_at = now(), updated_at = now(), original_name = '', tags = '{}', metadata = '{}'
+         WHERE id = $1 AND deleted_at IS NULL",
     )
+    .bind(id)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Up to `limit` live images of `image_type` created before `cutoff`, oldest first, locked
+/// for deletion; rows another transaction holds are skipped (a concurrent cleanup takes
+/// them), so two cleanups never wait on each other nor delete one image twice.
+pub async fn expired_for_update(
+    db: impl PgExecutor<'_>,
+    image_type: ImageType,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<StorageFile>> {
+    sqlx::query_as(
+        "SELECT id, owner_id, owner_type, image_type, original_name, file_path, file_size, mime_type, format,
+                width, height, checksum, checksum_status, verified_at, thumbnail_status, processing_error,
+                is_public, url_generation, tags, metadata, access_count, created_at, updated_at
+         FROM storage_files
+         WHERE image_type = $1 AND created_at < $2 AND deleted_at IS NULL
+         ORDER BY created_at
+         LIMIT $3
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(image_type)
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// Forgets the thumbnail rows of a deleted image once its files are gone (the original's

@@ -44,6 +44,40 @@ pub async fn record(db: impl PgExecutor<'_>, url: &NewSignedUrl<'_>) -> sqlx::Re
     Ok(done.rows_affected() == 1)
 }
 
+/// Records many issued URLs in one statement (the URLs of a page or a batch), each as
+/// [`record`] would; how many rows were new.
+pub async fn record_many(db: impl PgExecutor<'_>, urls: &[NewSignedUrl<'_>]) -> sqlx::Result<u64> {
+    if urls.is_empty() {
+        return Ok(0);
+    }
+    let variants: Vec<&str> = urls.iter().map(|url| url.variant).collect();
+    let access_types: Vec<&str> = urls.iter().map(|url| url.access_type).collect();
+    let key_ids: Vec<&str> = urls.iter().map(|url| url.key_id).collect();
+    let ids: Vec<Uuid> = urls.iter().map(|_| Uuid::now_v7()).collect();
+    let image_ids: Vec<Uuid> = urls.iter().map(|url| url.image_id.0).collect();
+    let expiries: Vec<DateTime<Utc>> = urls.iter().map(|url| url.expires_at).collect();
+    let requesters: Vec<Uuid> = urls.iter().map(|url| url.requested_by).collect();
+    let generations: Vec<i32> = urls.iter().map(|url| url.url_generation).collect();
+    let done = sqlx::query(
+        "INSERT INTO storage_signed_urls (id, image_id, variant, access_type, key_id, expires_at, requested_by,
+                                          url_generation)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                              $7::uuid[], $8::int[])
+         ON CONFLICT (image_id, variant, access_type, expires_at, key_id, url_generation) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(image_ids)
+    .bind(variants)
+    .bind(access_types)
+    .bind(key_ids)
+    .bind(expiries)
+    .bind(requesters)
+    .bind(generations)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Stamps `revoked_at` on the unexpired URLs of an image signed before `generation` (which
 /// serving refuses from now on), so operators see which URLs a revocation ended; how many.
 pub async fn mark_revoked(db: impl PgExecutor<'_>, image_id: ImageId, generation: i32) -> sqlx::Result<u64> {

@@ -3,7 +3,8 @@
 //! read them); published outbox rows, health check results, job failures, upload
 //! idempotency keys and access log rows are kept for their own number of days, and the
 //! record of webhook deliveries as long as published outbox rows. Unpublished outbox rows
-//! are never purged.
+//! are never purged. The access log goes by whole months: the purge keeps its monthly
+//! partitions (see [`super::partitions`]) and deletes rows only from its default partition.
 //!
 //! Rows go in batches of [`BATCH`], one short statement each, so a table with millions of
 //! old rows never holds one long lock; a second run finds nothing left to delete.
@@ -12,7 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::MaintenanceError;
+use super::{MaintenanceError, partitions};
 use crate::config::{AccessLogConfig, MaintenanceConfig};
 use crate::db::purge;
 
@@ -27,8 +28,11 @@ pub struct PurgeReport {
     pub health_checks: u64,
     pub job_failures: u64,
     pub idempotency_keys: u64,
+    /// Rows of the access log's default partition; whole months are counted below.
     pub access_logs: u64,
     pub webhook_deliveries: u64,
+    /// Monthly partitions of the access log dropped with their rows.
+    pub access_log_partitions: u64,
 }
 
 /// Purges once as of `now`.
@@ -56,6 +60,8 @@ pub async fn run(
             purge::webhook_deliveries_before(db, days(config.outbox_retention_days), BATCH)
         })
         .await?,
+        // Last: a lock it waits for in vain fails the run (to be retried) after the rest.
+        access_log_partitions: partitions::run(db, access_log, now).await?.dropped.len() as u64,
     };
     tracing::info!(
         purge.signed_urls = report.signed_urls,
@@ -65,6 +71,7 @@ pub async fn run(
         purge.idempotency_keys = report.idempotency_keys,
         purge.access_logs = report.access_logs,
         purge.webhook_deliveries = report.webhook_deliveries,
+        purge.access_log_partitions = report.access_log_partitions,
         "purge done"
     );
     Ok(report)

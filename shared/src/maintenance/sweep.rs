@@ -19,6 +19,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{MaintenanceError, REPORT_SAMPLE, SWEEP_CHECK};
+use crate::audit::{self, Actor, AuditAction, Target};
 use crate::config::MaintenanceConfig;
 use crate::db::{health_checks, outbox, storage_files, sweep};
 use crate::events::{BackupBatchRequested, BackupRequested, ImageUploaded, RestoreRequested};
@@ -244,11 +245,14 @@ pub struct Reprocessed {
 /// sweep state is cleared, thumbnails not made go back to `pending`, and `image.uploaded`
 /// is queued in the same transaction, so there is never a reset without its job. The
 /// handlers skip the steps already done, and the sweeper watches the image again from
-/// scratch should this job be lost too.
-pub async fn reprocess(db: &PgPool, id: ImageId) -> Result<Reprocessed, ReprocessError> {
+/// scratch should this job be lost too. `actor`'s audit entry is written in that
+/// transaction as well.
+pub async fn reprocess(db: &PgPool, id: ImageId, actor: &Actor) -> Result<Reprocessed, ReprocessError> {
     let mut tx = db.begin().await?;
     let state = storage_files::reset_for_reprocess(&mut *tx, id).await?.ok_or(ReprocessError::NotFound(id))?;
     let event_id = outbox::enqueue(&mut *tx, ImageUploaded { image_id: id }).await?;
+    let details = json!({"event_id": event_id});
+    audit::record(&mut *tx, actor, AuditAction::ImageReprocessed, Target::Image(id), details).await?;
     tx.commit().await?;
     tracing::info!(
         image.id = %id,
