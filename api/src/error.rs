@@ -11,6 +11,7 @@ use shared::auth::{ListPermissionError, UploadPermissionError};
 use shared::deletion::DeleteError;
 use shared::fields::FieldError;
 use shared::maintenance::sweep::ReprocessError;
+use shared::sealing::SealingError;
 use shared::upload::UploadError;
 
 mod code;
@@ -234,6 +235,16 @@ impl From<DeleteError> for ApiError {
             DeleteError::NotFound(_) => Self::not_found("image"),
             DeleteError::Forbidden => Self::forbidden(e.to_string()),
             DeleteError::Db(e) => Self::database(&e),
+        }
+    }
+}
+
+/// A change to sealed fields whose data key does not unwrap (its master key left the ring).
+impl From<SealingError> for ApiError {
+    fn from(e: SealingError) -> Self {
+        match e {
+            SealingError::Crypto(e) => Self::internal(&e),
+            SealingError::Db(e) => Self::database(&e),
         }
     }
 }

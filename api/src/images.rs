@@ -19,6 +19,7 @@ use shared::db::{provenance, storage_files, storage_thumbnails};
 use shared::deletion;
 use shared::maintenance::sweep::{self, Reprocessed};
 use shared::model::{ImageId, ImageType};
+use shared::sealing;
 use shared::search::ListQuery;
 use uuid::Uuid;
 
@@ -130,10 +131,11 @@ impl ImagesApi {
     #[oai(path = "/storage/images/:id", method = "get", operation_id = "getImage")]
     async fn get_image(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<ImageView>, ApiError> {
         let not_found = || ApiError::not_found("image");
-        let file = storage_files::get(&self.state.db, ImageId(id.0)).await?.ok_or_else(not_found)?;
+        let mut file = storage_files::get(&self.state.db, ImageId(id.0)).await?.ok_or_else(not_found)?;
         if auth.0.image_access(file.owner_id, file.image_type, file.is_public) == ImageAccess::Hidden {
             return Err(not_found());
         }
+        sealing::open_files(self.state.sealer.as_deref(), &self.state.db, [&mut file]).await?;
         let thumbnails = storage_thumbnails::list(&self.state.db, file.id).await?;
         let sources = match file.image_type {
             ImageType::Result => Some(provenance::sources_of(&self.state.db, file.id).await?),

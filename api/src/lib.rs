@@ -37,6 +37,7 @@ use shared::auth::TokenKeys;
 use shared::broker::{Publisher, Topology};
 use shared::config::{Config, Mode};
 use shared::observability::server::MetricsServer;
+use shared::sealing::Sealer;
 use shared::storage::Storage;
 use shared::upload::Uploader;
 use sqlx::PgPool;
@@ -55,13 +56,20 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub uploader: Uploader,
     pub serving: serving::Serving,
+    /// Seals and opens the configured fields; `None` when encryption is off.
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 impl AppState {
     pub fn new(db: PgPool, storage: Storage, config: Arc<Config>) -> Self {
-        let uploader = Uploader { db: db.clone(), storage: storage.clone(), config: config.clone() };
-        let serving = serving::Serving::new(db.clone(), storage.clone(), &config);
-        Self { db, storage, config, uploader, serving }
+        // The configuration's validation already refused every key the ring would refuse.
+        let sealer = Sealer::from_config(&config.encryption)
+            .expect("encryption keys are checked when the configuration is loaded")
+            .map(Arc::new);
+        let uploader =
+            Uploader { db: db.clone(), storage: storage.clone(), config: config.clone(), sealer: sealer.clone() };
+        let serving = serving::Serving::new(db.clone(), storage.clone(), &config, sealer.clone());
+        Self { db, storage, config, uploader, serving, sealer }
     }
 }
 

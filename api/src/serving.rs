@@ -34,6 +34,7 @@ use poem::http::{HeaderValue, Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use shared::config::Config;
 use shared::model::ImageId;
+use shared::sealing::Sealer;
 use shared::signing::{AccessType, SignatureError, SigningKeys, Variant};
 use shared::storage::Storage;
 use sqlx::PgPool;
@@ -65,12 +66,13 @@ struct Inner {
 }
 
 impl Serving {
-    pub fn new(db: PgPool, storage: Storage, config: &Config) -> Self {
+    /// `sealer` opens sealed file names for the downloads' `Content-Disposition`.
+    pub fn new(db: PgPool, storage: Storage, config: &Config, sealer: Option<Arc<Sealer>>) -> Self {
         let previous = config.signed_urls.previous_keys.iter().map(|(id, secret)| (id.as_str(), secret));
         let keys = SigningKeys::new(&config.signed_urls.key_id, &config.storage.signed_url_key, previous);
         let public_max_age = HeaderValue::from_str(&format!("public, max-age={}", config.serving.public_max_age_secs))
             .expect("digits are a valid header value");
-        let cache = Arc::new(ServingCache::new(&config.serving));
+        let cache = Arc::new(ServingCache::new(&config.serving, sealer));
         Self { inner: Arc::new(Inner { keys, cache, db, storage, public_max_age }) }
     }
 

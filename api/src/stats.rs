@@ -8,7 +8,7 @@ use poem_openapi::{Object, OpenApi};
 use shared::auth::Role;
 use shared::db::provenance;
 use shared::db::stats::{self, Scope};
-use shared::model::OwnerId;
+use shared::model::{ImageId, OwnerId};
 use uuid::Uuid;
 
 use crate::auth::BearerAuth;
@@ -161,7 +161,7 @@ impl StatsApi {
             Scope::Owner(owner) => Some(OwnerId(owner)),
             Scope::Global => None,
         };
-        let (by_type, by_day, processing, top, try_ons, urls, flagged) = tokio::try_join!(
+        let (by_type, by_day, processing, mut top, mut try_ons, urls, flagged) = tokio::try_join!(
             stats::by_type(db, scope),
             stats::by_day(db, scope, since.and_utc()),
             stats::processing(db, scope),
@@ -170,6 +170,18 @@ impl StatsApi {
             stats::signed_url_totals(db, scope),
             stats::flagged_urls(db, scope, TOP_IMAGES),
         )?;
+        if let Some(sealer) = self.state.sealer.as_deref() {
+            // Sealed file names open with their images' keys, all fetched in one query.
+            let ids: Vec<ImageId> =
+                top.iter().map(|t| ImageId(t.id)).chain(try_ons.iter().map(|t| ImageId(t.image_id))).collect();
+            let opener = sealer.opener(db, &ids).await?;
+            for t in &mut top {
+                t.original_name = opener.name(ImageId(t.id), std::mem::take(&mut t.original_name));
+            }
+            for t in &mut try_ons {
+                t.original_name = opener.name(ImageId(t.image_id), std::mem::take(&mut t.original_name));
+            }
+        }
         Ok(Json(StatsView {
             scope: if scope == Scope::Global { model::StatsScope::Global } else { model::StatsScope::Owner },
             owner_id: owner.map(|o| o.0),

@@ -17,6 +17,7 @@ mod permissions;
 mod provenance;
 mod rate_limit;
 mod request_id;
+mod sealing;
 mod search;
 mod seed_config;
 mod serving;

@@ -143,6 +143,15 @@ async fn an_erased_owner_leaves_scrubbed_tombstones_anonymous_logs_and_nothing_a
     assert_eq!(thumbnails, 3 * app.config.storage.thumbnail_sizes.len() as i64);
     let other_files = files_of(&app, other).await;
 
+    // Data keys, as encrypted uploads have them: each deletion of the erasure destroys one.
+    for image in &mine {
+        sqlx::query("INSERT INTO storage_image_keys (image_id, key_id, wrapped_key) VALUES ($1, 'm1', '\\x00')")
+            .bind(image.parse::<Uuid>().unwrap())
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+
     let (status, location, erasure) = erase(&app, &service, owner, None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{erasure}");
     let id = erasure["id"].as_str().unwrap().to_owned();
@@ -157,6 +166,7 @@ async fn an_erased_owner_leaves_scrubbed_tombstones_anonymous_logs_and_nothing_a
     assert_eq!(report["access_log_rows_anonymised"], naming, "{report}");
     assert_eq!(report["signed_urls_removed"], signed_urls, "{report}");
     assert_eq!(report["idempotency_keys_removed"], 1, "{report}");
+    assert_eq!(report["image_keys_destroyed"], 3, "{report}");
     assert_eq!(report["quota_removed"], true, "{report}");
     assert_eq!((report["backup_copies"].as_i64(), report["backups_holding_copies"].as_i64()), (Some(3), Some(1)));
     assert!(report["backup_note"].as_str().unwrap().contains("restore"), "{report}");

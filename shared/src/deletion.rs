@@ -1,13 +1,13 @@
 //! Deleting an image: the row becomes a tombstone that every query leaves out at once (its
 //! file name, tags and metadata scrubbed), its bytes go back to the owner's quota, and its
-//! `image.deleted` job (the removal of its files, `worker/src/deletions.rs`) is queued, all
-//! in one transaction.
+//! `image.deleted` job (the removal of its files, `worker/src/deletions.rs`) is queued, and
+//! its data key (if it was stored encrypted) is destroyed, all in one transaction.
 
 use sqlx::{PgConnection, PgPool};
 
 use crate::auth::{Claims, ImageAccess};
 use crate::db::storage_files::{self, StorageFile};
-use crate::db::{outbox, storage_quotas};
+use crate::db::{image_keys, outbox, storage_quotas};
 use crate::events::ImageDeleted;
 use crate::model::ImageId;
 
@@ -41,17 +41,21 @@ pub async fn delete(db: &PgPool, claims: &Claims, id: ImageId) -> Result<Storage
 }
 
 /// The deletion itself, in the caller's transaction on a row it has locked: the row becomes
-/// a scrubbed tombstone, its bytes go back to the owner's quota and its `image.deleted` job
-/// is queued. Shared by a caller's delete and the jobs that delete on the service's behalf
-/// (image retention), so that every deletion releases, scrubs and queues alike.
-pub(crate) async fn tombstone(tx: &mut PgConnection, file: &StorageFile) -> Result<(), sqlx::Error> {
+/// a scrubbed tombstone, its bytes go back to the owner's quota, its `image.deleted` job
+/// is queued and its data key is destroyed (crypto-shredding: sealed fields and encrypted
+/// copies, backups included, can no longer be read). Shared by a caller's delete and the
+/// jobs that delete on the service's behalf (image retention, erasure), so that every
+/// deletion releases, scrubs, shreds and queues alike. Returns whether a data key was
+/// destroyed.
+pub(crate) async fn tombstone(tx: &mut PgConnection, file: &StorageFile) -> Result<bool, sqlx::Error> {
     let id = file.id;
     if !storage_files::mark_deleted(&mut *tx, id).await? {
-        return Ok(());
+        return Ok(false);
     }
+    let shredded = image_keys::delete(&mut *tx, id).await?;
     if !storage_quotas::release(&mut *tx, file.owner(), file.file_size).await? {
         tracing::warn!(image.id = %id, "the owner of {id} has no quota row; nothing to release");
     }
     outbox::enqueue(&mut *tx, ImageDeleted { image_id: id }).await?;
-    Ok(())
+    Ok(shredded)
 }

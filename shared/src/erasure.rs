@@ -9,10 +9,11 @@
 //! 1. every live image of the owner is deleted exactly as its owner would delete it
 //!    ([`deletion::tombstone`]: a scrubbed tombstone, its bytes released, its
 //!    `image.deleted` job queued so that the deletions worker removes the original and the
-//!    thumbnails), [`Batches::images`] per transaction, rows locked `SKIP LOCKED`;
+//!    thumbnails, its data key destroyed and counted), [`Batches::images`] per
+//!    transaction, rows locked `SKIP LOCKED`;
 //! 2. the access log rows made by the owner or about their images lose the owner's id, the
 //!    client address and the user agent, [`Batches::rows`] per transaction;
-//! 3. the data keys of their images, the signed URL records they requested or that were
+//! 3. the data keys left of their images (those deleted before), the signed URL records they requested or that were
 //!    issued for their images, and their upload idempotency keys are removed;
 //! 4. the quota row is removed, the backup copies of their images are counted, and the
 //!    erasure completes with its report, in one transaction that first checks that no live
@@ -197,10 +198,16 @@ pub async fn delete_images(db: &PgPool, id: Uuid, owner: Owner, limit: i64) -> s
     }
     let thumbnails_queued = erasures::thumbnail_count(&mut *tx, &ids).await?;
     let files = storage_files::get_many(&mut *tx, &ids).await?;
+    let mut image_keys_destroyed = 0;
     for file in &files {
-        deletion::tombstone(&mut tx, file).await?;
+        // Each deletion destroys the image's data key; those of images deleted earlier are
+        // left to the image keys step.
+        if deletion::tombstone(&mut tx, file).await? {
+            image_keys_destroyed += 1;
+        }
     }
-    let progress = Progress { images_deleted: files.len() as i64, thumbnails_queued, ..Progress::default() };
+    let progress =
+        Progress { images_deleted: files.len() as i64, thumbnails_queued, image_keys_destroyed, ..Progress::default() };
     erasures::add_progress(&mut *tx, id, progress).await?;
     tx.commit().await?;
     tracing::debug!(erasure.id = %id, images.deleted = files.len(), "a batch of the owner's images deleted");

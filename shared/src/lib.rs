@@ -25,6 +25,7 @@ pub mod processing;
 pub mod redrive;
 pub mod relay;
 pub mod schedule;
+pub mod sealing;
 pub mod search;
 pub mod shutdown;
 pub mod signing;

@@ -12,13 +12,15 @@ use uuid::Uuid;
 
 use crate::auth::{Claims, Role, UploadPermissionError};
 use crate::config::Config;
+use crate::crypto::WrappedKey;
 use crate::db::storage_files::{self, NewFile, StorageFile};
-use crate::db::{outbox, provenance, storage_quotas, upload_idempotency};
+use crate::db::{image_keys, outbox, provenance, storage_quotas, upload_idempotency};
 use crate::events::ImageUploaded;
 use crate::fields::{FieldError, MAX_METADATA_BYTES, normalize_tags, refuse_nul, sanitize_file_name};
 use crate::imaging::{self, ImagingError};
 use crate::model::ImageFormat;
 use crate::model::{ImageId, ImageType, Owner, OwnerId, OwnerType};
+use crate::sealing::Sealer;
 use crate::storage::{Storage, StorageKey, StreamWriter, Streamed};
 
 /// Most source images one AI result may name.
@@ -267,6 +269,8 @@ pub struct Uploader {
     pub db: PgPool,
     pub storage: Storage,
     pub config: Arc<Config>,
+    /// Seals the configured fields of each new image; `None` when encryption is off.
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 impl Uploader {
@@ -311,7 +315,17 @@ impl Uploader {
         let id = ImageId::new();
         let key = StorageKey::Original { image_type: request.image_type, owner, image_id: id, format: info.format };
         let file_path = key.to_db_path();
-        let metadata = Value::Object(request.metadata);
+        let mut original_name = request.original_name;
+        let mut metadata = request.metadata;
+        // Sealed before anything reaches the database; the wrapped key is stored in the
+        // row's transaction.
+        let wrapped = self.sealer.as_deref().map(|sealer| {
+            let (data_key, wrapped) = sealer.new_key(id);
+            original_name = sealer.seal_name(&data_key, id, &original_name);
+            sealer.seal_metadata(&data_key, id, &mut metadata);
+            wrapped
+        });
+        let metadata = Value::Object(metadata);
 
         // The file goes into place before its row exists and outside the transaction, so the
         // owner's quota row stays locked only for the database work. A crash in between
@@ -321,7 +335,7 @@ impl Uploader {
             id,
             owner,
             image_type: request.image_type,
-            original_name: &request.original_name,
+            original_name: &original_name,
             file_path: &file_path,
             file_size: size,
             format: info.format,
@@ -332,7 +346,9 @@ impl Uploader {
             tags: &request.tags,
             metadata: &metadata,
         };
-        let recorded = self.record(claims, &new_file, &request.sources, request.idempotency_key.as_deref()).await;
+        let recorded = self
+            .record(claims, &new_file, wrapped.as_ref(), &request.sources, request.idempotency_key.as_deref())
+            .await;
         if !matches!(recorded, Ok(StoredUpload { replayed: false, .. })) {
             // Refused, failed, or a concurrent retry won: this copy is not wanted.
             if let Err(cleanup) = self.storage.delete(&key).await {
@@ -345,12 +361,13 @@ impl Uploader {
         recorded
     }
 
-    /// Checks the named sources, charges the quota and commits row, provenance, idempotency
-    /// key and `image.uploaded` event in one transaction.
+    /// Checks the named sources, charges the quota and commits row, data key, provenance,
+    /// idempotency key and `image.uploaded` event in one transaction.
     async fn record(
         &self,
         claims: &Claims,
         new_file: &NewFile<'_>,
+        wrapped: Option<&WrappedKey>,
         sources: &[ImageId],
         idempotency_key: Option<&str>,
     ) -> Result<StoredUpload, UploadError> {
@@ -368,6 +385,9 @@ impl Uploader {
             return Err(UploadError::QuotaExceeded);
         }
         let file = storage_files::insert(&mut *tx, new_file).await?;
+        if let Some(wrapped) = wrapped {
+            image_keys::insert(&mut *tx, new_file.id, &wrapped.key_id, &wrapped.bytes).await?;
+        }
         if let Some(key) = idempotency_key
             && !upload_idempotency::insert(&mut *tx, claims.sub, key, new_file.id, new_file.checksum).await?
         {

@@ -1,7 +1,8 @@
 //! `GET /storage/images` and `POST /storage/images/search`: pages of the images the caller
 //! may list, filtered and sorted, with the access URLs of the variants `include_urls` names
-//! (made without a query per item: the thumbnails of a page come in one query, and the
-//! signed URLs issued are recorded in one statement).
+//! (made without a query per item: the thumbnails of a page come in one query, the data keys
+//! that open its sealed fields in another, and the signed URLs issued are recorded in one
+//! statement).
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
@@ -9,6 +10,7 @@ use poem_openapi::types::Example;
 use shared::auth::Claims;
 use shared::db::search;
 use shared::fields::FieldError;
+use shared::sealing;
 use shared::search::SearchParams;
 use uuid::Uuid;
 
@@ -124,7 +126,8 @@ pub async fn handle(
         None => Vec::new(),
     };
     let scope = claims.list_scope(filter.owner_id)?;
-    let found = search::search(&state.db, scope, &filter).await?;
+    let mut found = search::search(&state.db, scope, &filter).await?;
+    sealing::open_files(state.sealer.as_deref(), &state.db, found.items.iter_mut().map(|(file, _)| file)).await?;
     let mut issuer = UrlIssuer::new(state, claims);
     let ttl = state.config.signed_urls.default_ttl_secs;
     let items = found

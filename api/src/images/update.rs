@@ -8,6 +8,7 @@ use shared::db::storage_files::{self, MetadataChanges, StorageFile};
 use shared::db::{storage_signed_urls, storage_thumbnails};
 use shared::fields::{check_file_name, check_metadata, normalize_tags};
 use shared::model::ImageId;
+use shared::sealing;
 
 use super::{ImageView, require_write};
 use crate::AppState;
@@ -65,14 +66,17 @@ pub async fn handle(
     update: ImageUpdate,
 ) -> Result<ImageView, ApiError> {
     let changes = update.validate()?;
-    let file = apply(state, claims, id, &changes).await?;
+    let mut file = apply(state, claims, id, &changes).await?;
+    sealing::open_files(state.sealer.as_deref(), &state.db, [&mut file]).await?;
     let thumbnails = storage_thumbnails::list(&state.db, id).await?;
     Ok(ImageView::new(file, thumbnails))
 }
 
 /// Applies validated `changes` to image `id` on behalf of `claims`, in a transaction of its
-/// own, and returns the row as changed: the one way an image's metadata or visibility
-/// changes, for `PUT /storage/images/{id}` and for each image of a bulk change.
+/// own, and returns the row as changed (as stored: sealed fields stay sealed): the one way
+/// an image's metadata or visibility changes, for `PUT /storage/images/{id}` and for each
+/// image of a bulk change. A new name and sensitive metadata values are sealed with the
+/// image's data key, which is made now for an image stored before encryption was enabled.
 pub(crate) async fn apply(
     state: &AppState,
     claims: &Claims,
@@ -84,6 +88,17 @@ pub(crate) async fn apply(
     require_write(claims, &file)?;
     // Deleted in between: the update finds no live row.
     let mut tx = state.db.begin().await?;
+    let sealed;
+    let changes = match state.sealer.as_deref().filter(|sealer| sealer.seals_any(changes)) {
+        Some(sealer) => {
+            let key = sealer.key_for_change(&mut tx, id).await?;
+            let mut own = changes.clone();
+            sealer.seal_changes(&key, id, &mut own);
+            sealed = own;
+            &sealed
+        }
+        None => changes,
+    };
     let updated = storage_files::update_metadata(&mut *tx, id, changes).await?.ok_or_else(not_found)?;
     let revoked = updated.url_generation != file.url_generation;
     if revoked {

@@ -26,6 +26,7 @@ use poem_openapi::{ApiResponse, Multipart as MultipartSchema, impl_apirequest_fo
 use shared::auth::Claims;
 use shared::db::storage_files::StorageFile;
 use shared::db::storage_thumbnails;
+use shared::sealing;
 use shared::signing::Variant;
 use shared::upload::{IncomingFile, ReceivedFile, UploadError, UploadFields};
 use uuid::Uuid;
@@ -166,7 +167,8 @@ async fn receive_and_store(
             return Err(refused);
         }
     };
-    let stored = state.uploader.store(claims, request, received).await?;
+    let mut stored = state.uploader.store(claims, request, received).await?;
+    sealing::open_files(state.sealer.as_deref(), &state.db, [&mut stored.file]).await?;
     // A replayed upload may already have its thumbnails.
     let thumbnails =
         if stored.replayed { storage_thumbnails::list(&state.db, stored.file.id).await? } else { Vec::new() };

@@ -20,6 +20,7 @@ use shared::config::ServingConfig;
 use shared::db::storage_files::{self, StorageFile};
 use shared::db::storage_thumbnails::{self, ThumbnailRecord};
 use shared::model::ImageId;
+use shared::sealing::{self, Sealer};
 use shared::signing::Variant;
 use shared::storage::{Storage, StorageKey};
 use sqlx::PgPool;
@@ -98,10 +99,13 @@ pub struct ServingCache {
     files: Option<Cache<[u8; 32], Bytes>>,
     small_file_max_bytes: u64,
     invalidations: AtomicU64,
+    /// Opens sealed file names: downloads are named after the client's name, not its
+    /// sealed text.
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl ServingCache {
-    pub fn new(config: &ServingConfig) -> Self {
+    pub fn new(config: &ServingConfig, sealer: Option<Arc<Sealer>>) -> Self {
         let images = Cache::builder()
             .max_capacity(config.cache_entries)
             .time_to_live(Duration::from_secs(config.cache_ttl_secs))
@@ -112,7 +116,13 @@ impl ServingCache {
                 .weigher(|_, bytes: &Bytes| u32::try_from(bytes.len()).unwrap_or(u32::MAX))
                 .build()
         });
-        Self { images, files, small_file_max_bytes: config.small_file_max_bytes, invalidations: AtomicU64::new(0) }
+        Self {
+            images,
+            files,
+            small_file_max_bytes: config.small_file_max_bytes,
+            invalidations: AtomicU64::new(0),
+            sealer,
+        }
     }
 
     /// The live image `id`, from memory or else from the database.
@@ -122,7 +132,8 @@ impl ServingCache {
         }
         let before = self.invalidations.load(Ordering::SeqCst);
         let loaded = match storage_files::get(db, id).await? {
-            Some(file) => {
+            Some(mut file) => {
+                sealing::open_files(self.sealer.as_deref(), db, [&mut file]).await?;
                 let thumbnails = storage_thumbnails::list(db, id).await?;
                 Some(Arc::new(ServedImage::new(file, thumbnails)?))
             }
