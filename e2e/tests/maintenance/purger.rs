@@ -39,6 +39,15 @@ async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
+    // Metric points of a period 401 days ago and of today (the retention is 400 days).
+    sqlx::query(
+        "INSERT INTO storage_metrics (metric_name, metric_value, period_start, period_end) VALUES
+             ('uploads', 1, now() - interval '401 days', now() - interval '401 days' + interval '5 minutes'),
+             ('uploads', 2, now() - interval '5 minutes', now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO job_failures (queue, event_type, attempt, final, error, failed_at) VALUES
              ('thumbnails', 'image.uploaded', 1, false, 'old', now() - interval '31 days'),
@@ -88,6 +97,7 @@ async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
         signed_urls: 1,
         outbox: 1,
         health_checks: old_checks as u64,
+        metrics: 1,
         job_failures: 1,
         idempotency_keys: 1,
         access_logs: 1,
@@ -100,6 +110,8 @@ async fn old_rows_are_purged_in_batches_and_recent_ones_stay(pool: PgPool) {
     assert_eq!(count(&pool, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM storage_health_checks").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM job_failures").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM storage_metrics WHERE metric_value = 2").await, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM storage_metrics").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM upload_idempotency WHERE idempotency_key = 'recent'").await, 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM upload_idempotency").await, 1);
     let kept = "SELECT count(*) FROM storage_access_logs WHERE created_at > now() - interval '2 days'";

@@ -27,6 +27,9 @@ pub struct MaintenanceConfig {
     pub outbox_retention_days: u32,
     /// Health check results are deleted after this many days.
     pub health_check_retention_days: u32,
+    /// Metric roll-up points (`storage_metrics`) are deleted this many days after their
+    /// period started; the default keeps a year and a month, for year-on-year charts.
+    pub metric_retention_days: u32,
     /// Job failure records are deleted after this many days.
     pub job_failure_retention_days: u32,
     /// Upload idempotency keys are deleted after this many days: a retried upload past it
@@ -54,6 +57,7 @@ impl Default for MaintenanceConfig {
             signed_url_grace_days: 7,
             outbox_retention_days: 7,
             health_check_retention_days: 30,
+            metric_retention_days: 400,
             job_failure_retention_days: 30,
             idempotency_retention_days: 2,
             quarantine_retention_days: 30,
@@ -96,6 +100,7 @@ impl Config {
             ("maintenance.signedUrlGraceDays", maintenance.signed_url_grace_days),
             ("maintenance.outboxRetentionDays", maintenance.outbox_retention_days),
             ("maintenance.healthCheckRetentionDays", maintenance.health_check_retention_days),
+            ("maintenance.metricRetentionDays", maintenance.metric_retention_days),
             ("maintenance.jobFailureRetentionDays", maintenance.job_failure_retention_days),
             ("maintenance.idempotencyRetentionDays", maintenance.idempotency_retention_days),
             ("maintenance.quarantineRetentionDays", maintenance.quarantine_retention_days),
@@ -129,6 +134,11 @@ mod tests {
         let maintenance = &config.maintenance;
         assert_eq!((maintenance.pending_after_secs, maintenance.max_requeues), (900, 5));
         assert_eq!((maintenance.orphan_grace_secs, maintenance.outbox_retention_days), (3600, 7));
+        assert_eq!(maintenance.metric_retention_days, 400);
+        let at_the_limits = format!("{VALID}maintenance:\n  metricRetentionDays: 1\n");
+        assert_eq!(Config::from_yaml(&at_the_limits).unwrap().maintenance.metric_retention_days, 1);
+        let at_the_limits = format!("{VALID}maintenance:\n  metricRetentionDays: {MAX_DAYS}\n");
+        assert_eq!(Config::from_yaml(&at_the_limits).unwrap().maintenance.metric_retention_days, MAX_DAYS);
     }
 
     #[test]
@@ -139,6 +149,8 @@ mod tests {
             ("maintenance:\n  maxRequeuesPerRun: 0\n", "maintenance.maxRequeuesPerRun"),
             ("maintenance:\n  backupStallSecs: 1\n", "maintenance.backupStallSecs"),
             ("maintenance:\n  outboxRetentionDays: 0\n", "maintenance.outboxRetentionDays"),
+            ("maintenance:\n  metricRetentionDays: 0\n", "maintenance.metricRetentionDays"),
+            ("maintenance:\n  metricRetentionDays: 36501\n", "maintenance.metricRetentionDays"),
             ("maintenance:\n  jobFailureRetentionDays: 4000000000\n", "maintenance.jobFailureRetentionDays"),
             ("maintenance:\n  orphanGraceSecs: 10\n", "maintenance.orphanGraceSecs"),
             ("maintenance:\n  backupVerifyPerRun: 0\n", "maintenance.backupVerifyPerRun"),

@@ -49,6 +49,19 @@ pub async fn health_checks_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>
     Ok(deleted.rows_affected())
 }
 
+/// Metric roll-up points whose period started before `cutoff`.
+pub async fn metrics_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
+    let deleted = sqlx::query(
+        "DELETE FROM storage_metrics WHERE id IN
+             (SELECT id FROM storage_metrics WHERE period_start < $1 LIMIT $2)",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
 /// Job failure records older than `cutoff`.
 pub async fn job_failures_before(db: impl PgExecutor<'_>, cutoff: DateTime<Utc>, limit: i64) -> sqlx::Result<u64> {
     let deleted = sqlx::query!(

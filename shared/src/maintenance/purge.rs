@@ -1,7 +1,8 @@
 //! The purge: expired signed URLs and old bookkeeping rows. Signed URL records are kept
 //! `maintenance.signedUrlGraceDays` past their expiry (usage statistics and abuse flags
-//! read them); published outbox rows, health check results, job failures, upload
-//! idempotency keys and access log rows are kept for their own number of days, and the
+//! read them); published outbox rows, health check results, metric roll-up points, job
+//! failures, upload idempotency keys and access log rows are kept for their own number of
+//! days, and the
 //! record of webhook deliveries as long as published outbox rows. Unpublished outbox rows
 //! are never purged. The access log goes by whole months: the purge keeps its monthly
 //! partitions (see [`super::partitions`]) and deletes rows only from its default partition.
@@ -26,6 +27,7 @@ pub struct PurgeReport {
     pub signed_urls: u64,
     pub outbox: u64,
     pub health_checks: u64,
+    pub metrics: u64,
     pub job_failures: u64,
     pub idempotency_keys: u64,
     /// Rows of the access log's default partition; whole months are counted below.
@@ -49,6 +51,7 @@ pub async fn run(
         outbox: in_batches(|| purge::outbox_published_before(db, days(config.outbox_retention_days), BATCH)).await?,
         health_checks: in_batches(|| purge::health_checks_before(db, days(config.health_check_retention_days), BATCH))
             .await?,
+        metrics: in_batches(|| purge::metrics_before(db, days(config.metric_retention_days), BATCH)).await?,
         job_failures: in_batches(|| purge::job_failures_before(db, days(config.job_failure_retention_days), BATCH))
             .await?,
         idempotency_keys: in_batches(|| {
@@ -67,6 +70,7 @@ pub async fn run(
         purge.signed_urls = report.signed_urls,
         purge.outbox = report.outbox,
         purge.health_checks = report.health_checks,
+        purge.metrics = report.metrics,
         purge.job_failures = report.job_failures,
         purge.idempotency_keys = report.idempotency_keys,
         purge.access_logs = report.access_logs,
