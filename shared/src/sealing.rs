@@ -225,6 +225,14 @@ pub async fn open_files<'a>(
     Ok(())
 }
 
+/// Shows the sealed fields of `file` as unreadable, without a key: for an answer that must
+/// go out when the keys cannot be read (the upload is committed by then).
+pub fn hide_sealed(sealer: Option<&Sealer>, file: &mut StorageFile) {
+    if let Some(sealer) = sealer {
+        Opener { sealer, keys: HashMap::new() }.file(file);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
