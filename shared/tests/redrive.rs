@@ -8,7 +8,7 @@ use shared::broker::{DeadLetter, JobQueue, Publisher, attempt_of, headers};
 use shared::events::{Envelope, ImageUploaded};
 use shared::model::ImageId;
 use shared::redrive;
-use shared::test_support::{TestBroker, rabbit_config};
+use shared::test_support::{TestBroker, eventually, rabbit_config};
 
 /// Gives `count` `image.uploaded` jobs up on the thumbnails queue, as a worker would after
 /// its last attempt; returns their message ids and image ids, oldest first.
@@ -52,7 +52,12 @@ async fn looking_at_dead_letters_again_and_again_leaves_them_where_they_are() {
     assert_eq!(first.reason.as_deref(), Some("disk unreadable"));
     assert_eq!(first.attempts, Some(3));
     assert!(first.failed_at.is_some());
-    assert_eq!(broker.depth(&dead_queue).await, 3);
+    // A look hands its messages back by closing its channel, which the broker finishes
+    // after the look returns: wait until they are ready again.
+    eventually(Duration::from_secs(20), "the looked-at dead letters are back in their queue", || async {
+        broker.depth(&dead_queue).await == 3
+    })
+    .await;
     broker.delete().await;
 }
 
