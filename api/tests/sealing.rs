@@ -62,12 +62,18 @@ async fn sealed_fields_are_stored_sealed_and_read_opened(pool: PgPool) {
     let (_, token) = app.user();
     let measurements = json!({"chest_cm": 96, "waist_cm": 78, "note": "Tailored"});
     let metadata = json!({"body_measurements": measurements, "color": "red"}).to_string();
-    let response =
-        app.upload(&token, "user", NAME, images::jpeg(32, 24), &[("metadata", &metadata), ("tags", "summer")]).await;
+    let form = [("metadata", metadata.as_str()), ("tags", "summer")];
+    let retry = [("Idempotency-Key", "sealed-upload-1")];
+    let upload = || app.upload_with_headers(&token, "user", NAME, images::jpeg(32, 24), &form, &retry);
+    let response = upload().await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let uploaded = json(response).await;
     let id = uploaded["id"].as_str().unwrap().to_owned();
     assert_eq!((&uploaded["file_name"], &uploaded["metadata"]["body_measurements"]), (&json!(NAME), &measurements));
+    // A retry answers the stored row, opened like any read.
+    let replayed = json(upload().await).await;
+    assert_eq!((&replayed["id"], &replayed["file_name"]), (&json!(id), &json!(NAME)));
+    assert_eq!(replayed["metadata"]["body_measurements"], measurements);
 
     // At rest: sealed text for the name and the sensitive value, nothing plain anywhere.
     let (name, stored_metadata, search_text) = stored(&app, &id).await;

@@ -121,6 +121,11 @@ impl Sealer {
         self.ring.unwrap(&wrapped, row.image_id)
     }
 
+    /// An opener of image `image_id` alone, with its data key at hand (a new upload's).
+    pub fn opener_of(&self, image_id: ImageId, key: DataKey) -> Opener<'_> {
+        Opener { sealer: self, keys: HashMap::from([(image_id, key)]) }
+    }
+
     /// The data keys of the images `ids`, in one query, to open a page of them. Keys that
     /// do not unwrap are logged and left out (their fields show as unreadable).
     pub async fn opener(&self, db: impl PgExecutor<'_>, ids: &[ImageId]) -> sqlx::Result<Opener<'_>> {

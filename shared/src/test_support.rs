@@ -82,6 +82,24 @@ pub async fn database_url(pool: &sqlx::PgPool) -> String {
 
 /// Sends `tracing` output through the test harness, so each test shows its own logs when it
 /// fails (filter from `RUST_LOG`, default `info`). Safe to call from every test.
+/// Inserts the row of a live user's photo with no object behind it, for tests of tables
+/// that refer to images.
+pub async fn insert_bare_image(pool: &sqlx::PgPool) -> crate::model::ImageId {
+    let id = crate::model::ImageId::new();
+    sqlx::query(
+        "INSERT INTO storage_files (id, owner_id, owner_type, image_type, original_name, file_path, file_size,
+                                    mime_type, format, width, height, checksum)
+         VALUES ($1, $2, 'user', 'user', 'me.jpg', $3, 10, 'image/jpeg', 'jpeg', 1, 1, repeat('a', 64))",
+    )
+    .bind(id.0)
+    .bind(uuid::Uuid::new_v4())
+    .bind(format!("images/user/x/images/{}.jpg", id.0))
+    .execute(pool)
+    .await
+    .expect("inserting an image row");
+    id
+}
+
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn"));

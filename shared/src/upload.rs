@@ -318,12 +318,12 @@ impl Uploader {
         let mut original_name = request.original_name;
         let mut metadata = request.metadata;
         // Sealed before anything reaches the database; the wrapped key is stored in the
-        // row's transaction.
-        let wrapped = self.sealer.as_deref().map(|sealer| {
+        // row's transaction, and the key opens the stored row's answer without reading it back.
+        let keys = self.sealer.as_deref().map(|sealer| {
             let (data_key, wrapped) = sealer.new_key(id);
             original_name = sealer.seal_name(&data_key, id, &original_name);
             sealer.seal_metadata(&data_key, id, &mut metadata);
-            wrapped
+            (data_key, wrapped)
         });
         let metadata = Value::Object(metadata);
 
@@ -346,17 +346,20 @@ impl Uploader {
             tags: &request.tags,
             metadata: &metadata,
         };
-        let recorded = self
-            .record(claims, &new_file, wrapped.as_ref(), &request.sources, request.idempotency_key.as_deref())
-            .await;
+        let wrapped = keys.as_ref().map(|(_, wrapped)| wrapped);
+        let mut recorded =
+            self.record(claims, &new_file, wrapped, &request.sources, request.idempotency_key.as_deref()).await;
         if !matches!(recorded, Ok(StoredUpload { replayed: false, .. })) {
             // Refused, failed, or a concurrent retry won: this copy is not wanted.
             if let Err(cleanup) = self.storage.delete(&key).await {
                 tracing::error!(image.id = %id, error = %cleanup, "could not remove the file of a failed upload");
             }
         }
-        if let Ok(StoredUpload { replayed: false, .. }) = &recorded {
+        if let Ok(StoredUpload { replayed: false, file }) = &mut recorded {
             tracing::info!(image.id = %id, image.format = info.format.as_str(), size_bytes = size, "stored image {id}");
+            if let (Some(sealer), Some((data_key, _))) = (self.sealer.as_deref(), keys) {
+                sealer.opener_of(id, data_key).file(file);
+            }
         }
         recorded
     }

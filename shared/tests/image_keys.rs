@@ -4,29 +4,13 @@
 
 use shared::db::image_keys;
 use shared::model::ImageId;
+use shared::test_support::insert_bare_image;
 use sqlx::PgPool;
-use uuid::Uuid;
-
-/// Inserts a live image row (no object is written).
-async fn insert_image(pool: &PgPool) -> ImageId {
-    let id = ImageId::new();
-    sqlx::query(
-        "INSERT INTO storage_files (id, owner_id, owner_type, image_type, original_name, file_path, file_size,
-                                    mime_type, format, width, height, checksum)
-         VALUES ($1, $2, 'user', 'user', 'me.jpg', $3, 10, 'image/jpeg', 'jpeg', 1, 1, repeat('a', 64))",
-    )
-    .bind(id.0)
-    .bind(Uuid::new_v4())
-    .bind(format!("images/user/x/images/{}.jpg", id.0))
-    .execute(pool)
-    .await
-    .unwrap();
-    id
-}
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_key_is_stored_once_read_alone_or_by_page_and_shredded(pool: PgPool) {
-    let (a, b, keyless) = (insert_image(&pool).await, insert_image(&pool).await, insert_image(&pool).await);
+    let (a, b, keyless) =
+        (insert_bare_image(&pool).await, insert_bare_image(&pool).await, insert_bare_image(&pool).await);
     assert!(image_keys::insert(&pool, a, "m1", &[1; 72]).await.unwrap());
     assert!(image_keys::insert(&pool, b, "m1", &[2; 72]).await.unwrap());
     assert!(!image_keys::insert(&pool, a, "m2", &[9; 72]).await.unwrap(), "an image keeps its first key");
@@ -52,7 +36,7 @@ async fn a_key_is_stored_once_read_alone_or_by_page_and_shredded(pool: PgPool) {
 async fn rotation_pages_through_the_keys_of_other_master_keys_and_updates_only_unchanged_rows(pool: PgPool) {
     let mut old = Vec::new();
     for index in 0..5 {
-        let id = insert_image(&pool).await;
+        let id = insert_bare_image(&pool).await;
         let key_id = if index == 2 {
             "m2"
         } else if index == 4 {

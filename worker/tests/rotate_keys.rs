@@ -9,7 +9,6 @@ use shared::crypto::{DataKey, KeyRing, WrappedKey, open_field, seal_field};
 use shared::db::image_keys;
 use shared::model::ImageId;
 use sqlx::PgPool;
-use uuid::Uuid;
 use worker::keys::{self, RotationReport};
 
 const M0: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";
@@ -29,18 +28,7 @@ fn ring(active: &str, keys: &[(&str, &str)]) -> KeyRing {
 /// An image row with a new data key wrapped by `ring`, and a field sealed with that data
 /// key, which only the same data key opens.
 async fn encrypted_image(pool: &PgPool, ring: &KeyRing) -> (ImageId, String) {
-    let id = ImageId::new();
-    sqlx::query(
-        "INSERT INTO storage_files (id, owner_id, owner_type, image_type, original_name, file_path, file_size,
-                                    mime_type, format, width, height, checksum)
-         VALUES ($1, $2, 'user', 'user', 'me.jpg', $3, 10, 'image/jpeg', 'jpeg', 1, 1, repeat('a', 64))",
-    )
-    .bind(id.0)
-    .bind(Uuid::new_v4())
-    .bind(format!("images/user/x/images/{}.jpg", id.0))
-    .execute(pool)
-    .await
-    .unwrap();
+    let id = shared::test_support::insert_bare_image(pool).await;
     let key = DataKey::generate();
     let wrapped = ring.wrap(&key, id);
     assert!(image_keys::insert(pool, id, &wrapped.key_id, &wrapped.bytes).await.unwrap());

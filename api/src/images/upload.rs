@@ -168,15 +168,19 @@ async fn receive_and_store(
         }
     };
     let mut stored = state.uploader.store(claims, request, received).await?;
-    // The image is committed: a database that cannot give its key now must not turn the
-    // stored upload into an error a client would answer with a second upload.
-    if let Err(error) = sealing::open_files(state.sealer.as_deref(), &state.db, [&mut stored.file]).await {
-        tracing::warn!(image.id = %stored.file.id, %error, "the upload's sealed fields are answered unreadable");
-        sealing::hide_sealed(state.sealer.as_deref(), &mut stored.file);
-    }
-    // A replayed upload may already have its thumbnails.
-    let thumbnails =
-        if stored.replayed { storage_thumbnails::list(&state.db, stored.file.id).await? } else { Vec::new() };
+    // A new upload comes back opened (the uploader holds its key); a replay is read from
+    // its row, sealed. The image is committed either way: a database that cannot give the
+    // key now must not turn it into an error a client would answer with a second upload.
+    let thumbnails = if stored.replayed {
+        if let Err(error) = sealing::open_files(state.sealer.as_deref(), &state.db, [&mut stored.file]).await {
+            tracing::warn!(image.id = %stored.file.id, %error, "the upload's sealed fields are answered unreadable");
+            sealing::hide_sealed(state.sealer.as_deref(), &mut stored.file);
+        }
+        // A replayed upload may already have its thumbnails.
+        storage_thumbnails::list(&state.db, stored.file.id).await?
+    } else {
+        Vec::new()
+    };
     let original_url = original_url(state, claims, &stored.file).await;
     let location = format!("/storage/images/{}", stored.file.id);
     Ok(UploadResponse::Created(
